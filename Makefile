@@ -1,0 +1,40 @@
+# Sentinel: `make run` starts sentinel with the example config; `make test` runs
+# every test (installing the real Prometheus/Alertmanager tools when missing).
+GO        ?= go
+BIN       ?= bin
+DATA      ?= data
+GOFILES    = $(shell git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './vendor/*')
+
+.PHONY: all build run test test-deps lint fmt bench generate clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+run: build
+	@mkdir -p $(DATA)
+	./$(BIN)/sentinel --config.file=deploy/sentinel.example.yml --storage.path=./$(DATA)
+
+test-deps:
+	@bash scripts/install-test-deps.sh
+
+test: test-deps lint build
+	$(GO) test -race -count=1 -timeout 12m ./...
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+fmt:
+	gofmt -w $(GOFILES)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
+
+generate:
+	$(GO) generate ./...
+
+clean:
+	rm -rf $(BIN)
