@@ -1,0 +1,182 @@
+package heartbeat
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Key identifies an agent: the tenant comes from the credential, the agent id
+// from the path, query or event source.
+type Key struct {
+	Tenant  string
+	AgentID string
+}
+
+func (k Key) String() string { return k.Tenant + "/" + k.AgentID }
+
+// agentIDPattern is the contract of SPEC 1: anything else is refused with 400
+// and never becomes a label value.
+var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
+
+// ValidAgentID reports whether id may be used as an agent id.
+func ValidAgentID(id string) bool { return agentIDPattern.MatchString(id) }
+
+// Status is the agent-reported health of SPEC 2.1.
+type Status uint8
+
+// Agent-reported statuses. StatusUnknown is a heartbeat that carried none.
+const (
+	StatusUnknown Status = iota
+	StatusHealthy
+	StatusDegraded
+	StatusUnhealthy
+	StatusStarting
+	StatusShutdown
+)
+
+var statusNames = [...]string{"", "healthy", "degraded", "unhealthy", "starting", "shutdown"}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return ""
+}
+
+// ParseStatus parses the status field of a heartbeat; "" is StatusUnknown.
+func ParseStatus(s string) (Status, error) {
+	for i, n := range statusNames {
+		if n == s {
+			return Status(i), nil
+		}
+	}
+	return 0, fmt.Errorf("status %q is not one of healthy, degraded, unhealthy, starting, shutdown", s)
+}
+
+// PlatformType is where the agent runs, as detected by beacon (seed 000).
+type PlatformType uint8
+
+// Platform types of SPEC 2.1.
+const (
+	PlatformUnknown PlatformType = iota
+	PlatformDocker
+	PlatformKubernetes
+	PlatformLambda
+	PlatformBareMetal
+)
+
+var platformNames = [...]string{"", "docker", "kubernetes", "lambda", "bare_metal"}
+
+func (p PlatformType) String() string {
+	if int(p) < len(platformNames) {
+		return platformNames[p]
+	}
+	return ""
+}
+
+// ParsePlatformType parses platform.type; "" is PlatformUnknown.
+func ParsePlatformType(s string) (PlatformType, error) {
+	for i, n := range platformNames {
+		if n == s {
+			return PlatformType(i), nil
+		}
+	}
+	return 0, fmt.Errorf("platform.type %q is not one of docker, kubernetes, lambda, bare_metal", s)
+}
+
+// Platform is the agent-reported runtime metadata of SPEC 2.1.
+type Platform struct {
+	Type         PlatformType
+	ContainerID  string
+	Image        string
+	PodName      string
+	Namespace    string
+	Node         string
+	FunctionName string
+	Region       string
+	Hostname     string
+	OS           string
+	PID          int64
+}
+
+// ReportedMetrics are the agent-reported counters of SPEC 2.1.
+type ReportedMetrics struct {
+	RequestsHandled float64
+	Errors          float64
+	AvgLatencyMs    float64
+}
+
+// Command is a kill-switch command delivered in heartbeat answers.
+type Command uint8
+
+// Commands of SPEC 3.
+const (
+	CommandNone Command = iota
+	CommandPause
+	CommandResume
+	CommandTerminate
+)
+
+var commandNames = [...]string{"", "pause", "resume", "terminate"}
+
+func (c Command) String() string {
+	if int(c) < len(commandNames) {
+		return commandNames[c]
+	}
+	return ""
+}
+
+// ParseCommand parses a command name; the empty string is not a command.
+func ParseCommand(s string) (Command, bool) {
+	for i, n := range commandNames[1:] {
+		if n == s {
+			return Command(i + 1), true
+		}
+	}
+	return CommandNone, false
+}
+
+// Agent is one agent's hot state as handed out by the store. It is a copy:
+// changing it changes nothing in the store. An Agent passed to a View
+// callback borrows its strings from the view and must not outlive it.
+type Agent struct {
+	Key
+	Status        Status
+	Version       string
+	Platform      Platform
+	RegisteredAt  time.Time
+	LastHeartbeat time.Time
+	Interval      time.Duration
+
+	UptimeSeconds float64
+	HasUptime     bool
+	Metrics       ReportedMetrics
+	HasMetrics    bool
+	ExitCode      int64
+	HasExitCode   bool
+
+	Stopped bool
+	Revoked bool
+	// Command is the pending kill-switch command, CommandNone if none.
+	Command Command
+	// TokenVersion is the newest runtime-token version issued to the agent.
+	TokenVersion uint32
+}
+
+// State derives the agent's state at now (SPEC 2.3).
+func (a *Agent) State(now time.Time, t Thresholds) State {
+	switch {
+	case a.Revoked:
+		return StateRevoked
+	case a.Stopped:
+		return StateStopped
+	default:
+		return t.Liveness(a.MissedBeats(now))
+	}
+}
+
+// MissedBeats is floor((now − last heartbeat) / interval).
+func (a *Agent) MissedBeats(now time.Time) int64 {
+	return MissedBeats(now, a.LastHeartbeat, a.Interval)
+}

@@ -1,0 +1,632 @@
+package heartbeat
+
+import (
+	"errors"
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// ErrTooManyAgents is returned when registering one more agent would exceed
+// the configured max_agents. Existing agents are never evicted to make room.
+var ErrTooManyAgents = errors.New("agent limit reached")
+
+// numShards spreads agents over independently locked shards. 256 keeps
+// contention negligible on small machines while a shard of a 1M fleet (~4k
+// agents) is still cheap to copy for a scrape or a snapshot.
+const numShards = 256
+
+// MaxStringLen bounds every agent-reported string (version, platform fields):
+// each becomes a label value, and a bounded size keeps records small.
+const MaxStringLen = 255
+
+// Record flags.
+const (
+	flagUsed uint16 = 1 << iota
+	flagStopped
+	flagRevoked
+	flagHasUptime
+	flagHasMetrics
+	flagHasExitCode
+	flagCommandCarried
+)
+
+// Indexes of the strings kept in a record's blob, in blob order.
+const (
+	strTenant = iota
+	strAgentID
+	strVersion
+	strContainerID
+	strImage
+	strPodName
+	strNamespace
+	strNode
+	strFunctionName
+	strRegion
+	strHostname
+	strOS
+	numStrings
+)
+
+// record is one agent's hot state. It holds no pointers: its strings live in
+// the shard's arena as one length-prefixed blob, so slices of records are
+// never scanned by the garbage collector.
+type record struct {
+	hash         uint64
+	next         uint32 // slot+1 of the next record with the same hash; 0 ends the chain
+	blobOff      uint32
+	blobLen      uint32
+	tokenVersion uint32
+	commandSeq   uint32
+	flags        uint16
+	status       Status
+	platform     PlatformType
+	command      Command
+	registered   int64 // unix nanoseconds
+	lastBeat     int64 // unix nanoseconds
+	interval     int64 // nanoseconds
+	pid          int64
+	exitCode     int64
+	uptime       float64
+	requests     float64
+	errors       float64
+	latencyMs    float64
+}
+
+type shard struct {
+	mu      sync.RWMutex
+	index   map[uint64]uint32 // key hash → slot+1 of the first record of its chain
+	records []record
+	free    []uint32 // unused slots, reused before records grows
+	arena   []byte
+	garbage int // arena bytes no record refers to any more
+}
+
+// NewAgentHook is consulted, under the agent's shard lock, when an agent is
+// created by a heartbeat: it returns the durable kill-switch state the new
+// record must start with (a revocation or command issued before the agent's
+// registration was snapshotted survives a crash this way).
+type NewAgentHook func(Key) (revoked bool, cmd Command, cmdSeq uint32)
+
+// Store holds the hot state of every agent in memory.
+//
+// Concurrency: every method is safe for concurrent use. Agents are spread
+// over fixed shards by a seeded hash of their key; a method locks only the
+// shard of the agent it touches, so heartbeats of different agents rarely
+// contend and no store-wide lock is taken on the heartbeat path. Snapshot
+// locks one shard at a time.
+//
+// Ownership: the store owns its records. Callers get copies (Agent values and
+// Views) and change state only through the store's methods. Records are
+// pointer-free and strings live in per-shard arenas, so a million agents cost
+// the garbage collector next to nothing to scan.
+type Store struct {
+	seed    maphash.Seed
+	shards  [numShards]shard
+	count   atomic.Int64
+	limit   atomic.Int64
+	onNewAg NewAgentHook
+}
+
+// NewStore returns an empty store admitting at most maxAgents agents.
+func NewStore(maxAgents int, hook NewAgentHook) *Store {
+	s := &Store{seed: maphash.MakeSeed(), onNewAg: hook}
+	for i := range s.shards {
+		s.shards[i].index = make(map[uint64]uint32)
+	}
+	s.limit.Store(int64(maxAgents))
+	return s
+}
+
+// SetLimit changes max_agents (on config reload). Lowering it below the
+// current count evicts nobody; it only refuses new agents.
+func (s *Store) SetLimit(maxAgents int) { s.limit.Store(int64(maxAgents)) }
+
+// Len returns the number of agents.
+func (s *Store) Len() int { return int(s.count.Load()) }
+
+func (s *Store) hash(k Key) uint64 {
+	var h maphash.Hash
+	h.SetSeed(s.seed)
+	h.WriteString(k.Tenant)
+	h.WriteByte(0)
+	h.WriteString(k.AgentID)
+	return h.Sum64()
+}
+
+func (s *Store) shardOf(h uint64) *shard { return &s.shards[h>>56] }
+
+// find returns the slot of k, or -1. The shard lock must be held.
+func (sh *shard) find(h uint64, k Key) int {
+	for next := sh.index[h]; next != 0; {
+		slot := next - 1
+		r := &sh.records[slot]
+		if sh.str(r, strTenant) == k.Tenant && sh.str(r, strAgentID) == k.AgentID {
+			return int(slot)
+		}
+		next = r.next
+	}
+	return -1
+}
+
+// str returns string i of r's blob without copying; it is valid while the
+// shard lock is held and the arena is not rewritten.
+func (sh *shard) str(r *record, i int) string {
+	return blobString(sh.arena[r.blobOff:r.blobOff+r.blobLen], i)
+}
+
+func blobString(blob []byte, i int) string {
+	pos := 0
+	for ; i > 0; i-- {
+		pos += 1 + int(blob[pos])
+	}
+	n := int(blob[pos])
+	if n == 0 {
+		return ""
+	}
+	return unsafe.String(&blob[pos+1], n)
+}
+
+// appendBlob encodes the strings of an agent in blob order.
+func appendBlob(b []byte, k Key, version string, p *Platform) []byte {
+	for _, s := range [numStrings]string{
+		k.Tenant, k.AgentID, version, p.ContainerID, p.Image, p.PodName, p.Namespace,
+		p.Node, p.FunctionName, p.Region, p.Hostname, p.OS,
+	} {
+		if len(s) > MaxStringLen {
+			s = s[:MaxStringLen] // the protocol layer refuses longer ones; this only guards the encoding
+		}
+		b = append(b, byte(len(s)))
+		b = append(b, s...)
+	}
+	return b
+}
+
+// setBlob stores blob as r's strings, reusing the current space when equal.
+func (sh *shard) setBlob(r *record, blob []byte) {
+	if r.blobLen > 0 && string(sh.arena[r.blobOff:r.blobOff+r.blobLen]) == string(blob) {
+		return
+	}
+	sh.garbage += int(r.blobLen)
+	r.blobOff, r.blobLen = uint32(len(sh.arena)), uint32(len(blob))
+	sh.arena = append(sh.arena, blob...)
+	if sh.garbage > 64<<10 && sh.garbage > len(sh.arena)/2 {
+		sh.compact()
+	}
+}
+
+// compact rewrites the arena with only the blobs records still refer to.
+func (sh *shard) compact() {
+	arena := make([]byte, 0, len(sh.arena)-sh.garbage)
+	for i := range sh.records {
+		r := &sh.records[i]
+		if r.flags&flagUsed == 0 {
+			continue
+		}
+		off := len(arena)
+		arena = append(arena, sh.arena[r.blobOff:r.blobOff+r.blobLen]...)
+		r.blobOff = uint32(off)
+	}
+	sh.arena, sh.garbage = arena, 0
+}
+
+// BeatRequest is an accepted heartbeat, already validated by its protocol.
+type BeatRequest struct {
+	Key      Key
+	Time     time.Time
+	Interval time.Duration
+	Status   Status
+	// Version, when not empty, replaces the reported version.
+	Version string
+	// Platform replaces the reported platform when HasPlatform is set.
+	Platform    Platform
+	HasPlatform bool
+	Uptime      float64
+	HasUptime   bool
+	Metrics     ReportedMetrics
+	HasMetrics  bool
+	ExitCode    int64
+	HasExitCode bool
+	// IssueToken asks for a new runtime-token version (registration with a
+	// tenant key, or a refresh); BeatResult.TokenVersion carries it.
+	IssueToken bool
+	// PresentedTokenVersion is the version of the runtime token the beat came
+	// with, 0 for a tenant key. An agent re-created after a crash adopts it so
+	// that versions never go backwards.
+	PresentedTokenVersion uint32
+}
+
+// BeatResult tells the protocol layer how to answer a heartbeat.
+type BeatResult struct {
+	// Previous is the agent's state just before this beat (ACTIVE for a new agent).
+	Previous State
+	// PreviousBeat is the last heartbeat before this one (zero for a new agent).
+	PreviousBeat time.Time
+	Registered   bool
+	// Revoked is set when the agent is revoked: the beat was not recorded.
+	Revoked bool
+	// Command is carried by this answer (CommandNone if none), with its sequence.
+	Command    Command
+	CommandSeq uint32
+	// AckedCommandSeq is the sequence of a command this beat acknowledged (it
+	// arrived after the answer that carried it), 0 if none.
+	AckedCommandSeq uint32
+	// TokenVersion is the newly issued runtime-token version when IssueToken was set.
+	TokenVersion uint32
+}
+
+// Beat records a heartbeat, registering the agent if it is new. It returns
+// ErrTooManyAgents when a new agent would exceed max_agents. It is O(1) and
+// touches only the agent's shard.
+func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
+	h := s.hash(req.Key)
+	sh := s.shardOf(h)
+	var res BeatResult
+
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	slot := sh.find(h, req.Key)
+	var r *record
+	if slot < 0 {
+		if s.count.Add(1) > s.limit.Load() {
+			s.count.Add(-1)
+			return res, ErrTooManyAgents
+		}
+		r = sh.insert(h)
+		r.registered = req.Time.UnixNano()
+		r.tokenVersion = req.PresentedTokenVersion
+		if s.onNewAg != nil {
+			revoked, cmd, seq := s.onNewAg(req.Key)
+			if revoked {
+				r.flags |= flagRevoked
+			}
+			r.command, r.commandSeq = cmd, seq
+		}
+		var blob [2 + 2*MaxStringLen + numStrings]byte
+		sh.setBlob(r, appendBlob(blob[:0], req.Key, "", &Platform{}))
+		res.Registered = true
+		res.Previous = StateActive
+	} else {
+		r = &sh.records[slot]
+		prev := r.agentState(req.Time, t)
+		res.Previous = prev
+		res.PreviousBeat = time.Unix(0, r.lastBeat).UTC()
+	}
+	if r.tokenVersion < req.PresentedTokenVersion {
+		r.tokenVersion = req.PresentedTokenVersion
+	}
+	if r.flags&flagRevoked != 0 {
+		res.Revoked = true
+		res.Previous = StateRevoked
+		if res.Registered {
+			// A revoked agent's registration still records when it was seen.
+			r.lastBeat, r.interval = req.Time.UnixNano(), int64(req.Interval)
+		}
+		return res, nil
+	}
+
+	r.lastBeat = req.Time.UnixNano()
+	r.interval = int64(req.Interval)
+	if req.Status != StatusUnknown || r.status == StatusShutdown {
+		r.status = req.Status
+	}
+	if req.Status == StatusShutdown {
+		r.flags |= flagStopped
+	} else {
+		r.flags &^= flagStopped
+	}
+	if req.HasUptime {
+		r.uptime, r.flags = req.Uptime, r.flags|flagHasUptime
+	}
+	if req.HasMetrics {
+		r.requests, r.errors, r.latencyMs = req.Metrics.RequestsHandled, req.Metrics.Errors, req.Metrics.AvgLatencyMs
+		r.flags |= flagHasMetrics
+	}
+	if req.HasExitCode {
+		r.exitCode, r.flags = req.ExitCode, r.flags|flagHasExitCode
+	}
+	if req.HasPlatform || req.Version != "" {
+		version, platform := req.Version, req.Platform
+		blob := sh.arena[r.blobOff : r.blobOff+r.blobLen]
+		if version == "" {
+			version = blobString(blob, strVersion)
+		}
+		if !req.HasPlatform {
+			platform = sh.platform(r)
+		} else {
+			r.platform, r.pid = platform.Type, platform.PID
+		}
+		var buf [2 + 2*MaxStringLen + numStrings]byte
+		b := appendBlob(buf[:0], req.Key, version, &platform)
+		sh.setBlob(r, b)
+	}
+	if req.IssueToken {
+		r.tokenVersion++
+		res.TokenVersion = r.tokenVersion
+	}
+
+	// At-least-once delivery: a command stays pending until a beat arrives
+	// after the answer that carried it.
+	if r.command != CommandNone {
+		if r.flags&flagCommandCarried != 0 {
+			res.AckedCommandSeq = r.commandSeq
+			r.command, r.commandSeq = CommandNone, 0
+			r.flags &^= flagCommandCarried
+		} else {
+			res.Command, res.CommandSeq = r.command, r.commandSeq
+			r.flags |= flagCommandCarried
+		}
+	}
+	return res, nil
+}
+
+func (r *record) agentState(now time.Time, t Thresholds) State {
+	switch {
+	case r.flags&flagRevoked != 0:
+		return StateRevoked
+	case r.flags&flagStopped != 0:
+		return StateStopped
+	}
+	return t.Liveness(MissedBeats(now, time.Unix(0, r.lastBeat), time.Duration(r.interval)))
+}
+
+// insert adds an empty used record for hash h and returns it. The caller
+// holds the shard lock and fills the record.
+func (sh *shard) insert(h uint64) *record {
+	var slot uint32
+	if n := len(sh.free); n > 0 {
+		slot = sh.free[n-1]
+		sh.free = sh.free[:n-1]
+	} else {
+		slot = uint32(len(sh.records))
+		sh.records = append(sh.records, record{})
+	}
+	r := &sh.records[slot]
+	*r = record{hash: h, flags: flagUsed, next: sh.index[h]}
+	sh.index[h] = slot + 1
+	return r
+}
+
+// platform decodes r's platform; its strings borrow from the arena.
+func (sh *shard) platform(r *record) Platform {
+	blob := sh.arena[r.blobOff : r.blobOff+r.blobLen]
+	return Platform{
+		Type:         r.platform,
+		ContainerID:  blobString(blob, strContainerID),
+		Image:        blobString(blob, strImage),
+		PodName:      blobString(blob, strPodName),
+		Namespace:    blobString(blob, strNamespace),
+		Node:         blobString(blob, strNode),
+		FunctionName: blobString(blob, strFunctionName),
+		Region:       blobString(blob, strRegion),
+		Hostname:     blobString(blob, strHostname),
+		OS:           blobString(blob, strOS),
+		PID:          r.pid,
+	}
+}
+
+// decode fills a from r. Strings borrow from arena: the caller copies them
+// when a must outlive the arena.
+func decode(a *Agent, r *record, arena []byte) {
+	blob := arena[r.blobOff : r.blobOff+r.blobLen]
+	*a = Agent{
+		Key:     Key{Tenant: blobString(blob, strTenant), AgentID: blobString(blob, strAgentID)},
+		Status:  r.status,
+		Version: blobString(blob, strVersion),
+		Platform: Platform{
+			Type:         r.platform,
+			ContainerID:  blobString(blob, strContainerID),
+			Image:        blobString(blob, strImage),
+			PodName:      blobString(blob, strPodName),
+			Namespace:    blobString(blob, strNamespace),
+			Node:         blobString(blob, strNode),
+			FunctionName: blobString(blob, strFunctionName),
+			Region:       blobString(blob, strRegion),
+			Hostname:     blobString(blob, strHostname),
+			OS:           blobString(blob, strOS),
+			PID:          r.pid,
+		},
+		RegisteredAt:  time.Unix(0, r.registered).UTC(),
+		LastHeartbeat: time.Unix(0, r.lastBeat).UTC(),
+		Interval:      time.Duration(r.interval),
+		UptimeSeconds: r.uptime,
+		HasUptime:     r.flags&flagHasUptime != 0,
+		Metrics:       ReportedMetrics{RequestsHandled: r.requests, Errors: r.errors, AvgLatencyMs: r.latencyMs},
+		HasMetrics:    r.flags&flagHasMetrics != 0,
+		ExitCode:      r.exitCode,
+		HasExitCode:   r.flags&flagHasExitCode != 0,
+		Stopped:       r.flags&flagStopped != 0,
+		Revoked:       r.flags&flagRevoked != 0,
+		Command:       r.command,
+		TokenVersion:  r.tokenVersion,
+	}
+}
+
+// cloneStrings makes a's strings independent of the arena they borrow from.
+func (a *Agent) cloneStrings() {
+	for _, s := range []*string{
+		&a.Tenant, &a.AgentID, &a.Version, &a.Platform.ContainerID, &a.Platform.Image,
+		&a.Platform.PodName, &a.Platform.Namespace, &a.Platform.Node, &a.Platform.FunctionName,
+		&a.Platform.Region, &a.Platform.Hostname, &a.Platform.OS,
+	} {
+		*s = string([]byte(*s))
+	}
+}
+
+// Get returns a copy of the agent's state.
+func (s *Store) Get(k Key) (Agent, bool) {
+	h := s.hash(k)
+	sh := s.shardOf(h)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	slot := sh.find(h, k)
+	if slot < 0 {
+		return Agent{}, false
+	}
+	var a Agent
+	decode(&a, &sh.records[slot], sh.arena)
+	a.cloneStrings()
+	return a, true
+}
+
+// Delete forgets an agent; its series disappear from the next scrape.
+func (s *Store) Delete(k Key) bool {
+	h := s.hash(k)
+	sh := s.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	prevNext := uint32(0) // slot+1 of the chain predecessor, 0 for the index head
+	for next := sh.index[h]; next != 0; {
+		slot := next - 1
+		r := &sh.records[slot]
+		if sh.str(r, strTenant) == k.Tenant && sh.str(r, strAgentID) == k.AgentID {
+			if prevNext == 0 {
+				if r.next == 0 {
+					delete(sh.index, h)
+				} else {
+					sh.index[h] = r.next
+				}
+			} else {
+				sh.records[prevNext-1].next = r.next
+			}
+			sh.garbage += int(r.blobLen)
+			*r = record{}
+			sh.free = append(sh.free, slot)
+			s.count.Add(-1)
+			return true
+		}
+		prevNext, next = next, r.next
+	}
+	return false
+}
+
+// update applies fn to the agent's record under its shard lock.
+func (s *Store) update(k Key, fn func(*record)) bool {
+	h := s.hash(k)
+	sh := s.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	slot := sh.find(h, k)
+	if slot < 0 {
+		return false
+	}
+	fn(&sh.records[slot])
+	return true
+}
+
+// SetRevoked marks the agent revoked or reinstated; false if it is unknown.
+func (s *Store) SetRevoked(k Key, revoked bool) bool {
+	return s.update(k, func(r *record) {
+		if revoked {
+			r.flags |= flagRevoked
+		} else {
+			r.flags &^= flagRevoked
+		}
+	})
+}
+
+// SetCommand makes cmd the agent's pending command, replacing any older one;
+// false if the agent is unknown.
+func (s *Store) SetCommand(k Key, cmd Command, seq uint32) bool {
+	return s.update(k, func(r *record) {
+		r.command, r.commandSeq = cmd, seq
+		r.flags &^= flagCommandCarried
+	})
+}
+
+// Restore puts a fully formed agent into the store, as read from a snapshot.
+// It replaces an agent with the same key and ignores max_agents, because
+// agents admitted before a restart are never evicted.
+func (s *Store) Restore(a *Agent) {
+	h := s.hash(a.Key)
+	sh := s.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	var r *record
+	if slot := sh.find(h, a.Key); slot >= 0 {
+		r = &sh.records[slot]
+	} else {
+		r = sh.insert(h)
+		s.count.Add(1)
+	}
+	r.registered = a.RegisteredAt.UnixNano()
+	r.lastBeat = a.LastHeartbeat.UnixNano()
+	r.interval = int64(a.Interval)
+	r.status, r.platform, r.pid = a.Status, a.Platform.Type, a.Platform.PID
+	r.uptime, r.exitCode = a.UptimeSeconds, a.ExitCode
+	r.requests, r.errors, r.latencyMs = a.Metrics.RequestsHandled, a.Metrics.Errors, a.Metrics.AvgLatencyMs
+	r.tokenVersion, r.command = a.TokenVersion, a.Command
+	r.flags = flagUsed
+	for _, f := range []struct {
+		set  bool
+		flag uint16
+	}{
+		{a.Stopped, flagStopped}, {a.Revoked, flagRevoked}, {a.HasUptime, flagHasUptime},
+		{a.HasMetrics, flagHasMetrics}, {a.HasExitCode, flagHasExitCode},
+	} {
+		if f.set {
+			r.flags |= f.flag
+		}
+	}
+	var buf [2 + 2*MaxStringLen + numStrings]byte
+	sh.setBlob(r, appendBlob(buf[:0], a.Key, a.Version, &a.Platform))
+}
+
+// View is a copy of the store taken by Snapshot: consistent per shard, owned
+// by the caller, and reusable across snapshots to save allocations.
+type View struct {
+	shards [numShards]viewShard
+	count  int
+}
+
+type viewShard struct {
+	records []record
+	arena   []byte
+}
+
+// Snapshot copies the store into v (allocating one if v is nil) and returns
+// it. It holds each shard's read lock only while copying that shard.
+func (s *Store) Snapshot(v *View) *View {
+	if v == nil {
+		v = new(View)
+	}
+	v.count = 0
+	for i := range s.shards {
+		sh, vs := &s.shards[i], &v.shards[i]
+		sh.mu.RLock()
+		vs.records = append(vs.records[:0], sh.records...)
+		vs.arena = append(vs.arena[:0], sh.arena...)
+		sh.mu.RUnlock()
+		for j := range vs.records {
+			if vs.records[j].flags&flagUsed != 0 {
+				v.count++
+			}
+		}
+	}
+	return v
+}
+
+// Len returns the number of agents in the view.
+func (v *View) Len() int { return v.count }
+
+// Each calls fn for every agent of the view until fn returns false. The
+// *Agent is reused between calls and its strings borrow from the view: copy
+// what must outlive the view or the next Snapshot into it.
+func (v *View) Each(fn func(*Agent) bool) {
+	var a Agent
+	for i := range v.shards {
+		vs := &v.shards[i]
+		for j := range vs.records {
+			r := &vs.records[j]
+			if r.flags&flagUsed == 0 {
+				continue
+			}
+			decode(&a, r, vs.arena)
+			if !fn(&a) {
+				return
+			}
+		}
+	}
+}
