@@ -1,0 +1,324 @@
+// Package config loads and validates sentinel's YAML configuration (SPEC 8).
+//
+// Loading is strict: unknown keys are errors, defaults are applied while
+// unmarshalling, every *_file secret is read, and the whole configuration is
+// validated before a caller may swap it in. Secrets are config.Secret values
+// that print as <secret>.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	promconfig "github.com/prometheus/common/config"
+	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is sentinel's configuration file.
+type Config struct {
+	Heartbeat       HeartbeatConfig     `yaml:"heartbeat"`
+	AdminTokens     []promconfig.Secret `yaml:"admin_tokens,omitempty"`
+	AdminTokenFiles []string            `yaml:"admin_token_files,omitempty"`
+	Tenants         []TenantConfig      `yaml:"tenants"`
+	Bridge          BridgeConfig        `yaml:"bridge"`
+}
+
+// HeartbeatConfig sets the liveness rules of SPEC 2.3.
+type HeartbeatConfig struct {
+	DefaultInterval    model.Duration `yaml:"default_interval"`
+	MinInterval        model.Duration `yaml:"min_interval"`
+	MaxInterval        model.Duration `yaml:"max_interval"`
+	SilentAfter        int            `yaml:"silent_after"`
+	ZombieAfter        int            `yaml:"zombie_after"`
+	TokenTTL           model.Duration `yaml:"token_ttl"`
+	TokenRefreshBefore model.Duration `yaml:"token_refresh_before"`
+	MaxAgents          int            `yaml:"max_agents"`
+}
+
+// DefaultHeartbeatConfig holds the defaults of SPEC 8.
+var DefaultHeartbeatConfig = HeartbeatConfig{
+	DefaultInterval:    model.Duration(60 * time.Second),
+	MinInterval:        model.Duration(time.Second),
+	MaxInterval:        model.Duration(time.Hour),
+	SilentAfter:        5,
+	ZombieAfter:        15,
+	TokenTTL:           model.Duration(2160 * time.Hour),
+	TokenRefreshBefore: model.Duration(168 * time.Hour),
+	MaxAgents:          1000000,
+}
+
+// TenantConfig is one tenant: its agents' API keys, its admin tokens, its webhook.
+type TenantConfig struct {
+	ID              string              `yaml:"id"`
+	APIKeys         []promconfig.Secret `yaml:"api_keys,omitempty"`
+	APIKeyFiles     []string            `yaml:"api_key_files,omitempty"`
+	AdminTokens     []promconfig.Secret `yaml:"admin_tokens,omitempty"`
+	AdminTokenFiles []string            `yaml:"admin_token_files,omitempty"`
+	Webhook         *WebhookConfig      `yaml:"webhook,omitempty"`
+}
+
+// WebhookConfig is where a tenant's signed webhooks go (SPEC 6.1).
+type WebhookConfig struct {
+	URL         string              `yaml:"url"`
+	Secrets     []promconfig.Secret `yaml:"secrets,omitempty"`
+	SecretFiles []string            `yaml:"secret_files,omitempty"`
+	MaxAge      model.Duration      `yaml:"max_age"`
+}
+
+// BridgeConfig configures the Alertmanager bridge (SPEC 6).
+type BridgeConfig struct {
+	BearerToken     promconfig.Secret `yaml:"bearer_token,omitempty"`
+	BearerTokenFile string            `yaml:"bearer_token_file,omitempty"`
+	KillSwitch      KillSwitchConfig  `yaml:"kill_switch"`
+	Watchdog        WatchdogConfig    `yaml:"watchdog"`
+}
+
+// KillSwitchConfig says which alerts revoke agents, and how long they get to stop.
+type KillSwitchConfig struct {
+	Alertnames      []string       `yaml:"alertnames"`
+	ShutdownTimeout model.Duration `yaml:"shutdown_timeout"`
+}
+
+// DefaultKillSwitchConfig holds the defaults of SPEC 8.
+var DefaultKillSwitchConfig = KillSwitchConfig{
+	Alertnames:      []string{"AgentZombie"},
+	ShutdownTimeout: model.Duration(5 * time.Second),
+}
+
+// Defaults of SPEC 8 for sections that have no defaults struct.
+const (
+	DefaultWebhookMaxAge   = model.Duration(24 * time.Hour)
+	DefaultWatchdogTimeout = model.Duration(5 * time.Minute)
+)
+
+// WatchdogConfig configures the pipeline's own heartbeat (SPEC 6.2).
+type WatchdogConfig struct {
+	Timeout model.Duration `yaml:"timeout"`
+}
+
+// tenantIDPattern keeps tenant ids usable as label values and URL parts.
+var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Load reads, defaults and validates the configuration file at path.
+// Relative *_file paths are resolved against the file's directory.
+func Load(path string) (*Config, error) {
+	content, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config %s: %w", path, err)
+	}
+	cfg, err := Parse(content, filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse parses and validates a configuration; baseDir resolves relative *_file paths.
+func Parse(content []byte, baseDir string) (*Config, error) {
+	// Defaults are filled in first: the decoder only overwrites the keys the
+	// file sets, and one strict decoder for the whole document keeps the line
+	// numbers of unknown-key errors right.
+	cfg := &Config{
+		Heartbeat: DefaultHeartbeatConfig,
+		Bridge: BridgeConfig{
+			KillSwitch: KillSwitchConfig{
+				Alertnames:      append([]string(nil), DefaultKillSwitchConfig.Alertnames...),
+				ShutdownTimeout: DefaultKillSwitchConfig.ShutdownTimeout,
+			},
+			Watchdog: WatchdogConfig{Timeout: DefaultWatchdogTimeout},
+		},
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(content))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("the configuration is empty")
+		}
+		return nil, err
+	}
+	for i := range cfg.Tenants {
+		if w := cfg.Tenants[i].Webhook; w != nil && w.MaxAge == 0 {
+			w.MaxAge = DefaultWebhookMaxAge
+		}
+	}
+	if err := cfg.resolveFiles(baseDir); err != nil {
+		return nil, err
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) resolveFiles(baseDir string) error {
+	var err error
+	if c.AdminTokens, err = appendSecretFiles(c.AdminTokens, c.AdminTokenFiles, baseDir, "admin_token_files"); err != nil {
+		return err
+	}
+	for i := range c.Tenants {
+		t := &c.Tenants[i]
+		where := fmt.Sprintf("tenants[%d]", i)
+		if t.APIKeys, err = appendSecretFiles(t.APIKeys, t.APIKeyFiles, baseDir, where+".api_key_files"); err != nil {
+			return err
+		}
+		if t.AdminTokens, err = appendSecretFiles(t.AdminTokens, t.AdminTokenFiles, baseDir, where+".admin_token_files"); err != nil {
+			return err
+		}
+		if t.Webhook != nil {
+			if t.Webhook.Secrets, err = appendSecretFiles(t.Webhook.Secrets, t.Webhook.SecretFiles, baseDir, where+".webhook.secret_files"); err != nil {
+				return err
+			}
+		}
+	}
+	if c.Bridge.BearerTokenFile != "" {
+		if c.Bridge.BearerToken != "" {
+			return errors.New("bridge: at most one of bearer_token and bearer_token_file may be set")
+		}
+		s, err := readSecretFile(c.Bridge.BearerTokenFile, baseDir, "bridge.bearer_token_file")
+		if err != nil {
+			return err
+		}
+		c.Bridge.BearerToken = s
+	}
+	return nil
+}
+
+func appendSecretFiles(secrets []promconfig.Secret, files []string, baseDir, field string) ([]promconfig.Secret, error) {
+	for _, f := range files {
+		s, err := readSecretFile(f, baseDir, field)
+		if err != nil {
+			return nil, err
+		}
+		secrets = append(secrets, s)
+	}
+	return secrets, nil
+}
+
+func readSecretFile(file, baseDir, field string) (promconfig.Secret, error) {
+	if !filepath.IsAbs(file) {
+		file = filepath.Join(baseDir, file)
+	}
+	content, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	s := strings.TrimSpace(string(content))
+	if s == "" {
+		return "", fmt.Errorf("%s: %s is empty", field, file)
+	}
+	return promconfig.Secret(s), nil
+}
+
+func (c *Config) validate() error {
+	h := &c.Heartbeat
+	switch {
+	case h.MinInterval <= 0:
+		return errors.New("heartbeat.min_interval must be positive")
+	case h.MaxInterval < h.MinInterval:
+		return fmt.Errorf("heartbeat.max_interval (%s) must not be below heartbeat.min_interval (%s)", h.MaxInterval, h.MinInterval)
+	case h.DefaultInterval < h.MinInterval || h.DefaultInterval > h.MaxInterval:
+		return fmt.Errorf("heartbeat.default_interval (%s) must lie within [min_interval, max_interval] = [%s, %s]", h.DefaultInterval, h.MinInterval, h.MaxInterval)
+	case h.SilentAfter < 1:
+		return errors.New("heartbeat.silent_after must be at least 1")
+	case h.ZombieAfter <= h.SilentAfter:
+		return fmt.Errorf("heartbeat.zombie_after (%d) must be greater than heartbeat.silent_after (%d)", h.ZombieAfter, h.SilentAfter)
+	case h.TokenTTL <= 0:
+		return errors.New("heartbeat.token_ttl must be positive")
+	case h.TokenRefreshBefore < 0 || h.TokenRefreshBefore >= h.TokenTTL:
+		return fmt.Errorf("heartbeat.token_refresh_before (%s) must be below heartbeat.token_ttl (%s)", h.TokenRefreshBefore, h.TokenTTL)
+	case h.MaxAgents < 1:
+		return errors.New("heartbeat.max_agents must be at least 1")
+	}
+	if len(c.Tenants) == 0 {
+		return errors.New("tenants: at least one tenant is required")
+	}
+	owners := map[promconfig.Secret]string{}
+	claim := func(s promconfig.Secret, field string) error {
+		if s == "" {
+			return fmt.Errorf("%s: empty secret", field)
+		}
+		if prev, ok := owners[s]; ok {
+			return fmt.Errorf("%s: the same secret is already used by %s; every credential must be unique", field, prev)
+		}
+		owners[s] = field
+		return nil
+	}
+	for i, s := range c.AdminTokens {
+		if err := claim(s, fmt.Sprintf("admin_tokens[%d]", i)); err != nil {
+			return err
+		}
+	}
+	seen := map[string]bool{}
+	for i, t := range c.Tenants {
+		where := fmt.Sprintf("tenants[%d]", i)
+		if !tenantIDPattern.MatchString(t.ID) {
+			return fmt.Errorf("%s.id %q must match %s", where, t.ID, tenantIDPattern)
+		}
+		if seen[t.ID] {
+			return fmt.Errorf("%s.id %q is a duplicate", where, t.ID)
+		}
+		seen[t.ID] = true
+		for j, s := range t.APIKeys {
+			if err := claim(s, fmt.Sprintf("%s.api_keys[%d]", where, j)); err != nil {
+				return err
+			}
+		}
+		for j, s := range t.AdminTokens {
+			if err := claim(s, fmt.Sprintf("%s.admin_tokens[%d]", where, j)); err != nil {
+				return err
+			}
+		}
+		if w := t.Webhook; w != nil {
+			u, err := url.Parse(w.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("%s.webhook.url %q must be an absolute http or https URL", where, w.URL)
+			}
+			if len(w.Secrets) == 0 {
+				return fmt.Errorf("%s.webhook: at least one of secrets or secret_files is required to sign deliveries", where)
+			}
+			if w.MaxAge <= 0 {
+				return fmt.Errorf("%s.webhook.max_age must be positive", where)
+			}
+		}
+	}
+	if c.Bridge.BearerToken != "" {
+		if err := claim(c.Bridge.BearerToken, "bridge.bearer_token"); err != nil {
+			return err
+		}
+	}
+	if c.Bridge.KillSwitch.ShutdownTimeout < 0 {
+		return errors.New("bridge.kill_switch.shutdown_timeout must not be negative")
+	}
+	if c.Bridge.Watchdog.Timeout < 0 {
+		return errors.New("bridge.watchdog.timeout must not be negative (0 disables it)")
+	}
+	return nil
+}
+
+// Tenant returns the tenant with the given id.
+func (c *Config) Tenant(id string) (*TenantConfig, bool) {
+	for i := range c.Tenants {
+		if c.Tenants[i].ID == id {
+			return &c.Tenants[i], true
+		}
+	}
+	return nil, false
+}
+
+// TenantIDs returns the configured tenant ids in file order.
+func (c *Config) TenantIDs() []string {
+	ids := make([]string, len(c.Tenants))
+	for i, t := range c.Tenants {
+		ids[i] = t.ID
+	}
+	return ids
+}
