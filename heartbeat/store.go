@@ -232,6 +232,8 @@ type BeatRequest struct {
 	// IssueToken asks for a new runtime-token version (registration with a
 	// tenant key, or a refresh); BeatResult.TokenVersion carries it.
 	IssueToken bool
+	// IssueTokenOnRegister issues a token only if this beat registers the agent.
+	IssueTokenOnRegister bool
 	// PresentedTokenVersion is the version of the runtime token the beat came
 	// with, 0 for a tenant key. An agent re-created after a crash adopts it so
 	// that versions never go backwards.
@@ -342,7 +344,7 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 		b := appendBlob(buf[:0], req.Key, version, &platform)
 		sh.setBlob(r, b)
 	}
-	if req.IssueToken {
+	if req.IssueToken || (res.Registered && req.IssueTokenOnRegister) {
 		r.tokenVersion++
 		res.TokenVersion = r.tokenVersion
 	}
