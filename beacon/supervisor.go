@@ -1,0 +1,305 @@
+package beacon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Exit codes of a supervised run, besides the child's own code (or 128+signal
+// when a signal killed it).
+const (
+	// ExitRevoked: the kill switch revoked the agent and the child was stopped.
+	ExitRevoked = 3
+	// ExitTerminated: a "terminate" command stopped the child.
+	ExitTerminated = 4
+	// ExitCannotExecute: the command exists but could not be started.
+	ExitCannotExecute = 126
+	// ExitNotFound: the command was not found.
+	ExitNotFound = 127
+)
+
+// Defaults of Supervisor.
+const (
+	DefaultShutdownTimeout       = 10 * time.Second
+	DefaultFinalHeartbeatTimeout = 5 * time.Second
+)
+
+// Supervisor runs a child process with a Beacon for it; it is the beacon
+// command's logic. The child runs in its own process group, so that signals
+// reach everything it started:
+//
+//   - revoked by the kill switch: SIGTERM to the group, SIGKILL after the
+//     answer's shutdown_timeout_ms; Run returns ExitRevoked;
+//   - "terminate": the same with ShutdownTimeout; a final shutdown heartbeat;
+//     Run returns ExitTerminated;
+//   - "pause": SIGSTOP to the group; "resume": SIGCONT;
+//   - signals from Signals are forwarded to the group;
+//   - the child exits: a final shutdown heartbeat with its exit code; Run
+//     returns that code (128+signal when a signal killed it).
+//
+// Sentinel being unreachable never stops the child.
+type Supervisor struct {
+	// Cmd is the child, not yet started. Run sets SysProcAttr.Setpgid.
+	Cmd *exec.Cmd
+	// Beacon configures the heartbeats; nil runs the child with no beacon at
+	// all. Its OnCommand is called after the supervisor applied a command.
+	Beacon *Config
+	// ReportFile, when set, is exported to the child as BEACON_METRICS_FILE
+	// and read before each heartbeat (see ReadReportFile), unless
+	// Beacon.Report is set.
+	ReportFile string
+	// Signals are forwarded to the child's process group.
+	Signals <-chan os.Signal
+	// ShutdownTimeout is the grace period between SIGTERM and SIGKILL for a
+	// terminate command, a cancelled context, and a revocation that names no
+	// timeout. Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// FinalHeartbeatTimeout bounds the final shutdown heartbeat. Default
+	// DefaultFinalHeartbeatTimeout.
+	FinalHeartbeatTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+
+	pgid   int
+	paused atomic.Bool
+}
+
+// Run starts the child and supervises it until it exits. It returns the exit
+// code beacon should exit with. A cancelled ctx stops the child like a
+// terminate command (without the exit code ExitTerminated). The error is
+// non-nil only when the child could not be started or the beacon could not
+// be configured; the code is meaningful then too.
+func (s *Supervisor) Run(ctx context.Context) (int, error) {
+	logger := s.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	shutdownTimeout := s.ShutdownTimeout
+	if shutdownTimeout <= 0 {
+		shutdownTimeout = DefaultShutdownTimeout
+	}
+
+	var b *Beacon
+	if s.Beacon != nil {
+		cfg := *s.Beacon
+		if cfg.Logger == nil {
+			cfg.Logger = logger
+		}
+		if cfg.Report == nil && s.ReportFile != "" {
+			cfg.Report = (&FileReporter{Path: s.ReportFile, Logger: logger}).Report
+		}
+		userOnCommand := cfg.OnCommand
+		cfg.OnCommand = func(c Command) {
+			s.apply(logger, c)
+			if userOnCommand != nil {
+				userOnCommand(c)
+			}
+		}
+		var err error
+		if b, err = New(cfg); err != nil {
+			return 1, fmt.Errorf("configure beacon: %w", err)
+		}
+	}
+
+	cmd := s.Cmd
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
+	if s.ReportFile != "" {
+		env := cmd.Env
+		if env == nil {
+			env = os.Environ()
+		}
+		cmd.Env = append(env, EnvMetricsFile+"="+s.ReportFile)
+	}
+	if err := cmd.Start(); err != nil {
+		code := ExitCannotExecute
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = ExitNotFound
+		}
+		return code, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	s.pgid = cmd.Process.Pid
+	logger.Info("Started the agent", "pid", s.pgid, "command", cmd.Args)
+
+	exited := make(chan int, 1)
+	go func() {
+		err := cmd.Wait()
+		code := exitCode(cmd.ProcessState)
+		if cmd.ProcessState == nil {
+			logger.Error("Waiting for the agent failed", "err", err)
+			code = 1
+		}
+		exited <- code
+	}()
+
+	var stopped chan error
+	cancelBeacon := func() {}
+	if b != nil {
+		stopped = make(chan error, 1)
+		bctx, cancel := context.WithCancel(context.Background())
+		cancelBeacon = cancel
+		go func() { stopped <- b.Run(bctx) }()
+	}
+	defer cancelBeacon()
+
+	final := func(code int) {
+		if b == nil {
+			return
+		}
+		cancelBeacon()
+		if stopped != nil {
+			<-stopped // Run returns promptly once cancelled
+		}
+		fctx, cancel := context.WithTimeout(context.Background(), s.finalTimeout())
+		defer cancel()
+		if err := b.Shutdown(fctx, code); err != nil {
+			logger.Warn("Final shutdown heartbeat failed", "err", err)
+		}
+	}
+
+	for {
+		select {
+		case code := <-exited:
+			logger.Info("Agent exited", "exit_code", code)
+			final(code)
+			return code, nil
+
+		case sig := <-s.Signals:
+			s.forward(logger, sig)
+
+		case err := <-stopped:
+			stopped = nil // Run is over; nothing more comes from it
+			var stop *StopError
+			if !errors.As(err, &stop) {
+				continue
+			}
+			if stop.Revoked {
+				timeout := stop.ShutdownTimeout
+				if timeout <= 0 {
+					timeout = shutdownTimeout
+				}
+				logger.Error("Revoked by the kill switch: stopping the agent", "reason", stop.Reason, "shutdown_timeout", timeout)
+				code := s.terminate(logger, exited, timeout)
+				logger.Error("Agent stopped after revocation", "agent_exit_code", code, "exit_code", ExitRevoked)
+				// No final heartbeat: the kill switch already owns the
+				// agent's state, and sentinel would answer "revoked" again.
+				return ExitRevoked, nil
+			}
+			logger.Warn("Terminate command from sentinel: stopping the agent", "shutdown_timeout", shutdownTimeout)
+			code := s.terminate(logger, exited, shutdownTimeout)
+			logger.Warn("Agent stopped after a terminate command", "agent_exit_code", code, "exit_code", ExitTerminated)
+			final(code)
+			return ExitTerminated, nil
+
+		case <-ctx.Done():
+			logger.Info("Stopping the agent", "shutdown_timeout", shutdownTimeout)
+			code := s.terminate(logger, exited, shutdownTimeout)
+			final(code)
+			return code, nil
+		}
+	}
+}
+
+func (s *Supervisor) finalTimeout() time.Duration {
+	if s.FinalHeartbeatTimeout > 0 {
+		return s.FinalHeartbeatTimeout
+	}
+	return DefaultFinalHeartbeatTimeout
+}
+
+// apply carries out pause and resume on the child's process group.
+func (s *Supervisor) apply(logger *slog.Logger, c Command) {
+	switch c {
+	case CommandPause:
+		if err := s.signalGroup(syscall.SIGSTOP); err != nil {
+			logger.Warn("Cannot pause the agent", "err", err)
+			return
+		}
+		s.paused.Store(true)
+		logger.Info("Paused the agent (SIGSTOP)", "pgid", s.pgid)
+	case CommandResume:
+		if err := s.signalGroup(syscall.SIGCONT); err != nil {
+			logger.Warn("Cannot resume the agent", "err", err)
+			return
+		}
+		s.paused.Store(false)
+		logger.Info("Resumed the agent (SIGCONT)", "pgid", s.pgid)
+	}
+}
+
+// forward passes a signal beacon received on to the child's process group. A
+// paused group is continued after a signal that asks it to stop, or it could
+// not act on it.
+func (s *Supervisor) forward(logger *slog.Logger, sig os.Signal) {
+	ssig, ok := sig.(syscall.Signal)
+	if !ok {
+		return
+	}
+	logger.Info("Forwarding signal to the agent", "signal", sig.String())
+	if err := s.signalGroup(ssig); err != nil {
+		logger.Debug("Cannot forward signal", "signal", sig.String(), "err", err)
+	}
+	switch ssig {
+	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+		if s.paused.Swap(false) {
+			_ = s.signalGroup(syscall.SIGCONT)
+		}
+	}
+}
+
+// terminate sends SIGTERM to the child's process group, SIGKILL once timeout
+// has passed without the child exiting, and returns the child's exit code.
+// Whatever is left of the group when the child exits is killed: the kill
+// switch leaves nothing running.
+func (s *Supervisor) terminate(logger *slog.Logger, exited <-chan int, timeout time.Duration) int {
+	_ = s.signalGroup(syscall.SIGTERM)
+	if s.paused.Swap(false) {
+		_ = s.signalGroup(syscall.SIGCONT) // a stopped process cannot act on SIGTERM
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case code := <-exited:
+			_ = s.signalGroup(syscall.SIGKILL) // stragglers of the group
+			return code
+		case sig := <-s.Signals:
+			s.forward(logger, sig)
+		case <-t.C:
+			logger.Warn("Agent did not exit in time; killing it (SIGKILL)", "timeout", timeout, "pgid", s.pgid)
+			_ = s.signalGroup(syscall.SIGKILL)
+			return <-exited
+		}
+	}
+}
+
+func (s *Supervisor) signalGroup(sig syscall.Signal) error {
+	if s.pgid <= 0 {
+		return errors.New("no child")
+	}
+	if err := syscall.Kill(-s.pgid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %v to process group %d: %w", sig, s.pgid, err)
+	}
+	return nil
+}
+
+// exitCode is the code a shell would report: the exit status, or 128+signal.
+func exitCode(ps *os.ProcessState) int {
+	if ps == nil {
+		return 1
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ps.ExitCode()
+}
