@@ -43,18 +43,22 @@ type Credentials struct {
 	// Keyed by SHA-256 of the secret: the map lookup then reveals nothing
 	// about how much of a guessed secret was right, which keeps the
 	// comparison constant-time in the secret, and no secret is kept in clear.
-	bySum map[[sha256.Size]byte]Principal
+	bySum     map[[sha256.Size]byte]Principal
+	tenants   map[string]struct{}
+	tenantIDs []string
 }
 
 // NewCredentials compiles the secrets of cfg. cfg has been validated, so
 // every secret is unique.
 func NewCredentials(cfg *config.Config) *Credentials {
-	c := &Credentials{bySum: make(map[[sha256.Size]byte]Principal)}
+	c := &Credentials{bySum: make(map[[sha256.Size]byte]Principal), tenants: make(map[string]struct{})}
 	add := func(secret string, p Principal) { c.bySum[sha256.Sum256([]byte(secret))] = p }
 	for _, s := range cfg.AdminTokens {
 		add(string(s), Principal{Kind: KindGlobalAdmin})
 	}
 	for _, t := range cfg.Tenants {
+		c.tenants[t.ID] = struct{}{}
+		c.tenantIDs = append(c.tenantIDs, t.ID)
 		for _, s := range t.APIKeys {
 			add(string(s), Principal{Kind: KindTenantKey, Tenant: t.ID})
 		}
@@ -84,3 +88,13 @@ func BearerToken(r *http.Request) (string, bool) {
 	token := strings.TrimSpace(h[len(prefix):])
 	return token, token != ""
 }
+
+// HasTenant reports whether tenant is configured (a runtime token of a
+// tenant removed from the configuration is no longer accepted).
+func (c *Credentials) HasTenant(tenant string) bool {
+	_, ok := c.tenants[tenant]
+	return ok
+}
+
+// Tenants returns the configured tenant ids in configuration order.
+func (c *Credentials) Tenants() []string { return c.tenantIDs }

@@ -1,0 +1,628 @@
+package heartbeat
+
+import (
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/VictoriaMetrics/fastcache"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentsentinel/sentinel/auth"
+	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/jsonapi"
+)
+
+// Revocation is a kill-switch revocation as heartbeat answers carry it.
+type Revocation struct {
+	Reason          string
+	ShutdownTimeout time.Duration
+	RevokedAt       time.Time
+	// Source is "admin" or "alert:<name>".
+	Source string
+}
+
+// KillSwitch is the durable kill-switch state the receiver consults. Both
+// methods are called on the heartbeat path and must not wait for a disk.
+type KillSwitch interface {
+	// Revocation returns the revocation of a revoked agent.
+	Revocation(Key) (Revocation, bool)
+	// CommandAcknowledged records that the agent acknowledged command seq.
+	CommandAcknowledged(k Key, seq uint32)
+}
+
+// Settings is the reloadable part of the configuration the receiver uses.
+// It is immutable once built; a reload swaps in a new one.
+type Settings struct {
+	Thresholds         Thresholds
+	DefaultInterval    time.Duration
+	MinInterval        time.Duration
+	MaxInterval        time.Duration
+	TokenTTL           time.Duration
+	TokenRefreshBefore time.Duration
+	Credentials        *auth.Credentials
+}
+
+// SettingsFromConfig derives receiver settings from a validated configuration.
+func SettingsFromConfig(cfg *config.Config) *Settings {
+	h := cfg.Heartbeat
+	return &Settings{
+		Thresholds:         Thresholds{SilentAfter: h.SilentAfter, ZombieAfter: h.ZombieAfter},
+		DefaultInterval:    time.Duration(h.DefaultInterval),
+		MinInterval:        time.Duration(h.MinInterval),
+		MaxInterval:        time.Duration(h.MaxInterval),
+		TokenTTL:           time.Duration(h.TokenTTL),
+		TokenRefreshBefore: time.Duration(h.TokenRefreshBefore),
+		Credentials:        auth.NewCredentials(cfg),
+	}
+}
+
+// ReceiverOptions are the receiver's collaborators.
+type ReceiverOptions struct {
+	Store      *Store
+	Signer     *auth.Signer
+	KillSwitch KillSwitch
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+	// EventCacheBytes sizes the event_id duplicate filter (fastcache; 32 MiB minimum).
+	EventCacheBytes int
+}
+
+// Receiver serves the agent-facing API of SPEC 2: Beacon and ABS heartbeats
+// and ABS events.
+type Receiver struct {
+	store    *Store
+	signer   *auth.Signer
+	kill     KillSwitch
+	logger   *slog.Logger
+	now      func() time.Time
+	settings atomic.Pointer[Settings]
+	// events suppresses repeated event_ids. A lost entry (fastcache drops
+	// entries when full or on collision) only means a duplicate is counted
+	// as a fresh heartbeat, which changes no state: a cache is enough.
+	events *fastcache.Cache
+
+	heartbeats *prometheus.CounterVec
+	refused    *prometheus.CounterVec
+	bufs       sync.Pool
+}
+
+// Protocols, as the protocol label of sentinel_heartbeats_total.
+const (
+	protoBeacon = "beacon"
+	protoABS    = "abs"
+	protoEvents = "events"
+)
+
+// Results, as the result label of sentinel_heartbeats_total.
+const (
+	resultAccepted     = "accepted"
+	resultRevoked      = "revoked"
+	resultDuplicate    = "duplicate"
+	resultBadRequest   = "bad_request"
+	resultUnauthorized = "unauthorized"
+	resultForbidden    = "forbidden"
+	resultTooLarge     = "too_large"
+	resultUnsupported  = "unsupported"
+	resultRefused      = "refused"
+)
+
+// NewReceiver returns a receiver using s until SetSettings swaps it.
+func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.EventCacheBytes <= 0 {
+		o.EventCacheBytes = 32 << 20
+	}
+	rc := &Receiver{
+		store:  o.Store,
+		signer: o.Signer,
+		kill:   o.KillSwitch,
+		logger: o.Logger,
+		now:    o.Now,
+		events: fastcache.New(o.EventCacheBytes),
+		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sentinel_heartbeats_total",
+			Help: "Heartbeat requests received, by protocol (beacon, abs, events) and result.",
+		}, []string{"protocol", "result"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sentinel_agents_refused_total",
+			Help: "Registrations refused because heartbeat.max_agents was reached.",
+		}, []string{"tenant"}),
+	}
+	rc.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
+	// Pre-create the label sets operators alert on, so they read 0, not absent.
+	for _, p := range []string{protoBeacon, protoABS, protoEvents} {
+		for _, r := range []string{resultAccepted, resultRevoked, resultRefused} {
+			rc.heartbeats.WithLabelValues(p, r)
+		}
+	}
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(rc.heartbeats, rc.refused)
+	}
+	rc.SetSettings(s)
+	return rc
+}
+
+// SetSettings swaps in new settings (config reload).
+func (rc *Receiver) SetSettings(s *Settings) {
+	rc.settings.Store(s)
+	for _, id := range s.Credentials.Tenants() {
+		rc.refused.WithLabelValues(id)
+	}
+}
+
+// Register adds the agent-facing routes to mux.
+func (rc *Receiver) Register(mux *http.ServeMux) {
+	mux.HandleFunc("/api/v1/installations/{id}/heartbeat", rc.serveBeacon)
+	mux.HandleFunc("/v1/heartbeat", rc.serveABS)
+	mux.HandleFunc("/v1/events", rc.serveEvents)
+}
+
+// beatBody is the heartbeat schema of SPEC 2.1. Every field is optional and
+// unknown fields are ignored.
+type beatBody struct {
+	Status                   string        `json:"status"`
+	UptimeSeconds            *float64      `json:"uptime_seconds"`
+	HeartbeatIntervalSeconds *float64      `json:"heartbeat_interval_seconds"`
+	Version                  string        `json:"version"`
+	ExitCode                 *int64        `json:"exit_code"`
+	Platform                 *platformBody `json:"platform"`
+	Metrics                  *metricsBody  `json:"metrics"`
+}
+
+type platformBody struct {
+	Type         string `json:"type"`
+	ContainerID  string `json:"container_id"`
+	Image        string `json:"image"`
+	PodName      string `json:"pod_name"`
+	Namespace    string `json:"namespace"`
+	Node         string `json:"node"`
+	FunctionName string `json:"function_name"`
+	Region       string `json:"region"`
+	Hostname     string `json:"hostname"`
+	OS           string `json:"os"`
+	PID          int64  `json:"pid"`
+}
+
+type metricsBody struct {
+	RequestsHandled float64 `json:"requests_handled"`
+	Errors          float64 `json:"errors"`
+	AvgLatencyMs    float64 `json:"avg_latency_ms"`
+}
+
+// beat is one heartbeat on its way through the receiver.
+type beat struct {
+	proto     string
+	principal auth.Principal
+	key       Key
+	body      beatBody
+	shutdown  bool // agent.shutdown event: the final signal whatever the body says
+	settings  *Settings
+	now       time.Time
+
+	res      BeatResult
+	interval time.Duration
+	state    State
+	token    string // runtime token issued by this beat
+	tokenExp time.Time
+	tokenVer uint32
+}
+
+func (rc *Receiver) fail(w http.ResponseWriter, proto, result string, status int, msg string) {
+	rc.heartbeats.WithLabelValues(proto, result).Inc()
+	jsonapi.Error(w, status, msg)
+}
+
+// authenticate resolves the bearer credential for a heartbeat of agentID
+// (empty when the agent is not known yet, as for events before decoding).
+func (rc *Receiver) authenticate(w http.ResponseWriter, r *http.Request, b *beat) bool {
+	secret, ok := auth.BearerToken(r)
+	if !ok {
+		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "missing bearer credential")
+		return false
+	}
+	if p, ok := b.settings.Credentials.Lookup(secret); ok {
+		if p.Kind != auth.KindTenantKey {
+			rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
+			return false
+		}
+		b.principal = p
+		return true
+	}
+	if len(secret) > len(auth.RuntimeTokenPrefix) && secret[:len(auth.RuntimeTokenPrefix)] == auth.RuntimeTokenPrefix {
+		tok, err := rc.signer.Verify(secret, b.now)
+		switch {
+		case errors.Is(err, auth.ErrTokenExpired):
+			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "runtime token expired; register again with the tenant API key")
+			return false
+		case err != nil:
+			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
+			return false
+		}
+		if !b.settings.Credentials.HasTenant(tok.Tenant) {
+			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
+			return false
+		}
+		b.principal = auth.Principal{Kind: auth.KindRuntimeToken, Tenant: tok.Tenant, Token: tok}
+		return true
+	}
+	rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
+	return false
+}
+
+// authorizeAgent checks that the principal may beat agent id and sets the key.
+func (rc *Receiver) authorizeAgent(w http.ResponseWriter, b *beat, id string) bool {
+	if !ValidAgentID(id) {
+		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "invalid agent id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+		return false
+	}
+	if t := b.principal.Token; t != nil && t.AgentID != id {
+		rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "runtime token is bound to another agent")
+		return false
+	}
+	b.key = Key{Tenant: b.principal.Tenant, AgentID: id}
+	return true
+}
+
+// validate turns the body into a BeatRequest, or answers 400.
+func (rc *Receiver) validate(w http.ResponseWriter, b *beat, req *BeatRequest) bool {
+	bad := func(msg string) bool {
+		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, msg)
+		return false
+	}
+	body := &b.body
+	status, err := ParseStatus(body.Status)
+	if err != nil {
+		return bad(err.Error())
+	}
+	if b.shutdown {
+		status = StatusShutdown
+	}
+	s := b.settings
+	b.interval = s.DefaultInterval
+	if v := body.HeartbeatIntervalSeconds; v != nil {
+		if !(*v > 0) || math.IsInf(*v, 0) {
+			return bad("heartbeat_interval_seconds must be a positive number")
+		}
+		b.interval = min(max(time.Duration(*v*float64(time.Second)), s.MinInterval), s.MaxInterval)
+	}
+	if !validString(body.Version) {
+		return bad("version must be valid UTF-8 of at most 255 bytes")
+	}
+	*req = BeatRequest{Key: b.key, Time: b.now, Interval: b.interval, Status: status, Version: body.Version}
+	if v := body.UptimeSeconds; v != nil {
+		if *v < 0 {
+			return bad("uptime_seconds must not be negative")
+		}
+		req.Uptime, req.HasUptime = *v, true
+	}
+	if v := body.ExitCode; v != nil {
+		req.ExitCode, req.HasExitCode = *v, true
+	}
+	if m := body.Metrics; m != nil {
+		if m.RequestsHandled < 0 || m.Errors < 0 || m.AvgLatencyMs < 0 {
+			return bad("metrics.requests_handled, metrics.errors and metrics.avg_latency_ms must not be negative")
+		}
+		req.Metrics = ReportedMetrics(*m)
+		req.HasMetrics = true
+	}
+	if p := body.Platform; p != nil {
+		typ, err := ParsePlatformType(p.Type)
+		if err != nil {
+			return bad(err.Error())
+		}
+		for _, f := range [...]struct{ name, value string }{
+			{"container_id", p.ContainerID}, {"image", p.Image}, {"pod_name", p.PodName},
+			{"namespace", p.Namespace}, {"node", p.Node}, {"function_name", p.FunctionName},
+			{"region", p.Region}, {"hostname", p.Hostname}, {"os", p.OS},
+		} {
+			if !validString(f.value) {
+				return bad("platform." + f.name + " must be valid UTF-8 of at most 255 bytes")
+			}
+		}
+		req.Platform = Platform{
+			Type: typ, ContainerID: p.ContainerID, Image: p.Image, PodName: p.PodName,
+			Namespace: p.Namespace, Node: p.Node, FunctionName: p.FunctionName, Region: p.Region,
+			Hostname: p.Hostname, OS: p.OS, PID: p.PID,
+		}
+		req.HasPlatform = true
+	}
+	if t := b.principal.Token; t != nil {
+		req.PresentedTokenVersion = t.Version
+		req.IssueToken = t.ExpiresAt.Sub(b.now) <= s.TokenRefreshBefore
+	} else {
+		// Only the Beacon answer has room for the runtime token.
+		req.IssueTokenOnRegister = b.proto == protoBeacon
+	}
+	return true
+}
+
+// validString keeps agent-reported strings fit to be label values.
+func validString(s string) bool { return len(s) <= MaxStringLen && utf8.ValidString(s) }
+
+// process records the beat in the store and works out the answer's content.
+// It answers errors itself and returns false after doing so.
+func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
+	var req BeatRequest
+	if !rc.validate(w, b, &req) {
+		return false
+	}
+	res, err := rc.store.Beat(&req, b.settings.Thresholds)
+	if errors.Is(err, ErrTooManyAgents) {
+		rc.refused.WithLabelValues(b.key.Tenant).Inc()
+		rc.logger.Warn("agent refused: max_agents reached", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "agents", rc.store.Len())
+		rc.fail(w, b.proto, resultRefused, http.StatusTooManyRequests, "agent limit reached (heartbeat.max_agents); no new agent is admitted")
+		return false
+	}
+	b.res = res
+	if res.AckedCommandSeq != 0 {
+		rc.kill.CommandAcknowledged(b.key, res.AckedCommandSeq)
+	}
+	if res.Revoked {
+		rc.heartbeats.WithLabelValues(b.proto, resultRevoked).Inc()
+		b.state = StateRevoked
+		return true
+	}
+	rc.heartbeats.WithLabelValues(b.proto, resultAccepted).Inc()
+	switch {
+	case req.Status == StatusShutdown:
+		b.state = StateStopped
+		rc.logger.Info("agent stopped", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "exit_code", b.body.ExitCode)
+	case res.Previous == StateZombie:
+		b.state = StateRecovered
+		rc.logger.Info("agent recovered", "tenant", b.key.Tenant, "agent_id", b.key.AgentID,
+			"outage", b.now.Sub(res.PreviousBeat).Round(time.Millisecond), "last_heartbeat", res.PreviousBeat)
+	default:
+		b.state = StateActive
+		if res.Previous == StateSilent {
+			rc.logger.Info("agent active again", "tenant", b.key.Tenant, "agent_id", b.key.AgentID,
+				"outage", b.now.Sub(res.PreviousBeat).Round(time.Millisecond))
+		}
+	}
+	if res.Registered {
+		rc.logger.Debug("agent registered", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "protocol", b.proto)
+	}
+	if res.TokenVersion != 0 {
+		b.tokenVer = res.TokenVersion
+		b.tokenExp = b.now.Add(b.settings.TokenTTL).Truncate(time.Second)
+		b.token = rc.signer.Issue(auth.RuntimeToken{Tenant: b.key.Tenant, AgentID: b.key.AgentID, Version: b.tokenVer, ExpiresAt: b.tokenExp})
+	}
+	return true
+}
+
+func (rc *Receiver) newBeat(proto string) *beat {
+	return &beat{proto: proto, settings: rc.settings.Load(), now: rc.now()}
+}
+
+func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, b *beat, into any) bool {
+	bufp := rc.bufs.Get().(*[]byte)
+	defer rc.bufs.Put(bufp)
+	body, status := jsonapi.ReadBody(w, r, *bufp)
+	if status != 0 {
+		result := resultBadRequest
+		if status == http.StatusRequestEntityTooLarge {
+			result = resultTooLarge
+		}
+		rc.heartbeats.WithLabelValues(b.proto, result).Inc()
+		return false
+	}
+	*bufp = body[:0]
+	if !jsonapi.Decode(w, body, into) {
+		rc.heartbeats.WithLabelValues(b.proto, resultBadRequest).Inc()
+		return false
+	}
+	return true
+}
+
+func (rc *Receiver) serveBeacon(w http.ResponseWriter, r *http.Request) {
+	b := rc.newBeat(protoBeacon)
+	if !jsonapi.AllowMethods(w, r, http.MethodPost) || !rc.authenticate(w, r, b) ||
+		!rc.authorizeAgent(w, b, r.PathValue("id")) || !rc.readBody(w, r, b, &b.body) || !rc.process(w, b) {
+		return
+	}
+	out := rc.appendBeaconAnswer(make([]byte, 0, 512), b)
+	jsonapi.Raw(w, http.StatusOK, out)
+}
+
+func (rc *Receiver) serveABS(w http.ResponseWriter, r *http.Request) {
+	b := rc.newBeat(protoABS)
+	if !jsonapi.AllowMethods(w, r, http.MethodPost) || !rc.authenticate(w, r, b) ||
+		!rc.authorizeAgent(w, b, r.URL.Query().Get("agentId")) || !rc.readBody(w, r, b, &b.body) || !rc.process(w, b) {
+		return
+	}
+	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
+	jsonapi.Raw(w, http.StatusOK, append(out, '}'))
+}
+
+// eventBody is an ABS event (SPEC 2.2).
+type eventBody struct {
+	EventID   string          `json:"event_id"`
+	TenantID  string          `json:"tenant_id"`
+	EventType string          `json:"event_type"`
+	Source    string          `json:"source"`
+	Payload   json.RawMessage `json:"payload"`
+}
+
+func (rc *Receiver) serveEvents(w http.ResponseWriter, r *http.Request) {
+	b := rc.newBeat(protoEvents)
+	var ev eventBody
+	if !jsonapi.AllowMethods(w, r, http.MethodPost) || !rc.authenticate(w, r, b) || !rc.readBody(w, r, b, &ev) {
+		return
+	}
+	switch {
+	case ev.EventID == "" || len(ev.EventID) > 128 || !utf8.ValidString(ev.EventID):
+		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "event_id is required (at most 128 bytes)")
+		return
+	case ev.TenantID == "":
+		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "tenant_id is required")
+		return
+	case ev.TenantID != b.principal.Tenant:
+		rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "tenant_id is not the credential's tenant")
+		return
+	}
+	switch ev.EventType {
+	case "agent.heartbeat":
+	case "agent.shutdown":
+		b.shutdown = true
+	default:
+		rc.fail(w, b.proto, resultUnsupported, http.StatusUnprocessableEntity,
+			"unsupported event_type "+strconv.Quote(ev.EventType)+"; supported: agent.heartbeat, agent.shutdown")
+		return
+	}
+	if !rc.authorizeAgent(w, b, ev.Source) {
+		return
+	}
+	dedupKey := []byte(b.key.Tenant + "\x00" + ev.EventID)
+	if rc.events.Has(dedupKey) {
+		rc.heartbeats.WithLabelValues(b.proto, resultDuplicate).Inc()
+		jsonapi.Write(w, http.StatusOK, struct {
+			EventID   string `json:"event_id"`
+			AgentID   string `json:"agentId"`
+			Duplicate bool   `json:"duplicate"`
+		}{ev.EventID, ev.Source, true})
+		return
+	}
+	if len(ev.Payload) > 0 && string(ev.Payload) != "null" {
+		if err := json.Unmarshal(ev.Payload, &b.body); err != nil {
+			rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "malformed payload: "+err.Error())
+			return
+		}
+	}
+	if !rc.process(w, b) {
+		return
+	}
+	rc.events.Set(dedupKey, nil)
+	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
+	out = append(out, `,"event_id":`...)
+	out = appendJSONString(out, ev.EventID)
+	out = append(out, `,"duplicate":false}`...)
+	jsonapi.Raw(w, http.StatusOK, out)
+}
+
+// The answers are appended by hand: they are written for every heartbeat and
+// reflection-based encoding would be most of a heartbeat's cost.
+
+func (rc *Receiver) appendBeaconAnswer(out []byte, b *beat) []byte {
+	out = append(out, `{"installation_id":`...)
+	out = appendJSONString(out, b.key.AgentID)
+	switch b.state {
+	case StateRevoked:
+		return rc.appendRevocation(out, b)
+	case StateStopped:
+		return append(out, `,"lease_renewed":false,"state":"STOPPED"}`...)
+	}
+	out = append(out, `,"lease_renewed":true,"state":"`...)
+	out = append(out, b.state.String()...)
+	out = append(out, `","lease_expires_at":"`...)
+	out = appendTime(out, b.now.Add(b.interval*time.Duration(b.settings.Thresholds.SilentAfter)))
+	out = append(out, `","next_heartbeat_at":"`...)
+	out = appendTime(out, b.now.Add(b.interval))
+	out = append(out, `","heartbeat_interval_seconds":`...)
+	out = strconv.AppendFloat(out, b.interval.Seconds(), 'f', -1, 64)
+	out = append(out, `,"command":`...)
+	out = appendCommand(out, b.res.Command)
+	if b.token != "" && !b.res.Registered {
+		out = append(out, `,"refreshed_token":`...)
+		out = b.appendToken(out)
+	} else {
+		out = append(out, `,"refreshed_token":null`...)
+	}
+	if b.res.Registered {
+		out = append(out, `,"registered":true,"lease_duration_seconds":`...)
+		out = strconv.AppendFloat(out, (b.interval * time.Duration(b.settings.Thresholds.SilentAfter)).Seconds(), 'f', -1, 64)
+		if b.token != "" {
+			out = append(out, `,"runtime_token":`...)
+			out = b.appendToken(out)
+		}
+	}
+	return append(out, '}')
+}
+
+func (b *beat) appendToken(out []byte) []byte {
+	out = append(out, `{"runtime_token":"`...)
+	out = append(out, b.token...)
+	out = append(out, `","expires_at":"`...)
+	out = appendTime(out, b.tokenExp)
+	out = append(out, `","token_version":`...)
+	out = strconv.AppendUint(out, uint64(b.tokenVer), 10)
+	return append(out, '}')
+}
+
+// appendABSAnswer appends the ABS answer without its closing brace, so the
+// events endpoint can add its fields.
+func (rc *Receiver) appendABSAnswer(out []byte, b *beat) []byte {
+	out = append(out, `{"status":"`...)
+	out = append(out, b.state.String()...)
+	out = append(out, `","agentId":`...)
+	out = appendJSONString(out, b.key.AgentID)
+	switch b.state {
+	case StateRevoked:
+		out = rc.appendRevocation(out, b)
+		return out[:len(out)-1]
+	case StateStopped:
+		return out
+	}
+	out = append(out, `,"nextDeadline":"`...)
+	out = appendTime(out, b.now.Add(b.interval))
+	out = append(out, '"')
+	if b.res.Command != CommandNone {
+		out = append(out, `,"command":`...)
+		out = appendCommand(out, b.res.Command)
+	}
+	return out
+}
+
+// appendRevocation appends the revoked fields of SPEC 2.1 and the closing brace.
+func (rc *Receiver) appendRevocation(out []byte, b *beat) []byte {
+	rev, ok := rc.kill.Revocation(b.key)
+	if !ok {
+		// Reinstated between the beat and this answer: still answer revoked,
+		// the next heartbeat renews the lease.
+		rev = Revocation{Reason: "revoked"}
+	}
+	out = append(out, `,"lease_renewed":false,"revoked":true,"reason":`...)
+	out = appendJSONString(out, rev.Reason)
+	out = append(out, `,"shutdown_timeout_ms":`...)
+	out = strconv.AppendInt(out, rev.ShutdownTimeout.Milliseconds(), 10)
+	return append(out, '}')
+}
+
+func appendCommand(out []byte, c Command) []byte {
+	if c == CommandNone {
+		return append(out, "null"...)
+	}
+	out = append(out, '"')
+	out = append(out, c.String()...)
+	return append(out, '"')
+}
+
+func appendTime(out []byte, t time.Time) []byte {
+	return t.UTC().AppendFormat(out, time.RFC3339Nano)
+}
+
+// appendJSONString appends s as a JSON string.
+func appendJSONString(out []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f {
+			q, _ := json.Marshal(s)
+			return append(out, q...)
+		}
+	}
+	out = append(out, '"')
+	out = append(out, s...)
+	return append(out, '"')
+}
