@@ -1,0 +1,294 @@
+// Package collector exposes the agents of a heartbeat.Store as the metrics of
+// SPEC 4: the per-agent series and the sentinel_agents fleet gauge.
+//
+// Every series is built fresh from one store snapshot per scrape, so the
+// series of a silent or zombie agent stay exactly as long as the agent is in
+// the store and vanish with the first scrape after Store.Delete; nothing keeps
+// dead label sets around.
+//
+// There are two ways to the same exposition:
+//   - Collector implements prometheus.Collector with const metrics. It is the
+//     reference the tests check against and fits small fleets or a registry,
+//     but at 100k agents it costs seconds per scrape.
+//   - Collector.Handler serves /metrics and streams the agent families as
+//     exposition text rendered straight from the snapshot (kube-state-metrics'
+//     approach), in front of the self-metrics it gathers from a registry.
+//
+// Both derive every value and label from the same functions, so they agree
+// sample for sample (the tests parse the Handler's output to prove it).
+package collector
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentsentinel/sentinel/heartbeat"
+)
+
+// Options wires the collector to the application.
+type Options struct {
+	// Thresholds returns the current silent_after/zombie_after (reloadable).
+	Thresholds func() heartbeat.Thresholds
+	// Tenants returns the configured tenant ids: each gets a sentinel_agents
+	// series per state, 0 when it has no agent in that state, so that no
+	// series vanishes when the last agent of a state leaves it.
+	Tenants func() []string
+	// Now is time.Now in production and a fake clock in tests.
+	Now func() time.Time
+}
+
+// DefaultThresholds are SPEC 8's silent_after and zombie_after, used when
+// Options.Thresholds is nil.
+var DefaultThresholds = heartbeat.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+
+// Collector exposes a heartbeat.Store. It is safe for concurrent use.
+type Collector struct {
+	store *heartbeat.Store
+	opts  Options
+	descs [numFamilies]*prometheus.Desc
+	// idle keeps the view and text buffers of the last Handler scrape across
+	// garbage collections (a sync.Pool would drop them, and regrowing ~100 MB
+	// of buffers costs more than rendering into them); scrapes recycles the
+	// extra states of concurrent scrapes.
+	mu      sync.Mutex
+	idle    *scrape
+	scrapes sync.Pool
+	// sizeHint is the size of each family's buffer at the last scrape, so that
+	// a fresh scrape state allocates its buffers once.
+	sizeHint [numFamilies]atomic.Int64
+}
+
+// New returns a Collector of store. Nil Options fields get defaults:
+// DefaultThresholds, no configured tenants, time.Now.
+func New(store *heartbeat.Store, opts Options) *Collector {
+	if opts.Thresholds == nil {
+		opts.Thresholds = func() heartbeat.Thresholds { return DefaultThresholds }
+	}
+	if opts.Tenants == nil {
+		opts.Tenants = func() []string { return nil }
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	c := &Collector{store: store, opts: opts}
+	for i, f := range families {
+		c.descs[i] = prometheus.NewDesc(f.name, f.help, f.labels, nil)
+	}
+	return c
+}
+
+// family is one metric family of the exposition, in exposition order.
+type family struct {
+	name   string
+	help   string
+	typ    prometheus.ValueType
+	labels []string // sorted: the text path writes them in this order, as client_golang does
+}
+
+// Indexes into families. The value families come first, in the order of the
+// values computed by agentValues.
+const (
+	famLastHeartbeat = iota
+	famInterval
+	famLeaseExpiry
+	famStopped
+	famRevoked
+	famUptime
+	famRequests
+	famErrors
+	famLatency
+	famInfo
+	famAgents
+	numFamilies
+
+	// numValueFamilies counts the per-agent families that carry a value.
+	numValueFamilies = famInfo
+	numInfoLabels    = 13
+	numStates        = 5 // len(heartbeat.States)
+)
+
+var (
+	agentLabels = []string{"agent_id", "tenant"}
+	// infoLabels are sorted by name; infoLabelValues fills them in this order.
+	infoLabels = []string{
+		"agent_id", "container_id", "function", "hostname", "image", "namespace",
+		"node", "platform", "pod", "region", "status", "tenant", "version",
+	}
+	agentsLabels = []string{"state", "tenant"}
+)
+
+var families = [numFamilies]family{
+	famLastHeartbeat: {"sentinel_agent_last_heartbeat_timestamp_seconds",
+		"Unix time of the agent's last accepted heartbeat.", prometheus.GaugeValue, agentLabels},
+	famInterval: {"sentinel_agent_heartbeat_interval_seconds",
+		"Effective heartbeat interval of the agent in seconds.", prometheus.GaugeValue, agentLabels},
+	famLeaseExpiry: {"sentinel_agent_lease_expiry_timestamp_seconds",
+		"Unix time at which the agent's lease ends: last heartbeat + interval * silent_after.", prometheus.GaugeValue, agentLabels},
+	famStopped: {"sentinel_agent_stopped",
+		"1 after the agent sent its shutdown signal, else 0.", prometheus.GaugeValue, agentLabels},
+	famRevoked: {"sentinel_agent_revoked",
+		"1 while the agent is revoked by the kill switch, else 0.", prometheus.GaugeValue, agentLabels},
+	famUptime: {"sentinel_agent_uptime_seconds",
+		"Agent-reported uptime in seconds.", prometheus.GaugeValue, agentLabels},
+	famRequests: {"sentinel_agent_requests_handled_total",
+		"Agent-reported number of requests handled.", prometheus.CounterValue, agentLabels},
+	famErrors: {"sentinel_agent_errors_total",
+		"Agent-reported number of errors.", prometheus.CounterValue, agentLabels},
+	famLatency: {"sentinel_agent_latency_average_seconds",
+		"Agent-reported average request latency in seconds.", prometheus.GaugeValue, agentLabels},
+	famInfo: {"sentinel_agent_info",
+		"Agent metadata as last reported; the value is always 1.", prometheus.GaugeValue, infoLabels},
+	famAgents: {"sentinel_agents",
+		"Number of agents per tenant and state.", prometheus.GaugeValue, agentsLabels},
+}
+
+// agentValues computes the value-family samples of a and returns the bit
+// set of the families a has a sample in.
+func agentValues(a *heartbeat.Agent, silentAfter int, v *[numValueFamilies]float64) uint16 {
+	last := a.LastHeartbeat.UnixNano()
+	v[famLastHeartbeat] = float64(last) / 1e9
+	v[famInterval] = a.Interval.Seconds()
+	v[famLeaseExpiry] = float64(last+int64(a.Interval)*int64(silentAfter)) / 1e9
+	v[famStopped] = boolValue(a.Stopped)
+	v[famRevoked] = boolValue(a.Revoked)
+	mask := uint16(1<<famLastHeartbeat | 1<<famInterval | 1<<famLeaseExpiry | 1<<famStopped | 1<<famRevoked)
+	if a.HasUptime {
+		v[famUptime] = a.UptimeSeconds
+		mask |= 1 << famUptime
+	}
+	if a.HasMetrics {
+		v[famRequests] = a.Metrics.RequestsHandled
+		v[famErrors] = a.Metrics.Errors
+		v[famLatency] = a.Metrics.AvgLatencyMs / 1000
+		mask |= 1<<famRequests | 1<<famErrors | 1<<famLatency
+	}
+	return mask
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// infoLabelValues fills v in the order of infoLabels. The values are raw:
+// callers pass them through labelValue or appendLabelValue.
+func infoLabelValues(a *heartbeat.Agent, v *[numInfoLabels]string) {
+	p := &a.Platform
+	*v = [...]string{
+		a.AgentID, p.ContainerID, p.FunctionName, p.Hostname, p.Image, p.Namespace,
+		p.Node, p.Type.String(), p.PodName, p.Region, a.Status.String(), a.Tenant, a.Version,
+	}
+}
+
+// labelValue makes s a valid label value. The store keeps agent-reported
+// strings as given (Restore, truncation at MaxStringLen may split a rune), and
+// client_golang refuses, Prometheus rejects the whole scrape on, invalid UTF-8,
+// so invalid bytes become U+FFFD in both exposition paths.
+func labelValue(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// fleet counts agents per tenant and state for sentinel_agents.
+type fleet struct {
+	counts map[string]*[numStates]int
+}
+
+// stateIndex maps a heartbeat.State to its position in heartbeat.States.
+var stateIndex = func() (idx [numStates]int) {
+	if len(heartbeat.States) != numStates {
+		panic("collector: numStates does not match heartbeat.States")
+	}
+	for i, s := range heartbeat.States {
+		idx[s] = i
+	}
+	return idx
+}()
+
+func (f *fleet) reset(tenants []string) {
+	if f.counts == nil {
+		f.counts = make(map[string]*[numStates]int)
+	}
+	clear(f.counts)
+	for _, t := range tenants {
+		f.counts[t] = new([numStates]int)
+	}
+}
+
+// add counts one agent. tenant may borrow from a view: it is cloned when it
+// becomes a map key.
+func (f *fleet) add(tenant string, s heartbeat.State) {
+	c, ok := f.counts[tenant]
+	if !ok {
+		c = new([numStates]int)
+		f.counts[strings.Clone(tenant)] = c
+	}
+	if int(s) < len(stateIndex) {
+		c[stateIndex[s]]++
+	}
+}
+
+// tenants returns the counted tenants, sorted.
+func (f *fleet) tenants() []string {
+	ts := make([]string, 0, len(f.counts))
+	for t := range f.counts {
+		ts = append(ts, t)
+	}
+	slices.Sort(ts)
+	return ts
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector from one consistent snapshot.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	// A fresh view, never recycled: const metrics keep the label strings,
+	// which borrow from the view, for as long as the registry holds them.
+	view := c.store.Snapshot(nil)
+	now, th := c.opts.Now(), c.opts.Thresholds()
+	var (
+		fl     fleet
+		vals   [numValueFamilies]float64
+		labels [numInfoLabels]string
+	)
+	fl.reset(c.opts.Tenants())
+	view.Each(func(a *heartbeat.Agent) bool {
+		fl.add(a.Tenant, a.State(now, th))
+		agentID, tenant := labelValue(a.AgentID), labelValue(a.Tenant)
+		mask := agentValues(a, th.SilentAfter, &vals)
+		for f := range numValueFamilies {
+			if mask&(1<<f) != 0 {
+				ch <- prometheus.MustNewConstMetric(c.descs[f], families[f].typ, vals[f], agentID, tenant)
+			}
+		}
+		infoLabelValues(a, &labels)
+		lv := make([]string, len(labels))
+		for i, l := range labels {
+			lv[i] = labelValue(l)
+		}
+		ch <- prometheus.MustNewConstMetric(c.descs[famInfo], prometheus.GaugeValue, 1, lv...)
+		return true
+	})
+	for _, t := range fl.tenants() {
+		counts := fl.counts[t]
+		for i, s := range heartbeat.States {
+			ch <- prometheus.MustNewConstMetric(c.descs[famAgents], prometheus.GaugeValue,
+				float64(counts[i]), s.String(), labelValue(t))
+		}
+	}
+}
