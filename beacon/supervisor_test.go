@@ -1,0 +1,240 @@
+package beacon
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// result is what Supervisor.Run returned.
+type result struct {
+	code int
+	err  error
+}
+
+func startSupervisor(t *testing.T, ctx context.Context, s *Supervisor) <-chan result {
+	t.Helper()
+	if s.Logger == nil {
+		s.Logger, _ = newTestLogger()
+	}
+	ch := make(chan result, 1)
+	go func() {
+		code, err := s.Run(ctx)
+		ch <- result{code, err}
+	}()
+	return ch
+}
+
+func waitResult(t *testing.T, ch <-chan result) result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(15 * time.Second):
+		t.Fatal("supervisor did not return")
+		return result{}
+	}
+}
+
+// waitPID waits for a child to write its pid to path.
+func waitPID(t *testing.T, path string) int {
+	t.Helper()
+	var pid int
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(path)
+		if err != nil || !strings.HasSuffix(string(b), "\n") {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	}, 10*time.Second, 5*time.Millisecond)
+	return pid
+}
+
+// procState returns the state letter of /proc/<pid>/stat: R, S, T, Z, …
+func procState(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	require.Positive(t, i)
+	return strings.Fields(s[i+1:])[0]
+}
+
+func TestSupervisorExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	notExec := filepath.Join(dir, "not-executable")
+	require.NoError(t, os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o600))
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		err  string
+	}{
+		{"success", []string{"sh", "-c", "exit 0"}, 0, ""},
+		{"failure", []string{"sh", "-c", "exit 7"}, 7, ""},
+		{"killed by a signal", []string{"sh", "-c", "kill -KILL $$"}, 128 + 9, ""},
+		{"terminated by a signal", []string{"sh", "-c", "kill -TERM $$"}, 128 + 15, ""},
+		{"not found", []string{"no-such-command-beacon-test"}, ExitNotFound, "executable file not found"},
+		{"not executable", []string{notExec}, ExitCannotExecute, "permission denied"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Supervisor{Cmd: exec.Command(tc.args[0], tc.args[1:]...)}
+			r := waitResult(t, startSupervisor(t, context.Background(), s))
+			require.Equal(t, tc.code, r.code)
+			if tc.err != "" {
+				require.ErrorContains(t, r.err, tc.err)
+			} else {
+				require.NoError(t, r.err)
+			}
+		})
+	}
+}
+
+func TestSupervisorFinalHeartbeatAndReport(t *testing.T) {
+	srv := newScriptedServer(t, func(r request) answer { return okAnswer(0.02, "") })
+	cfg, _ := testConfig(t, srv.URL)
+	dir := t.TempDir()
+	// The child reports through the file named by BEACON_METRICS_FILE and
+	// exits once beacon has sent its figures.
+	script := `printf '{"status":"degraded","requests_handled":12,"errors":1,"avg_latency_ms":9.5}' > "$BEACON_METRICS_FILE.tmp" &&
+		mv "$BEACON_METRICS_FILE.tmp" "$BEACON_METRICS_FILE" &&
+		while [ ! -f ` + dir + `/go ]; do sleep 0.01; done; exit 5`
+	s := &Supervisor{
+		Cmd:        exec.Command("sh", "-c", script),
+		Beacon:     &cfg,
+		ReportFile: filepath.Join(dir, "metrics.json"),
+	}
+	done := startSupervisor(t, context.Background(), s)
+	for {
+		r := srv.next(t)
+		if r.Body.Metrics != nil {
+			require.Equal(t, StatusDegraded, r.Body.Status)
+			require.Equal(t, &Metrics{RequestsHandled: 12, Errors: 1, AvgLatencyMs: 9.5}, r.Body.Metrics)
+			break
+		}
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "go"), nil, 0o600))
+	res := waitResult(t, done)
+	require.NoError(t, res.err)
+	require.Equal(t, 5, res.code)
+	var last request
+	for len(srv.reqs) > 0 {
+		last = <-srv.reqs
+	}
+	require.Equal(t, StatusShutdown, last.Body.Status)
+	require.Equal(t, float64(5), last.Raw["exit_code"])
+}
+
+func TestSupervisorContextStopsChild(t *testing.T) {
+	srv := newScriptedServer(t, func(r request) answer { return okAnswer(0.02, "") })
+	cfg, _ := testConfig(t, srv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := startSupervisor(t, ctx, &Supervisor{Cmd: exec.Command("sleep", "60"), Beacon: &cfg})
+	srv.next(t)
+	cancel()
+	res := waitResult(t, done)
+	require.Equal(t, 128+int(syscall.SIGTERM), res.code)
+	var last request
+	for len(srv.reqs) > 0 {
+		last = <-srv.reqs
+	}
+	require.Equal(t, StatusShutdown, last.Body.Status)
+	require.Equal(t, float64(143), last.Raw["exit_code"])
+}
+
+func TestSupervisorKillSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		answer  string
+		timeout time.Duration // Supervisor.ShutdownTimeout
+		code    int
+		final   bool
+	}{
+		{"revoked", `{"lease_renewed":false,"revoked":true,"reason":"rogue","shutdown_timeout_ms":400}`, time.Hour, ExitRevoked, false},
+		{"terminate", `{"lease_renewed":true,"heartbeat_interval_seconds":0.02,"command":"terminate"}`, 400 * time.Millisecond, ExitTerminated, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			go_ := filepath.Join(dir, "go")
+			srv := newScriptedServer(t, func(r request) answer {
+				if _, err := os.Stat(go_); err == nil && r.Body.Status != StatusShutdown {
+					return answer{Body: tc.answer}
+				}
+				return okAnswer(0.02, "")
+			})
+			cfg, _ := testConfig(t, srv.URL)
+			pidFile := filepath.Join(dir, "pid")
+			// The child ignores SIGTERM: only SIGKILL ends it.
+			cmd := exec.Command("sh", "-c", `trap '' TERM; echo $$ > `+pidFile+`; while :; do sleep 0.05; done`)
+			done := startSupervisor(t, context.Background(), &Supervisor{Cmd: cmd, Beacon: &cfg, ShutdownTimeout: tc.timeout})
+			pid := waitPID(t, pidFile)
+			require.NoError(t, os.WriteFile(go_, nil, 0o600))
+			start := time.Now()
+			res := waitResult(t, done)
+			elapsed := time.Since(start)
+			require.Equal(t, tc.code, res.code)
+			require.GreaterOrEqual(t, elapsed, 400*time.Millisecond, "killed before its shutdown timeout")
+			require.Less(t, elapsed, 5*time.Second)
+			require.Empty(t, procState(t, pid), "the child is gone")
+			var sawFinal bool
+			for len(srv.reqs) > 0 {
+				sawFinal = sawFinal || (<-srv.reqs).Body.Status == StatusShutdown
+			}
+			require.Equal(t, tc.final, sawFinal)
+		})
+	}
+}
+
+func TestSupervisorPauseResume(t *testing.T) {
+	dir := t.TempDir()
+	cmdFile := filepath.Join(dir, "command")
+	srv := newScriptedServer(t, func(r request) answer {
+		b, _ := os.ReadFile(cmdFile)
+		if len(b) > 0 {
+			return okAnswer(0.02, `"command":"`+string(b)+`"`)
+		}
+		return okAnswer(0.02, "")
+	})
+	cfg, _ := testConfig(t, srv.URL)
+	pidFile := filepath.Join(dir, "pid")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := startSupervisor(t, ctx, &Supervisor{Cmd: exec.Command("sh", "-c", "echo $$ > "+pidFile+"; exec sleep 60"), Beacon: &cfg})
+	pid := waitPID(t, pidFile)
+
+	require.NoError(t, os.WriteFile(cmdFile, []byte("pause"), 0o600))
+	require.Eventually(t, func() bool { return procState(t, pid) == "T" }, 10*time.Second, 5*time.Millisecond)
+	require.NoError(t, os.WriteFile(cmdFile, []byte("resume"), 0o600))
+	require.Eventually(t, func() bool { return procState(t, pid) == "S" }, 10*time.Second, 5*time.Millisecond)
+
+	// A paused child still stops when asked to: beacon continues it.
+	require.NoError(t, os.WriteFile(cmdFile, []byte("pause"), 0o600))
+	require.Eventually(t, func() bool { return procState(t, pid) == "T" }, 10*time.Second, 5*time.Millisecond)
+	cancel()
+	require.Equal(t, 143, waitResult(t, done).code)
+}
+
+func TestSupervisorForwardsSignals(t *testing.T) {
+	dir := t.TempDir()
+	pidFile, got := filepath.Join(dir, "pid"), filepath.Join(dir, "got")
+	sigs := make(chan os.Signal, 1)
+	cmd := exec.Command("sh", "-c", `trap 'echo USR1 > `+got+`; exit 0' USR1; echo $$ > `+pidFile+`; while :; do sleep 0.05; done`)
+	done := startSupervisor(t, context.Background(), &Supervisor{Cmd: cmd, Signals: sigs})
+	waitPID(t, pidFile)
+	sigs <- syscall.SIGUSR1
+	require.Equal(t, 0, waitResult(t, done).code)
+	b, err := os.ReadFile(got)
+	require.NoError(t, err)
+	require.Equal(t, "USR1\n", string(b))
+}
