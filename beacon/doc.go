@@ -5,15 +5,17 @@
 // A Go agent creates a Beacon with New and runs it next to its work:
 //
 //	b, err := beacon.New(beacon.Config{
-//		Endpoint: os.Getenv("SENTINEL_URL"),
-//		Token:    os.Getenv("SENTINEL_TOKEN"),
+//		Endpoint:  os.Getenv("SENTINEL_URL"),
+//		Token:     os.Getenv("SENTINEL_TOKEN"),
 //		TokenFile: "/var/lib/my-agent/sentinel-token",
-//		AgentID:  beacon.DetectPlatform().DefaultID(),
-//		Report:   func() beacon.Report { return beacon.Report{Metrics: &beacon.Metrics{…}} },
+//		AgentID:   beacon.DetectPlatform().DefaultID(),
+//		Report:    func() beacon.Report { return beacon.Report{Metrics: &beacon.Metrics{…}} },
 //	})
 //	…
-//	err = b.Run(ctx)                  // heartbeats until ctx ends or sentinel says stop
-//	if errors.Is(err, beacon.ErrRevoked) { … stop within the StopError's ShutdownTimeout … }
+//	err = b.Run(ctx) // heartbeats until ctx ends or sentinel says stop
+//	if errors.Is(err, beacon.ErrRevoked) {
+//		… stop within the StopError's ShutdownTimeout …
+//	}
 //	b.Shutdown(context.Background(), exitCode) // final "shutdown" heartbeat
 //
 // The first heartbeat registers the agent; with a tenant API key sentinel

@@ -24,9 +24,9 @@ func TestDetect(t *testing.T) {
 		wantID string
 	}{
 		{
-			name: "bare metal",
-			host: "build-box.example.com",
-			want: Platform{Type: PlatformBareMetal, Hostname: "build-box.example.com", OS: "linux", PID: 4242},
+			name:   "bare metal",
+			host:   "build-box.example.com",
+			want:   Platform{Type: PlatformBareMetal, Hostname: "build-box.example.com", OS: "linux", PID: 4242},
 			wantID: "build-box.example.com",
 		},
 		{
@@ -38,10 +38,10 @@ func TestDetect(t *testing.T) {
 			wantID: "3f4e8b2a9c1d",
 		},
 		{
-			name:  "docker, systemd cgroup driver",
-			files: fstest.MapFS{".dockerenv": dockerenv, "proc/self/cgroup": {Data: []byte("0::/system.slice/docker-" + cid2 + ".scope\n")}},
-			env:   map[string]string{"IMAGE": "agent:latest"},
-			want:  Platform{Type: PlatformDocker, ContainerID: cid2, Image: "agent:latest"},
+			name:   "docker, systemd cgroup driver",
+			files:  fstest.MapFS{".dockerenv": dockerenv, "proc/self/cgroup": {Data: []byte("0::/system.slice/docker-" + cid2 + ".scope\n")}},
+			env:    map[string]string{"IMAGE": "agent:latest"},
+			want:   Platform{Type: PlatformDocker, ContainerID: cid2, Image: "agent:latest"},
 			wantID: "0123456789ab",
 		},
 		{

@@ -86,4 +86,3 @@ func run(args []string) int {
 	logger.Info("sentinel stopped")
 	return 0
 }
-
