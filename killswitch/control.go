@@ -293,7 +293,7 @@ func (c *Control) Revoke(k heartbeat.Key, r heartbeat.Revocation) (heartbeat.Rev
 	}
 	c.storeOf().SetRevoked(k, true)
 	c.revocationsTotal.WithLabelValues(sourceLabel(r.Source)).Inc()
-	c.logger.Warn("agent revoked", "tenant", k.Tenant, "agent_id", k.AgentID, "reason", r.Reason, "source", r.Source)
+	c.logger.Warn("agent revoked", "tenant", k.Tenant, "agent_id", k.AgentID, "reason", r.Reason, "revoked_by", r.Source)
 	return r, true, nil
 }
 
@@ -338,7 +338,7 @@ func (c *Control) RevokeAll(keys []heartbeat.Key, r heartbeat.Revocation) (int, 
 		store.SetRevoked(k, true)
 	}
 	c.revocationsTotal.WithLabelValues(sourceLabel(r.Source)).Add(float64(len(revoked)))
-	c.logger.Warn("all agents of tenant revoked", "agents", len(revoked), "reason", r.Reason, "source", r.Source)
+	c.logger.Warn("all agents of tenant revoked", "agents", len(revoked), "reason", r.Reason, "revoked_by", r.Source)
 	return len(revoked), nil
 }
 
