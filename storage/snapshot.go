@@ -189,6 +189,9 @@ func readSnapshotHeader(path string, r *bufio.Reader, kind string) (int64, error
 		return 0, truncated(path, int64(n), "header", err)
 	}
 	kindLen := int(binary.LittleEndian.Uint16(fixed[len(snapshotMagic)+4:]))
+	if kindLen == 0 || kindLen > maxKindLen {
+		return 0, corruptf("read snapshot %s: offset %d: implausible kind length %d", path, len(snapshotMagic)+4, kindLen)
+	}
 	rest := make([]byte, kindLen+4)
 	if n, err := io.ReadFull(r, rest); err != nil {
 		return 0, truncated(path, int64(len(fixed)+n), "header", err)
@@ -264,7 +267,7 @@ func (s *snapshotReader) next() error {
 	start := s.off
 	var h [chunkHeaderSize]byte
 	if n, err := io.ReadFull(s.r, h[:]); err != nil {
-		return truncated(s.path, start+int64(n), fmt.Sprintf("chunk %d", s.index), err)
+		return truncated(s.path, start+int64(n), fmt.Sprintf("chunk %d or end marker", s.index), err)
 	}
 	length := binary.LittleEndian.Uint32(h[:4])
 	bodyLen := int(length)
@@ -277,12 +280,16 @@ func (s *snapshotReader) next() error {
 		s.buf = make([]byte, bodyLen, max(bodyLen, snapshotChunkSize))
 	}
 	body := s.buf[:bodyLen]
+	what := fmt.Sprintf("chunk %d", s.index)
+	if length == 0 {
+		what = "end marker"
+	}
 	if n, err := io.ReadFull(s.r, body); err != nil {
-		return truncated(s.path, start+chunkHeaderSize+int64(n), fmt.Sprintf("chunk %d", s.index), err)
+		return truncated(s.path, start+chunkHeaderSize+int64(n), what, err)
 	}
 	s.off = start + chunkHeaderSize + int64(bodyLen)
 	if chunkCRC(h[:4], body) != binary.LittleEndian.Uint32(h[4:]) {
-		return corruptf("read snapshot %s: chunk %d at offset %d: checksum mismatch", s.path, s.index, start)
+		return corruptf("read snapshot %s: %s at offset %d: checksum mismatch", s.path, what, start)
 	}
 	if length == 0 {
 		wantLen, wantCRC := binary.LittleEndian.Uint64(body[:8]), binary.LittleEndian.Uint32(body[8:])
