@@ -15,7 +15,7 @@ import (
 // fiveStates is a store with one agent in each state at epoch, interval 60s.
 func fiveStates(t *testing.T) *heartbeat.Store {
 	t.Helper()
-	s := heartbeat.NewStore(100, nil)
+	s := heartbeat.NewStore(10_000, nil)
 	beat := func(id string, ago time.Duration, mod func(*heartbeat.BeatRequest)) {
 		req := &heartbeat.BeatRequest{
 			Key:      heartbeat.Key{Tenant: "acme", AgentID: id},
