@@ -70,6 +70,7 @@ func snapshotHeader(kind string) []byte {
 // chunkWriter frames the payload into checksummed chunks.
 type chunkWriter struct {
 	w      io.Writer
+	hdr    [chunkHeaderSize]byte
 	buf    []byte
 	length uint64
 	crc    uint32
@@ -101,7 +102,7 @@ func (c *chunkWriter) flush() error {
 	}
 	c.length += uint64(len(c.buf))
 	c.crc = crc32.Update(c.crc, castagnoli, c.buf)
-	c.err = writeChunk(c.w, c.buf)
+	c.err = c.writeChunk(uint32(len(c.buf)), c.buf)
 	c.buf = c.buf[:0]
 	return c.err
 }
@@ -114,22 +115,18 @@ func (c *chunkWriter) finish() error {
 	binary.LittleEndian.PutUint64(t[:8], c.length)
 	binary.LittleEndian.PutUint32(t[8:], c.crc)
 	// The end marker is a chunk of length 0 whose body is the trailer.
-	c.err = writeChunkWithLength(c.w, 0, t[:])
+	c.err = c.writeChunk(0, t[:])
 	return c.err
 }
 
-func writeChunk(w io.Writer, data []byte) error {
-	return writeChunkWithLength(w, uint32(len(data)), data)
-}
-
-func writeChunkWithLength(w io.Writer, length uint32, body []byte) error {
-	var h [chunkHeaderSize]byte
+func (c *chunkWriter) writeChunk(length uint32, body []byte) error {
+	h := c.hdr[:] // a field: a local passed to Write would escape per chunk
 	binary.LittleEndian.PutUint32(h[:4], length)
 	binary.LittleEndian.PutUint32(h[4:], chunkCRC(h[:4], body))
-	if _, err := w.Write(h[:]); err != nil {
+	if _, err := c.w.Write(h); err != nil {
 		return err
 	}
-	_, err := w.Write(body)
+	_, err := c.w.Write(body)
 	return err
 }
 
@@ -223,6 +220,7 @@ type snapshotReader struct {
 	r      *bufio.Reader
 	off    int64 // file offset of the next unread byte
 	index  int   // number of the next chunk
+	hdr    [chunkHeaderSize]byte
 	buf    []byte
 	pos    int
 	length uint64 // payload bytes so far
@@ -262,11 +260,19 @@ func (s *snapshotReader) verify() error {
 	return nil
 }
 
+// what names the chunk being read, for errors only.
+func (s *snapshotReader) what(length uint32) string {
+	if length == 0 {
+		return "end marker"
+	}
+	return fmt.Sprintf("chunk %d", s.index)
+}
+
 // next reads and verifies one chunk, or the end marker and trailer.
 func (s *snapshotReader) next() error {
 	start := s.off
-	var h [chunkHeaderSize]byte
-	if n, err := io.ReadFull(s.r, h[:]); err != nil {
+	h := s.hdr[:] // a field, not a local: passed to io.ReadFull it would escape per chunk
+	if n, err := io.ReadFull(s.r, h); err != nil {
 		return truncated(s.path, start+int64(n), fmt.Sprintf("chunk %d or end marker", s.index), err)
 	}
 	length := binary.LittleEndian.Uint32(h[:4])
@@ -280,16 +286,12 @@ func (s *snapshotReader) next() error {
 		s.buf = make([]byte, bodyLen, max(bodyLen, snapshotChunkSize))
 	}
 	body := s.buf[:bodyLen]
-	what := fmt.Sprintf("chunk %d", s.index)
-	if length == 0 {
-		what = "end marker"
-	}
 	if n, err := io.ReadFull(s.r, body); err != nil {
-		return truncated(s.path, start+chunkHeaderSize+int64(n), what, err)
+		return truncated(s.path, start+chunkHeaderSize+int64(n), s.what(length), err)
 	}
 	s.off = start + chunkHeaderSize + int64(bodyLen)
 	if chunkCRC(h[:4], body) != binary.LittleEndian.Uint32(h[4:]) {
-		return corruptf("read snapshot %s: %s at offset %d: checksum mismatch", s.path, what, start)
+		return corruptf("read snapshot %s: %s at offset %d: checksum mismatch", s.path, s.what(length), start)
 	}
 	if length == 0 {
 		wantLen, wantCRC := binary.LittleEndian.Uint64(body[:8]), binary.LittleEndian.Uint32(body[8:])
