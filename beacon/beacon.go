@@ -181,8 +181,13 @@ func (b *Beacon) Run(ctx context.Context) error {
 	)
 	for {
 		began := time.Now()
-		resp, err := b.send(ctx, b.heartbeat(""))
+		actx, cancel := b.attemptContext(ctx)
+		resp, err := b.send(actx, b.heartbeat(""))
+		cancel()
 		if ctx.Err() != nil {
+			if err == nil {
+				b.storeTokens(resp)
+			}
 			return nil
 		}
 		var wait time.Duration
@@ -305,6 +310,23 @@ func (b *Beacon) send(ctx context.Context, hb Heartbeat) (*Response, error) {
 		b.mu.Unlock()
 	}
 	return resp, err
+}
+
+// inflightGrace is how long a heartbeat already under way may still take
+// once Run's context is done.
+const inflightGrace = 2 * time.Second
+
+// attemptContext is the context of one heartbeat of Run. A heartbeat under
+// way when ctx ends is not cut off at once: a cancelled request may still
+// reach sentinel, after the final shutdown heartbeat sent next, and start the
+// agent again. It gets inflightGrace to finish.
+func (b *Beacon) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(inflightGrace, cancel) })
+	return actx, func() {
+		stop()
+		cancel()
+	}
 }
 
 // handle applies an accepted answer: tokens, interval, commands. It returns a

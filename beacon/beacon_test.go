@@ -346,3 +346,28 @@ func TestStopErrorIs(t *testing.T) {
 	require.True(t, errors.Is(&StopError{}, ErrTerminated))
 	require.EqualError(t, &StopError{Revoked: true, Reason: "r"}, "revoked by sentinel: r")
 }
+
+// TestRunFinishesHeartbeatInFlight: a heartbeat under way when Run is
+// cancelled completes before Run returns, so that it cannot reach sentinel
+// after the final shutdown heartbeat.
+func TestRunFinishesHeartbeatInFlight(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		<-release
+		w.Write([]byte(`{"lease_renewed":true,"heartbeat_interval_seconds":60}`))
+	}))
+	t.Cleanup(srv.Close)
+	cfg, _ := testConfig(t, srv.URL)
+	stop, done := runBeacon(t, mustNew(t, cfg))
+	<-arrived
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	select {
+	case <-done:
+		t.Fatal("Run returned with a heartbeat in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	require.NoError(t, <-stopped)
+}

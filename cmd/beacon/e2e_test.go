@@ -59,7 +59,7 @@ type sentinelServer struct {
 // tenant "acme" holding testAPIKey and testAdminToken.
 func startSentinel(t *testing.T) *sentinelServer {
 	t.Helper()
-	return startFakeSentinel(t)
+	return startRealSentinel(t)
 }
 
 // startFakeSentinel starts the scriptable fake, for what the real app cannot
@@ -626,4 +626,3 @@ func TestE2EEnvironment(t *testing.T) {
 	s.waitValue(t, "sentinel_agent_heartbeat_interval_seconds", map[string]string{"agent_id": "from-env"}, 30)
 	s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": "from-env"}, 1)
 }
-

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -146,7 +147,7 @@ cannot be executed; 127 the command was not found.`).Default()
 			Protocol:  beacon.Protocol(*protocol),
 			Version:   *agentVersion,
 			Platform:  &platform,
-			UserAgent: "beacon/" + version.Version,
+			UserAgent: "beacon/" + cmp.Or(version.Version, "dev"),
 			Logger:    logger,
 		}
 		logger.Info("Starting beacon", "version", version.Version, "endpoint", *endpoint, "agent_id", id,
