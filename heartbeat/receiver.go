@@ -1,6 +1,7 @@
 package heartbeat
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -421,7 +422,7 @@ func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, b *beat, in
 		return false
 	}
 	*bufp = body[:0]
-	if !jsonapi.Decode(w, body, into) {
+	if !rc.decode(w, body, into) {
 		rc.heartbeats.WithLabelValues(b.proto, resultBadRequest).Inc()
 		return false
 	}
@@ -625,4 +626,17 @@ func appendJSONString(out []byte, s string) []byte {
 	out = append(out, '"')
 	out = append(out, s...)
 	return append(out, '"')
+}
+
+// decode parses a request body, with the fast heartbeat decoder when it is one.
+func (rc *Receiver) decode(w http.ResponseWriter, body []byte, into any) bool {
+	bb, isBeat := into.(*beatBody)
+	if !isBeat || len(bytes.TrimSpace(body)) == 0 {
+		return jsonapi.Decode(w, body, into)
+	}
+	if err := decodeBeatBody(body, bb); err != nil {
+		jsonapi.Errorf(w, http.StatusBadRequest, "malformed JSON body: %v", err)
+		return false
+	}
+	return true
 }

@@ -1,0 +1,65 @@
+package heartbeat
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+var decodeSeeds = []string{
+	benchBody,
+	`{}`,
+	` { "status" : "healthy" } `,
+	`{"status":"healthy","status":"degraded"}`,
+	`{"Status":"healthy"}`,
+	`{"status":"h\u00e9"}`,
+	`{"status":null}`,
+	`{"uptime_seconds":1e400}`,
+	`{"uptime_seconds":-0.5e-3}`,
+	`{"exit_code":1.0}`,
+	`{"exit_code":-3}`,
+	`{"exit_code":9223372036854775808}`,
+	`{"platform":{"pid":12,"type":"docker"},"metrics":{}}`,
+	`{"platform":null}`,
+	`{"metrics":{"errors":01}}`,
+	`{"unknown":[1,{"a":2}],"status":"healthy"}`,
+	`{"status":"healthy"}x`,
+	`{"status":"healthy",}`,
+	`[1]`,
+	`null`,
+	`{"version":"1.0","heartbeat_interval_seconds":30}`,
+	"{\"status\":\"a\tb\"}",
+}
+
+// checkDecodeMatchesJSON is the property: decodeBeatBody agrees with
+// encoding/json on every input, in result and in accepting or refusing.
+func checkDecodeMatchesJSON(t *testing.T, data []byte) {
+	var want, got beatBody
+	wantErr := json.Unmarshal(data, &want)
+	gotErr := decodeBeatBody(data, &got)
+	require.Equal(t, wantErr == nil, gotErr == nil, "input %q: json error %v, decode error %v", data, wantErr, gotErr)
+	if wantErr == nil {
+		require.Equal(t, want, got, "input %q", data)
+	}
+}
+
+func TestDecodeBeatBodyMatchesJSON(t *testing.T) {
+	for _, seed := range decodeSeeds {
+		t.Run(seed, func(t *testing.T) { checkDecodeMatchesJSON(t, []byte(seed)) })
+	}
+}
+
+func TestFastDecodeTakesCanonicalBodies(t *testing.T) {
+	var b beatBody
+	require.True(t, fastDecodeBeat([]byte(benchBody), &b), "the canonical heartbeat must take the fast path")
+	require.Equal(t, "production", b.Platform.Namespace)
+	require.Equal(t, 145.0, b.Metrics.AvgLatencyMs)
+}
+
+func FuzzDecodeBeatBody(f *testing.F) {
+	for _, seed := range decodeSeeds {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) { checkDecodeMatchesJSON(t, data) })
+}
