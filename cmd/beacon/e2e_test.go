@@ -603,6 +603,7 @@ func TestE2EUsage(t *testing.T) {
 		{"no endpoint", nil, []string{"run", "--token", "k", "--", "true"}, 2, "no sentinel endpoint"},
 		{"no credential", []string{"SENTINEL_URL=http://x"}, []string{"run", "--", "true"}, 2, "no credential"},
 		{"bad id", nil, []string{"run", "--endpoint", "http://x", "--token", "k", "--id", "bad id!", "--", "true"}, 2, "not a valid agent id"},
+		{"bad endpoint", nil, []string{"run", "--endpoint", "sentinel:8080", "--token", "k", "--id", "a", "--", "true"}, 2, "scheme must be http or https"},
 		{"bad interval", nil, []string{"run", "--heartbeat-interval", "soon", "--", "true"}, 2, "not a duration"},
 		{"bad protocol", nil, []string{"run", "--protocol", "grpc", "--", "true"}, 2, "grpc"},
 	} {

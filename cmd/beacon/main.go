@@ -118,6 +118,9 @@ cannot be executed; 127 the command was not found.`).Default()
 		} else if !beacon.ValidID(id) {
 			return usage("--id %q is not a valid agent id: it must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", id)
 		}
+		if _, err := (&beacon.Client{Endpoint: *endpoint, AgentID: id, Protocol: beacon.Protocol(*protocol)}).URL(); err != nil {
+			return usage("--endpoint: %v", err)
+		}
 		if *token == "" && *tokenFile == "" {
 			return usage("no credential: set --token or SENTINEL_TOKEN (or a --token-file holding a runtime token)")
 		}
