@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 )
 
@@ -176,7 +177,14 @@ func appendBlob(b []byte, k Key, version string, p *Platform) []byte {
 		p.Node, p.FunctionName, p.Region, p.Hostname, p.OS,
 	} {
 		if len(s) > MaxStringLen {
-			s = s[:MaxStringLen] // the protocol layer refuses longer ones; this only guards the encoding
+			// The protocol layer refuses longer ones; this only guards the
+			// encoding. Cut at a rune boundary: a split rune would be invalid
+			// UTF-8, which no label value may be.
+			n := MaxStringLen
+			for n > MaxStringLen-utf8.UTFMax && !utf8.RuneStart(s[n]) {
+				n--
+			}
+			s = s[:n]
 		}
 		b = append(b, byte(len(s)))
 		b = append(b, s...)

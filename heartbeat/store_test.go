@@ -1,0 +1,694 @@
+package heartbeat
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
+)
+
+var (
+	stT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	stTh = Thresholds{SilentAfter: 5, ZombieAfter: 15}
+)
+
+func stKey(id string) Key { return Key{Tenant: "acme", AgentID: id} }
+
+// beat is a minimal heartbeat of id at t with a 10 s interval.
+func stBeat(id string, t time.Time) *BeatRequest {
+	return &BeatRequest{Key: stKey(id), Time: t, Interval: 10 * time.Second}
+}
+
+func stMustBeat(t *testing.T, s *Store, req *BeatRequest) BeatResult {
+	t.Helper()
+	res, err := s.Beat(req, stTh)
+	require.NoError(t, err)
+	return res
+}
+
+func stMustGet(t *testing.T, s *Store, k Key) Agent {
+	t.Helper()
+	a, ok := s.Get(k)
+	require.True(t, ok, "agent %s", k)
+	return a
+}
+
+func stState(t *testing.T, s *Store, k Key, now time.Time, th Thresholds) State {
+	t.Helper()
+	a := stMustGet(t, s, k)
+	return a.State(now, th)
+}
+
+func stFullBeat(id string, t time.Time) *BeatRequest {
+	return &BeatRequest{
+		Key: stKey(id), Time: t, Interval: 30 * time.Second, Status: StatusHealthy, Version: "1.4.2",
+		Platform: Platform{
+			Type: PlatformKubernetes, ContainerID: "containerd://0123", Image: "reg/agent:1.4.2",
+			PodName: "agent-7d9f", Namespace: "prod", Node: "node-1", FunctionName: "", Region: "eu-west-1",
+			Hostname: "agent-7d9f", OS: "linux", PID: 4242,
+		},
+		HasPlatform: true,
+		Uptime:      3600, HasUptime: true,
+		Metrics:    ReportedMetrics{RequestsHandled: 1500, Errors: 2, AvgLatencyMs: 145},
+		HasMetrics: true,
+		ExitCode:   0, HasExitCode: false,
+	}
+}
+
+func TestStoreBeatRegisterGet(t *testing.T) {
+	s := NewStore(10, nil)
+	_, ok := s.Get(stKey("a"))
+	require.False(t, ok)
+
+	req := stFullBeat("a", stT0)
+	res := stMustBeat(t, s, req)
+	require.Equal(t, BeatResult{Registered: true, Previous: StateActive}, res)
+	require.Equal(t, 1, s.Len())
+	want := Agent{
+		Key: stKey("a"), Status: StatusHealthy, Version: "1.4.2", Platform: req.Platform,
+		RegisteredAt: stT0, LastHeartbeat: stT0, Interval: 30 * time.Second,
+		UptimeSeconds: 3600, HasUptime: true, Metrics: req.Metrics, HasMetrics: true,
+	}
+	require.Equal(t, want, stMustGet(t, s, stKey("a")))
+
+	tests := []struct {
+		name   string
+		req    func(at time.Time) *BeatRequest
+		update func(a *Agent)
+	}{
+		{"bare beat keeps version, platform, metrics and status", func(at time.Time) *BeatRequest {
+			return &BeatRequest{Key: stKey("a"), Time: at, Interval: 30 * time.Second}
+		}, func(*Agent) {}},
+		{"new version only", func(at time.Time) *BeatRequest {
+			return &BeatRequest{Key: stKey("a"), Time: at, Interval: 30 * time.Second, Version: "1.5.0"}
+		}, func(a *Agent) { a.Version = "1.5.0" }},
+		{"new platform only", func(at time.Time) *BeatRequest {
+			return &BeatRequest{Key: stKey("a"), Time: at, Interval: 30 * time.Second,
+				Platform: Platform{Type: PlatformDocker, ContainerID: "d0", Hostname: "d0", PID: 1}, HasPlatform: true}
+		}, func(a *Agent) { a.Platform = Platform{Type: PlatformDocker, ContainerID: "d0", Hostname: "d0", PID: 1} }},
+		{"status, interval, uptime, metrics, exit code", func(at time.Time) *BeatRequest {
+			return &BeatRequest{Key: stKey("a"), Time: at, Interval: time.Minute, Status: StatusDegraded,
+				Uptime: 7, HasUptime: true, Metrics: ReportedMetrics{RequestsHandled: 9}, HasMetrics: true,
+				ExitCode: 3, HasExitCode: true}
+		}, func(a *Agent) {
+			a.Status, a.Interval, a.UptimeSeconds = StatusDegraded, time.Minute, 7
+			a.Metrics, a.ExitCode, a.HasExitCode = ReportedMetrics{RequestsHandled: 9}, 3, true
+		}},
+		{"token issue", func(at time.Time) *BeatRequest {
+			return &BeatRequest{Key: stKey("a"), Time: at, Interval: time.Minute, IssueToken: true}
+		}, func(a *Agent) { a.TokenVersion++ }},
+		{"presented newer token version is adopted", func(at time.Time) *BeatRequest {
+			return &BeatRequest{Key: stKey("a"), Time: at, Interval: time.Minute, PresentedTokenVersion: 7}
+		}, func(a *Agent) { a.TokenVersion = 7 }},
+		{"presented older token version is ignored", func(at time.Time) *BeatRequest {
+			return &BeatRequest{Key: stKey("a"), Time: at, Interval: time.Minute, PresentedTokenVersion: 2}
+		}, func(*Agent) {}},
+	}
+	at := stT0
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			prev := stMustGet(t, s, stKey("a"))
+			at = at.Add(time.Second)
+			res := stMustBeat(t, s, tc.req(at))
+			require.False(t, res.Registered)
+			require.Equal(t, StateActive, res.Previous)
+			require.Equal(t, prev.LastHeartbeat, res.PreviousBeat)
+			want := prev
+			want.LastHeartbeat = at
+			if i := tc.req(at).Interval; i != 0 {
+				want.Interval = i
+			}
+			tc.update(&want)
+			require.Equal(t, want, stMustGet(t, s, stKey("a")))
+			if tc.req(at).IssueToken {
+				require.Equal(t, want.TokenVersion, res.TokenVersion)
+			}
+		})
+	}
+	require.Equal(t, 1, s.Len())
+}
+
+// TestGetIsACopy: an Agent from Get owns its strings.
+func TestStoreGetIsACopy(t *testing.T) {
+	s := NewStore(10, nil)
+	stMustBeat(t, s, stFullBeat("a", stT0))
+	a := stMustGet(t, s, stKey("a"))
+	for i := range 2000 { // rewrite and compact the arena under a's feet
+		req := stFullBeat("a", stT0)
+		req.Platform.Image = fmt.Sprintf("img-%d-%s", i, strings.Repeat("x", 200))
+		stMustBeat(t, s, req)
+	}
+	require.Equal(t, "reg/agent:1.4.2", a.Platform.Image)
+	require.Equal(t, "agent-7d9f", a.Platform.PodName)
+}
+
+func TestStoreStateTransitions(t *testing.T) {
+	tests := []struct {
+		age  time.Duration
+		want State
+	}{
+		{0, StateActive},
+		{-time.Hour, StateActive}, // clock skew: never negative missed beats
+		{49*time.Second + 999*time.Millisecond, StateActive},
+		{50 * time.Second, StateSilent}, // exactly 5 missed
+		{149*time.Second + 999999999, StateSilent},
+		{150 * time.Second, StateZombie}, // exactly 15 missed
+		{24 * time.Hour, StateZombie},
+	}
+	for _, tc := range tests {
+		t.Run(tc.age.String(), func(t *testing.T) {
+			s := NewStore(10, nil)
+			stMustBeat(t, s, stBeat("a", stT0))
+			a := stMustGet(t, s, stKey("a"))
+			require.Equal(t, tc.want, a.State(stT0.Add(tc.age), stTh))
+			// The next beat reports the state it found.
+			res := stMustBeat(t, s, stBeat("a", stT0.Add(tc.age)))
+			require.Equal(t, tc.want, res.Previous)
+			require.Equal(t, StateActive, stState(t, s, stKey("a"), stT0.Add(tc.age), stTh))
+		})
+	}
+}
+
+func TestStoreStoppedAndRevoked(t *testing.T) {
+	s := NewStore(10, nil)
+	stMustBeat(t, s, stFullBeat("a", stT0))
+
+	t.Run("shutdown stops", func(t *testing.T) {
+		req := stBeat("a", stT0.Add(time.Second))
+		req.Status, req.ExitCode, req.HasExitCode = StatusShutdown, 3, true
+		res := stMustBeat(t, s, req)
+		require.Equal(t, StateActive, res.Previous)
+		a := stMustGet(t, s, stKey("a"))
+		require.True(t, a.Stopped)
+		require.Equal(t, StatusShutdown, a.Status)
+		require.Equal(t, int64(3), a.ExitCode)
+		// Stopped forever, however long it stays quiet.
+		require.Equal(t, StateStopped, a.State(stT0.Add(1000*time.Hour), stTh))
+	})
+	t.Run("next beat starts it again", func(t *testing.T) {
+		res := stMustBeat(t, s, stBeat("a", stT0.Add(time.Hour)))
+		require.Equal(t, StateStopped, res.Previous)
+		a := stMustGet(t, s, stKey("a"))
+		require.False(t, a.Stopped)
+		require.Equal(t, StatusUnknown, a.Status) // shutdown is not carried over
+		require.Equal(t, StateActive, a.State(stT0.Add(time.Hour), stTh))
+	})
+	t.Run("revoked beats are not recorded", func(t *testing.T) {
+		before := stMustGet(t, s, stKey("a"))
+		require.True(t, s.SetRevoked(stKey("a"), true))
+		req := stFullBeat("a", stT0.Add(2*time.Hour))
+		req.Version, req.Status = "9.9.9", StatusUnhealthy
+		res := stMustBeat(t, s, req)
+		require.True(t, res.Revoked)
+		require.Equal(t, StateRevoked, res.Previous)
+		after := stMustGet(t, s, stKey("a"))
+		require.True(t, after.Revoked)
+		after.Revoked = false
+		require.Equal(t, before, after)
+		require.Equal(t, StateRevoked, stState(t, s, stKey("a"), stT0.Add(2*time.Hour), stTh))
+	})
+	t.Run("reinstated beats are recorded", func(t *testing.T) {
+		require.True(t, s.SetRevoked(stKey("a"), false))
+		res := stMustBeat(t, s, stBeat("a", stT0.Add(3*time.Hour)))
+		require.False(t, res.Revoked)
+		require.Equal(t, StateZombie, res.Previous) // quiet since the hour mark: RECOVERED for the receiver
+		require.Equal(t, stT0.Add(3*time.Hour), stMustGet(t, s, stKey("a")).LastHeartbeat)
+	})
+	t.Run("unknown agents", func(t *testing.T) {
+		require.False(t, s.SetRevoked(stKey("nobody"), true))
+		require.False(t, s.SetCommand(stKey("nobody"), CommandPause, 1))
+		require.False(t, s.Delete(stKey("nobody")))
+	})
+}
+
+func TestStoreNewAgentHook(t *testing.T) {
+	s := NewStore(10, func(k Key) (bool, Command, uint32) {
+		switch k.AgentID {
+		case "revoked":
+			return true, CommandNone, 0
+		case "commanded":
+			return false, CommandTerminate, 7
+		}
+		return false, CommandNone, 0
+	})
+	res := stMustBeat(t, s, stBeat("revoked", stT0))
+	require.True(t, res.Registered)
+	require.True(t, res.Revoked)
+	a := stMustGet(t, s, stKey("revoked"))
+	require.True(t, a.Revoked)
+	require.Equal(t, stT0, a.LastHeartbeat) // registration is still when it was seen
+
+	res = stMustBeat(t, s, stBeat("commanded", stT0))
+	require.Equal(t, CommandTerminate, res.Command)
+	require.Equal(t, uint32(7), res.CommandSeq)
+}
+
+func TestStoreCommandDelivery(t *testing.T) {
+	type step struct {
+		set     Command // SetCommand before the beat, when not CommandNone
+		seq     uint32
+		carried Command
+		carSeq  uint32
+		acked   uint32
+		pending Command // Agent.Command after the beat
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"carried once, acknowledged by the next beat", []step{
+			{set: CommandPause, seq: 1, carried: CommandPause, carSeq: 1, pending: CommandPause},
+			{acked: 1},
+			{},
+		}},
+		{"a newer command replaces a carried one", []step{
+			{set: CommandPause, seq: 1, carried: CommandPause, carSeq: 1, pending: CommandPause},
+			{set: CommandTerminate, seq: 2, carried: CommandTerminate, carSeq: 2, pending: CommandTerminate},
+			{acked: 2},
+		}},
+		{"a newer command before delivery", []step{
+			{set: CommandPause, seq: 1, carried: CommandPause, carSeq: 1, pending: CommandPause},
+			{acked: 1},
+			{set: CommandResume, seq: 2, carried: CommandResume, carSeq: 2, pending: CommandResume},
+			{acked: 2},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore(10, nil)
+			stMustBeat(t, s, stBeat("a", stT0))
+			for i, st := range tc.steps {
+				if st.set != CommandNone {
+					require.True(t, s.SetCommand(stKey("a"), st.set, st.seq))
+					require.Equal(t, st.set, stMustGet(t, s, stKey("a")).Command)
+				}
+				res := stMustBeat(t, s, stBeat("a", stT0.Add(time.Duration(i+1)*time.Second)))
+				require.Equal(t, st.carried, res.Command, "step %d", i)
+				require.Equal(t, st.carSeq, res.CommandSeq, "step %d", i)
+				require.Equal(t, st.acked, res.AckedCommandSeq, "step %d", i)
+				require.Equal(t, st.pending, stMustGet(t, s, stKey("a")).Command, "step %d", i)
+			}
+		})
+	}
+	t.Run("a command set twice before a beat is carried once", func(t *testing.T) {
+		s := NewStore(10, nil)
+		stMustBeat(t, s, stBeat("a", stT0))
+		require.True(t, s.SetCommand(stKey("a"), CommandPause, 1))
+		require.True(t, s.SetCommand(stKey("a"), CommandTerminate, 2))
+		res := stMustBeat(t, s, stBeat("a", stT0.Add(time.Second)))
+		require.Equal(t, CommandTerminate, res.Command)
+		require.Equal(t, uint32(2), res.CommandSeq)
+	})
+}
+
+// forceCollision links a record for k into the chain of hash h, as a
+// 64-bit hash collision would: real collisions cannot be produced on purpose.
+func stForceCollision(s *Store, h uint64, k Key) {
+	sh := s.shardOf(h)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	r := sh.insert(h)
+	r.lastBeat = stT0.UnixNano()
+	sh.setBlob(r, appendBlob(nil, k, "", &Platform{}))
+	s.count.Add(1)
+}
+
+// chain returns the agent ids in the chain of h, head first.
+func stChain(s *Store, h uint64) []string {
+	sh := s.shardOf(h)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	var ids []string
+	for next := sh.index[h]; next != 0; next = sh.records[next-1].next {
+		ids = append(ids, strings.Clone(sh.str(&sh.records[next-1], strAgentID)))
+	}
+	return ids
+}
+
+func TestStoreDeleteHashChains(t *testing.T) {
+	// The real key's position in a chain of three: insert prepends.
+	for _, tc := range []struct {
+		name   string
+		before int // colliding records inserted before the real one
+		chain  []string
+		rest   []string
+	}{
+		{"tail", 0, []string{"x2", "x1", "real"}, []string{"x2", "x1"}},
+		{"middle", 1, []string{"x2", "real", "x1"}, []string{"x2", "x1"}},
+		{"head", 2, []string{"real", "x2", "x1"}, []string{"x2", "x1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore(10, nil)
+			h := s.hash(stKey("real"))
+			for i := 1; i <= 2; i++ {
+				if i == tc.before+1 {
+					stMustBeat(t, s, stBeat("real", stT0))
+				}
+				stForceCollision(s, h, stKey(fmt.Sprintf("x%d", i)))
+			}
+			if tc.before == 2 {
+				stMustBeat(t, s, stBeat("real", stT0))
+			}
+			require.Equal(t, tc.chain, stChain(s, h))
+			require.Equal(t, 3, s.Len())
+
+			require.Equal(t, stT0, stMustGet(t, s, stKey("real")).LastHeartbeat) // found through the chain
+			require.True(t, s.Delete(stKey("real")))
+			require.False(t, s.Delete(stKey("real")))
+			require.Equal(t, tc.rest, stChain(s, h))
+			require.Equal(t, 2, s.Len())
+			_, ok := s.Get(stKey("real"))
+			require.False(t, ok)
+			sh := s.shardOf(h)
+			for _, id := range tc.rest {
+				require.GreaterOrEqual(t, sh.find(h, stKey(id)), 0, id)
+			}
+
+			// The freed slot is reused, and the real key re-registers at the head.
+			freed := sh.free[len(sh.free)-1]
+			res := stMustBeat(t, s, stBeat("real", stT0.Add(time.Minute)))
+			require.True(t, res.Registered)
+			require.Equal(t, int(freed), sh.find(h, stKey("real")))
+			require.Equal(t, append([]string{"real"}, tc.rest...), stChain(s, h))
+			require.Equal(t, stT0.Add(time.Minute), stMustGet(t, s, stKey("real")).RegisteredAt)
+		})
+	}
+}
+
+func TestStoreDeleteAndSlotReuse(t *testing.T) {
+	s := NewStore(10_000, nil)
+	for i := range 3000 {
+		stMustBeat(t, s, stFullBeat(fmt.Sprintf("a-%d", i), stT0))
+	}
+	slots := func() (n int) {
+		for i := range s.shards {
+			n += len(s.shards[i].records)
+		}
+		return n
+	}
+	require.Equal(t, 3000, slots())
+	for i := 0; i < 3000; i += 2 {
+		require.True(t, s.Delete(stKey(fmt.Sprintf("a-%d", i))))
+	}
+	require.Equal(t, 1500, s.Len())
+	for i := range 1500 {
+		stMustBeat(t, s, stFullBeat(fmt.Sprintf("b-%d", i), stT0))
+	}
+	require.Equal(t, 3000, s.Len())
+	// Freed slots are reused before records grow (without reuse: 4500). The
+	// shards fill unevenly: those that got more newcomers than they lost
+	// grow, by ~350 slots in all.
+	require.Less(t, slots(), 3700)
+	for i := range 3000 {
+		_, ok := s.Get(stKey(fmt.Sprintf("a-%d", i)))
+		require.Equal(t, i%2 == 1, ok, i)
+	}
+	for i := range 1500 {
+		require.Equal(t, "reg/agent:1.4.2", stMustGet(t, s, stKey(fmt.Sprintf("b-%d", i))).Platform.Image)
+	}
+	require.Equal(t, 3000, s.Snapshot(nil).Len())
+}
+
+func TestStoreMaxAgents(t *testing.T) {
+	s := NewStore(3, nil)
+	for _, id := range []string{"a", "b", "c"} {
+		stMustBeat(t, s, stBeat(id, stT0))
+	}
+	_, err := s.Beat(stBeat("d", stT0), stTh)
+	require.ErrorIs(t, err, ErrTooManyAgents)
+	require.Equal(t, 3, s.Len())
+	_, ok := s.Get(stKey("d"))
+	require.False(t, ok)
+	// Nobody was evicted, and known agents keep beating.
+	for _, id := range []string{"a", "b", "c"} {
+		stMustBeat(t, s, stBeat(id, stT0.Add(time.Second)))
+	}
+
+	require.True(t, s.Delete(stKey("b")))
+	stMustBeat(t, s, stBeat("d", stT0))
+	_, err = s.Beat(stBeat("e", stT0), stTh)
+	require.ErrorIs(t, err, ErrTooManyAgents)
+
+	// Lowering the limit evicts nobody; restoring ignores it.
+	s.SetLimit(1)
+	require.Equal(t, 3, s.Len())
+	stMustBeat(t, s, stBeat("a", stT0.Add(2*time.Second)))
+	_, err = s.Beat(stBeat("e", stT0), stTh)
+	require.ErrorIs(t, err, ErrTooManyAgents)
+	s.Restore(&Agent{Key: stKey("restored"), LastHeartbeat: stT0, Interval: time.Second})
+	require.Equal(t, 4, s.Len())
+	require.Equal(t, 4, s.Snapshot(nil).Len())
+}
+
+func TestStoreMaxAgentsConcurrent(t *testing.T) {
+	s := NewStore(50, nil)
+	var admitted, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			_, err := s.Beat(stBeat(fmt.Sprintf("a-%d", i), stT0), stTh)
+			switch {
+			case err == nil:
+				admitted.Add(1)
+			case errors.Is(err, ErrTooManyAgents):
+				refused.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	require.Equal(t, int64(50), admitted.Load())
+	require.Equal(t, int64(150), refused.Load())
+	require.Equal(t, 50, s.Len())
+	require.Equal(t, 50, s.Snapshot(nil).Len())
+}
+
+func stPlatform(i, rev int) Platform {
+	return Platform{
+		Type:        PlatformKubernetes,
+		ContainerID: fmt.Sprintf("containerd://%064x", i*7919+rev),
+		Image:       fmt.Sprintf("registry.example.com/team/agent:%d.%d", i, rev),
+		PodName:     fmt.Sprintf("agent-%d-%d", i, rev),
+		Namespace:   "ns-" + strings.Repeat("n", rev%40),
+		Node:        fmt.Sprintf("node-%d", rev),
+		Hostname:    fmt.Sprintf("host-%d-%d", i, rev),
+		Region:      "eu-west-1",
+		OS:          "linux",
+		PID:         int64(rev),
+	}
+}
+
+// TestArenaCompaction changes platforms many times: the arenas are
+// compacted, stay bounded, and every agent keeps exactly its latest strings.
+func TestStoreArenaCompaction(t *testing.T) {
+	s := NewStore(10_000, nil)
+	const agents, revisions = 500, 60
+	compactions := 0
+	for rev := range revisions {
+		for i := range agents {
+			req := stBeat(fmt.Sprintf("a-%d", i), stT0.Add(time.Duration(rev)*time.Second))
+			req.Platform, req.HasPlatform = stPlatform(i, rev), true
+			req.Version = fmt.Sprintf("v%d", rev)
+			sh := s.shardOf(s.hash(req.Key))
+			before := len(sh.arena)
+			stMustBeat(t, s, req)
+			if len(sh.arena) < before {
+				compactions++
+			}
+		}
+		// A beat without platform or version rewrites nothing.
+		stMustBeat(t, s, stBeat("a-0", stT0.Add(time.Duration(rev)*time.Second)))
+	}
+	require.Positive(t, compactions)
+	live, total := 0, 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		total += len(sh.arena)
+		for j := range sh.records {
+			live += int(sh.records[j].blobLen)
+		}
+		require.Equal(t, len(sh.arena)-sh.garbage, stSumBlobs(sh), "shard %d garbage accounting", i)
+	}
+	require.LessOrEqual(t, total, 2*live+numShards*(64<<10))
+	for i := range agents {
+		a := stMustGet(t, s, stKey(fmt.Sprintf("a-%d", i)))
+		require.Equal(t, stPlatform(i, revisions-1), a.Platform, i)
+		require.Equal(t, fmt.Sprintf("v%d", revisions-1), a.Version)
+	}
+	// Deleted agents' blobs count as garbage and go at the next compaction.
+	for i := range agents / 2 {
+		require.True(t, s.Delete(stKey(fmt.Sprintf("a-%d", i))))
+	}
+	for i := range s.shards {
+		require.Equal(t, len(s.shards[i].arena)-s.shards[i].garbage, stSumBlobs(&s.shards[i]))
+	}
+}
+
+func stSumBlobs(sh *shard) (n int) {
+	for j := range sh.records {
+		if sh.records[j].flags&flagUsed != 0 {
+			n += int(sh.records[j].blobLen)
+		}
+	}
+	return n
+}
+
+// TestLongStrings: strings over MaxStringLen are cut, at a rune boundary.
+func TestStoreLongStrings(t *testing.T) {
+	s := NewStore(10, nil)
+	req := stBeat("a", stT0)
+	req.Version = strings.Repeat("v", MaxStringLen-1) + "é" // é is two bytes: the cut splits it
+	req.Platform = Platform{Image: strings.Repeat("日", 100), Hostname: strings.Repeat("h", 1000)}
+	req.HasPlatform = true
+	stMustBeat(t, s, req)
+	a := stMustGet(t, s, stKey("a"))
+	require.Equal(t, strings.Repeat("v", MaxStringLen-1), a.Version)
+	require.Equal(t, strings.Repeat("日", MaxStringLen/3), a.Platform.Image)
+	require.Equal(t, strings.Repeat("h", MaxStringLen), a.Platform.Hostname)
+	for _, s := range []string{a.Version, a.Platform.Image, a.Platform.Hostname} {
+		require.True(t, utf8.ValidString(s))
+	}
+}
+
+func TestStoreRestoreRoundTrip(t *testing.T) {
+	src := NewStore(1000, nil)
+	for i := range 300 {
+		req := stFullBeat(fmt.Sprintf("a-%d", i), stT0.Add(-time.Duration(i)*time.Minute))
+		req.Platform = stPlatform(i, i%7)
+		req.Key.Tenant = []string{"acme", "globex"}[i%2]
+		req.IssueToken = i%3 == 0
+		req.HasExitCode, req.ExitCode = i%5 == 0, int64(i)
+		req.HasUptime, req.HasMetrics = i%4 != 0, i%6 != 0
+		if i%11 == 0 {
+			req.Status = StatusShutdown
+		}
+		stMustBeat(t, src, req)
+		if i%13 == 0 {
+			src.SetRevoked(req.Key, true)
+		}
+		if i%17 == 0 {
+			src.SetCommand(req.Key, CommandPause, uint32(i))
+		}
+	}
+	var agents []Agent
+	src.Snapshot(nil).Each(func(a *Agent) bool {
+		c := *a
+		c.cloneStrings()
+		agents = append(agents, c)
+		return true
+	})
+	require.Len(t, agents, 300)
+
+	dst := NewStore(1, nil) // max_agents does not apply to restored agents
+	for i := range agents {
+		dst.Restore(&agents[i])
+	}
+	require.Equal(t, 300, dst.Len())
+	for _, a := range agents {
+		require.Equal(t, a, stMustGet(t, dst, a.Key))
+	}
+	// Restore replaces an agent with the same key.
+	changed := agents[0]
+	changed.Version, changed.Platform.Image, changed.Revoked = "changed", "img", !changed.Revoked
+	dst.Restore(&changed)
+	require.Equal(t, 300, dst.Len())
+	require.Equal(t, changed, stMustGet(t, dst, changed.Key))
+
+	// Each stops when told.
+	n := 0
+	dst.Snapshot(nil).Each(func(*Agent) bool { n++; return n < 10 })
+	require.Equal(t, 10, n)
+}
+
+// TestViewReuse: a View reused across snapshots reflects the latest state only.
+func TestStoreViewReuse(t *testing.T) {
+	s := NewStore(1000, nil)
+	for i := range 100 {
+		stMustBeat(t, s, stFullBeat(fmt.Sprintf("a-%d", i), stT0))
+	}
+	v := s.Snapshot(nil)
+	require.Equal(t, 100, v.Len())
+	for i := range 50 {
+		s.Delete(stKey(fmt.Sprintf("a-%d", i)))
+	}
+	req := stFullBeat("a-99", stT0.Add(time.Hour))
+	req.Version = "2.0"
+	stMustBeat(t, s, req)
+	v2 := s.Snapshot(v)
+	require.Same(t, v, v2)
+	require.Equal(t, 50, v.Len())
+	seen := map[string]string{}
+	v.Each(func(a *Agent) bool { seen[a.AgentID] = strings.Clone(a.Version); return true })
+	require.Len(t, seen, 50)
+	require.Equal(t, "2.0", seen["a-99"])
+	require.NotContains(t, seen, "a-0")
+}
+
+// TestConcurrent runs beats, registrations, deletes, revocations and
+// snapshots at once; with -race it checks the locking, and every snapshot
+// must be internally consistent.
+func TestStoreConcurrent(t *testing.T) {
+	s := NewStore(1_000_000, nil)
+	for i := range 1000 {
+		stMustBeat(t, s, stFullBeat(fmt.Sprintf("stable-%d", i), stT0))
+	}
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 3 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("churn-%d-%d", w, i%300)
+				req := stFullBeat(id, stT0.Add(time.Duration(i)*time.Millisecond))
+				req.Platform = stPlatform(i, i%50)
+				if _, err := s.Beat(req, stTh); err != nil {
+					t.Error(err)
+					return
+				}
+				switch i % 7 {
+				case 0:
+					s.Delete(stKey(id))
+				case 1:
+					s.SetRevoked(stKey(id), i%2 == 0)
+				case 2:
+					s.SetCommand(stKey(id), CommandPause, uint32(i))
+				case 3:
+					s.Get(stKey(fmt.Sprintf("stable-%d", i%1000)))
+				}
+			}
+		})
+	}
+	var v *View
+	for range 30 {
+		v = s.Snapshot(v)
+		stable := 0
+		v.Each(func(a *Agent) bool {
+			if strings.HasPrefix(a.AgentID, "stable-") {
+				stable++
+				if a.Platform.Image != "reg/agent:1.4.2" || a.Version != "1.4.2" {
+					t.Errorf("%s: torn record %+v", a.AgentID, a)
+				}
+			} else if !strings.HasPrefix(a.Platform.PodName, "agent-") {
+				t.Errorf("%s: torn record %+v", a.AgentID, a)
+			}
+			return true
+		})
+		require.Equal(t, 1000, stable)
+	}
+	close(stop)
+	wg.Wait()
+	n := 0
+	s.Snapshot(nil).Each(func(*Agent) bool { n++; return true })
+	require.Equal(t, s.Len(), n)
+}
