@@ -206,7 +206,7 @@ func (b *Beacon) Run(ctx context.Context) error {
 			} else {
 				wait = b.currentInterval()
 				if kind != failureKind {
-					b.logger.Error("Sentinel refused the heartbeat; the agent keeps running, check --endpoint, --token and --id (logged once per failure streak)",
+					b.logger.Error("Sentinel refused the heartbeat; the agent keeps running, check the endpoint, the credential and the agent id (logged once per failure streak)",
 						"err", err, "retry_in", wait.Round(time.Millisecond))
 				}
 			}
@@ -447,11 +447,13 @@ func backoff(n int, interval time.Duration) time.Duration {
 	return max(half+rand.N(d-half+1), minWait)
 }
 
-// errorKind groups errors for the once-per-streak logging.
+// errorKind groups errors for the once-per-streak logging: every retryable
+// failure is one kind (sentinel away, whether refused connections or 503s
+// from its load balancer); each refusal status is its own.
 func errorKind(err error) string {
 	var se *StatusError
-	if errors.As(err, &se) {
+	if !Retryable(err) && errors.As(err, &se) {
 		return fmt.Sprintf("http %d", se.Code)
 	}
-	return "transport"
+	return "unreachable"
 }

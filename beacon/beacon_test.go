@@ -196,6 +196,26 @@ func TestFailureStreakLoggedOnce(t *testing.T) {
 	}
 }
 
+func TestMixedFailuresAreOneStreak(t *testing.T) {
+	srv := newScriptedServer(t, func(r request) answer {
+		switch {
+		case r.N <= 4 && r.N%2 == 1:
+			return answer{Code: http.StatusServiceUnavailable}
+		case r.N <= 4:
+			return answer{Code: http.StatusBadGateway, Body: "<html>"}
+		}
+		return okAnswer(0.02, "")
+	})
+	cfg, lb := testConfig(t, srv.URL)
+	cfg.Interval = 20 * time.Millisecond
+	stop, _ := runBeacon(t, mustNew(t, cfg))
+	for range 6 {
+		srv.next(t)
+	}
+	require.NoError(t, stop())
+	require.Equal(t, 1, lb.count("level=WARN"), lb.String())
+}
+
 func TestUnreachable(t *testing.T) {
 	// Every connection is dropped: a transport failure, as when sentinel is
 	// down behind a load balancer.
