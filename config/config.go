@@ -246,6 +246,9 @@ func (c *Config) validate() error {
 		if s == "" {
 			return fmt.Errorf("%s: empty secret", field)
 		}
+		if strings.HasPrefix(string(s), "srt_") {
+			return fmt.Errorf("%s: secrets must not start with srt_, the prefix of runtime tokens", field)
+		}
 		if prev, ok := owners[s]; ok {
 			return fmt.Errorf("%s: the same secret is already used by %s; every credential must be unique", field, prev)
 		}

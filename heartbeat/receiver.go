@@ -236,14 +236,8 @@ func (rc *Receiver) authenticate(w http.ResponseWriter, r *http.Request, b *beat
 		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "missing bearer credential")
 		return false
 	}
-	if p, ok := b.settings.Credentials.Lookup(secret); ok {
-		if p.Kind != auth.KindTenantKey {
-			rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
-			return false
-		}
-		b.principal = p
-		return true
-	}
+	// Runtime tokens first: they are what agents send once registered, and
+	// the configuration forbids the srt_ prefix for its secrets.
 	if len(secret) > len(auth.RuntimeTokenPrefix) && secret[:len(auth.RuntimeTokenPrefix)] == auth.RuntimeTokenPrefix {
 		tok, err := rc.signer.Verify(secret, b.now)
 		switch {
@@ -259,6 +253,14 @@ func (rc *Receiver) authenticate(w http.ResponseWriter, r *http.Request, b *beat
 			return false
 		}
 		b.principal = auth.Principal{Kind: auth.KindRuntimeToken, Tenant: tok.Tenant, Token: tok}
+		return true
+	}
+	if p, ok := b.settings.Credentials.Lookup(secret); ok {
+		if p.Kind != auth.KindTenantKey {
+			rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
+			return false
+		}
+		b.principal = p
 		return true
 	}
 	rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
@@ -382,7 +384,11 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 	switch {
 	case req.Status == StatusShutdown:
 		b.state = StateStopped
-		rc.logger.Info("agent stopped", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "exit_code", b.body.ExitCode)
+		if req.HasExitCode {
+			rc.logger.Info("agent stopped", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "exit_code", req.ExitCode)
+		} else {
+			rc.logger.Info("agent stopped", "tenant", b.key.Tenant, "agent_id", b.key.AgentID)
+		}
 	case res.Previous == StateZombie:
 		b.state = StateRecovered
 		rc.logger.Info("agent recovered", "tenant", b.key.Tenant, "agent_id", b.key.AgentID,
