@@ -244,15 +244,18 @@ func (p *sentinelProc) wait(timeout time.Duration) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// eventually polls cond every 10 ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, msg string, args ...any) {
+// eventually polls cond every 10 ms until it holds, or fails with what
+// describe says when timeout passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() bool, describe func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf(msg, args...)
+			t.Fatal(describe())
 		}
-		time.Sleep(10 * time.Millisecond)
+		<-tick.C
 	}
 }
 
