@@ -1,0 +1,322 @@
+package heartbeat_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/auth"
+	"github.com/agentsentinel/sentinel/collector"
+	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/heartbeat"
+	"github.com/agentsentinel/sentinel/killswitch"
+	"github.com/agentsentinel/sentinel/storage"
+)
+
+// Credentials of the test configuration.
+const (
+	acmeKey     = "acme-api-key"
+	globexKey   = "globex-api-key"
+	acmeAdmin   = "acme-admin-token"
+	globexAdmin = "globex-admin-token"
+	globalAdmin = "global-admin-token"
+	bridgeToken = "bridge-token"
+)
+
+// t0 is the fake clock's start, on a whole second so that token expiries
+// (whole seconds) are exactly now + token_ttl.
+var t0 = time.Date(2026, 2, 3, 12, 0, 0, 0, time.UTC)
+
+var thresholds = heartbeat.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+
+// testConfig is the YAML configuration of the test environment: two tenants,
+// a global admin and a bridge token. Intervals are clamped to [10s, 10m].
+func testConfig(maxAgents int) string {
+	return fmt.Sprintf(`
+heartbeat:
+  min_interval: 10s
+  max_interval: 10m
+  max_agents: %d
+admin_tokens: [%s]
+tenants:
+  - id: acme
+    api_keys: [%s]
+    admin_tokens: [%s]
+  - id: globex
+    api_keys: [%s]
+    admin_tokens: [%s]
+bridge:
+  bearer_token: %s
+`, maxAgents, globalAdmin, acmeKey, acmeAdmin, globexKey, globexAdmin, bridgeToken)
+}
+
+// fakeClock is a settable clock shared by the receiver and the admin API.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// env is sentinel assembled as app.routes does it: configuration, store,
+// journal, kill-switch control, receiver, admin API and /metrics on one mux.
+type env struct {
+	t       *testing.T
+	clock   *fakeClock
+	cfg     *config.Config
+	key     []byte
+	signer  *auth.Signer
+	dir     string
+	journal *storage.Journal
+	control *killswitch.Control
+	store   *heartbeat.Store
+	recv    *heartbeat.Receiver
+	reg     *prometheus.Registry
+	mux     *http.ServeMux
+}
+
+type envOptions struct {
+	maxAgents int
+}
+
+func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
+	t.Helper()
+	o := envOptions{maxAgents: 1000}
+	for _, f := range opts {
+		f(&o)
+	}
+	cfg, err := config.Parse([]byte(testConfig(o.maxAgents)), t.TempDir())
+	require.NoError(t, err)
+	key := bytes.Repeat([]byte{0x5e}, auth.KeySize)
+	signer, err := auth.NewSigner(key)
+	require.NoError(t, err)
+	e := &env{t: t, clock: &fakeClock{now: t0}, cfg: cfg, key: key, signer: signer, dir: t.TempDir()}
+	e.start(nil)
+	t.Cleanup(func() { _ = e.journal.Close() })
+	return e
+}
+
+func withMaxAgents(n int) func(*envOptions) { return func(o *envOptions) { o.maxAgents = n } }
+
+// start opens the journal, replays it and builds everything else; snapshot,
+// when not nil, is restored into the new store first, as app.New does.
+func (e *env) start(snapshot []byte) {
+	t := e.t
+	t.Helper()
+	j, recs, err := storage.OpenJournal(filepath.Join(e.dir, "killswitch.journal"), nil)
+	require.NoError(t, err)
+	e.journal = j
+	e.reg = prometheus.NewPedanticRegistry()
+	logger := slog.New(slog.DiscardHandler)
+	e.control = killswitch.New(j, logger, e.reg)
+	require.NoError(t, e.control.Replay(recs))
+	e.store = heartbeat.NewStore(e.cfg.Heartbeat.MaxAgents, e.control.NewAgent)
+	if snapshot != nil {
+		_, _, err := e.store.DecodeSnapshot(bytes.NewReader(snapshot))
+		require.NoError(t, err)
+	}
+	e.control.SyncStore(e.store)
+	e.recv = heartbeat.NewReceiver(heartbeat.ReceiverOptions{
+		Store: e.store, Signer: e.signer, KillSwitch: e.control, Registerer: e.reg,
+		Logger: logger, Now: e.clock.Now,
+	}, heartbeat.SettingsFromConfig(e.cfg))
+	adminSettings := &killswitch.Settings{
+		Credentials:            auth.NewCredentials(e.cfg),
+		Thresholds:             thresholds,
+		DefaultShutdownTimeout: time.Duration(e.cfg.Bridge.KillSwitch.ShutdownTimeout),
+	}
+	e.mux = http.NewServeMux()
+	e.recv.Register(e.mux)
+	(&killswitch.API{
+		Control: e.control, Store: e.store, Logger: logger, Now: e.clock.Now,
+		Settings: func() *killswitch.Settings { return adminSettings },
+	}).Register(e.mux)
+	metrics := collector.New(e.store, collector.Options{
+		Thresholds: func() heartbeat.Thresholds { return thresholds },
+		Tenants:    func() []string { return e.cfg.TenantIDs() },
+		Now:        e.clock.Now,
+	})
+	e.mux.Handle("/metrics", metrics.Handler(e.reg, logger))
+}
+
+// restart simulates a crash and a restart as app.New does it: the journal is
+// closed (queued records are flushed; a real crash may lose asynchronous
+// ones, which only redelivers a command) and a new Control replays it; the
+// store is carried over as the last snapshot when withSnapshot, otherwise
+// the new store starts empty.
+func (e *env) restart(withSnapshot bool) {
+	e.t.Helper()
+	var snap []byte
+	if withSnapshot {
+		var buf bytes.Buffer
+		_, err := e.store.EncodeSnapshot(&buf, e.clock.Now())
+		require.NoError(e.t, err)
+		snap = buf.Bytes()
+	}
+	require.NoError(e.t, e.journal.Close())
+	e.start(snap)
+}
+
+// answer is a recorded HTTP answer with its JSON body decoded.
+type answer struct {
+	status int
+	header http.Header
+	raw    string
+	body   map[string]any
+}
+
+// keys returns the sorted top-level keys of the JSON body.
+func (a *answer) keys() []string { return slices.Sorted(maps.Keys(a.body)) }
+
+func (a *answer) str(key string) string {
+	s, _ := a.body[key].(string)
+	return s
+}
+
+func (a *answer) obj(key string) map[string]any {
+	o, _ := a.body[key].(map[string]any)
+	return o
+}
+
+type request struct {
+	method string
+	path   string
+	token  string // Authorization: Bearer <token> unless empty
+	auth   string // a raw Authorization header, instead of token
+	body   io.Reader
+}
+
+func (e *env) do(r request) *answer {
+	e.t.Helper()
+	if r.method == "" {
+		r.method = http.MethodPost
+	}
+	req := httptest.NewRequest(r.method, r.path, r.body)
+	switch {
+	case r.auth != "":
+		req.Header.Set("Authorization", r.auth)
+	case r.token != "":
+		req.Header.Set("Authorization", "Bearer "+r.token)
+	}
+	rec := httptest.NewRecorder()
+	e.mux.ServeHTTP(rec, req)
+	return decodeAnswer(e.t, rec.Code, rec.Header(), rec.Body.Bytes())
+}
+
+func decodeAnswer(t *testing.T, status int, h http.Header, raw []byte) *answer {
+	t.Helper()
+	a := &answer{status: status, header: h, raw: string(raw)}
+	if strings.HasPrefix(h.Get("Content-Type"), "application/json") {
+		require.NoError(t, json.Unmarshal(raw, &a.body), "answer %d is not JSON: %s", status, raw)
+	}
+	return a
+}
+
+// beacon sends a Beacon heartbeat of id with body (may be empty).
+func (e *env) beacon(id, token, body string) *answer {
+	e.t.Helper()
+	return e.do(request{path: "/api/v1/installations/" + id + "/heartbeat", token: token, body: strings.NewReader(body)})
+}
+
+// abs sends an ABS heartbeat of id with body (may be empty).
+func (e *env) abs(id, token, body string) *answer {
+	e.t.Helper()
+	return e.do(request{path: "/v1/heartbeat?agentId=" + id, token: token, body: strings.NewReader(body)})
+}
+
+// event sends an ABS event.
+func (e *env) event(token string, ev map[string]any) *answer {
+	e.t.Helper()
+	b, err := json.Marshal(ev)
+	require.NoError(e.t, err)
+	return e.do(request{path: "/v1/events", token: token, body: bytes.NewReader(b)})
+}
+
+// register registers id with acme's API key and returns its runtime token.
+func (e *env) register(id string) string {
+	e.t.Helper()
+	a := e.beacon(id, acmeKey, `{"status":"healthy"}`)
+	require.Equal(e.t, http.StatusOK, a.status, a.raw)
+	require.Equal(e.t, true, a.body["registered"], a.raw)
+	tok, _ := a.obj("runtime_token")["runtime_token"].(string)
+	require.NotEmpty(e.t, tok, a.raw)
+	return tok
+}
+
+func (e *env) agent(tenant, id string) (heartbeat.Agent, bool) {
+	return e.store.Get(heartbeat.Key{Tenant: tenant, AgentID: id})
+}
+
+// counter returns the value of the counter name{labels} in the registry, or
+// -1 when the series does not exist.
+func (e *env) counter(name string, labels map[string]string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	require.NoError(e.t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue next
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return -1
+}
+
+func (e *env) heartbeats(protocol, result string) float64 {
+	e.t.Helper()
+	return e.counter("sentinel_heartbeats_total", map[string]string{"protocol": protocol, "result": result})
+}
+
+// scrape returns the /metrics exposition.
+func (e *env) scrape() string {
+	e.t.Helper()
+	rec := httptest.NewRecorder()
+	e.mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(e.t, http.StatusOK, rec.Code)
+	return rec.Body.String()
+}
+
+// rfc3339 formats t as the answers do.
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
