@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -122,4 +126,69 @@ func TestRefusesDamagedState(t *testing.T) {
 	b, err := os.ReadFile(snapshot)
 	require.NoError(t, err)
 	require.Equal(t, "not a snapshot", string(b))
+}
+
+// SIGTERM lets a request in flight finish, waits for a stuck connection
+// only until --web.shutdown-timeout, and still writes the final snapshot
+// (with the agent that the finished request registered) and exits 0.
+func TestShutdownDeadline(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "sentinel.yml")
+	storage := filepath.Join(dir, "data")
+	writeFile(t, cfg, serveConfig)
+	const deadline = 1500 * time.Millisecond
+	p := startSentinel(t, cfg, storage, "--web.shutdown-timeout="+deadline.String())
+	addr := strings.TrimPrefix(p.base, "http://")
+
+	// Two heartbeats whose bodies are still on their way when SIGTERM comes.
+	// "Expect: 100-continue" tells when the handler is reading the body: the
+	// server has accepted the connection and the request is active.
+	beginBeat := func(agent string, length int) (net.Conn, *bufio.Reader) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		_, err = fmt.Fprintf(conn, "POST /api/v1/installations/%s/heartbeat HTTP/1.1\r\nHost: sentinel\r\n"+
+			"Authorization: Bearer acme-key-1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
+			"Expect: 100-continue\r\n\r\n", agent, length)
+		require.NoError(t, err)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusContinue, resp.StatusCode)
+		return conn, br
+	}
+	body := `{"heartbeat_interval_seconds":1}`
+	inflight, inflightReader := beginBeat("late-agent", len(body))
+	// This one never sends its body: only the deadline ends it.
+	beginBeat("stuck-agent", 100)
+
+	start := time.Now()
+	p.signal(syscall.SIGTERM)
+	eventually(t, 5*time.Second, func() bool { return strings.Contains(p.logs.String(), "shutting down") },
+		func() string { return "no shutdown logged:\n" + p.logs.String() })
+
+	// The request in flight completes.
+	_, err := io.WriteString(inflight, body)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(inflightReader, nil)
+	require.NoError(t, err)
+	answer, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", answer)
+	require.Contains(t, string(answer), `"registered":true`)
+
+	code := p.wait(10 * time.Second)
+	elapsed := time.Since(start)
+	require.Equal(t, 0, code, p.logs.String())
+	require.GreaterOrEqual(t, elapsed, deadline, "the stuck connection is waited for until the deadline")
+	require.Less(t, elapsed, deadline+3*time.Second, "but not much longer")
+	logs := p.logs.String()
+	require.Contains(t, logs, "graceful shutdown did not finish in time")
+	require.Regexp(t, `msg="snapshot of agents written" .* agents=1 `, logs)
+	require.Contains(t, logs, "sentinel stopped")
+
+	p2 := startSentinel(t, cfg, storage)
+	r := p2.mustRequest(http.MethodGet, "/api/v1/installations/late-agent", "acme-admin", nil)
+	require.Equal(t, http.StatusOK, r.status, "the final snapshot holds the agent registered during shutdown: %s", r.body)
 }
