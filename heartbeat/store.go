@@ -51,6 +51,10 @@ const (
 	numStrings
 )
 
+// maxBlobLen bounds an encoded blob: every string with its length byte. A
+// buffer of this size keeps appendBlob off the heap.
+const maxBlobLen = numStrings * (1 + MaxStringLen)
+
 // record is one agent's hot state. It holds no pointers: its strings live in
 // the shard's arena as one length-prefixed blob, so slices of records are
 // never scanned by the garbage collector.
@@ -348,7 +352,7 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 		} else {
 			r.platform, r.pid = platform.Type, platform.PID
 		}
-		var buf [2 + 2*MaxStringLen + numStrings]byte
+		var buf [maxBlobLen]byte
 		b := appendBlob(buf[:0], req.Key, version, &platform)
 		sh.setBlob(r, b)
 	}
@@ -580,7 +584,7 @@ func (s *Store) Restore(a *Agent) {
 			r.flags |= f.flag
 		}
 	}
-	var buf [2 + 2*MaxStringLen + numStrings]byte
+	var buf [maxBlobLen]byte
 	sh.setBlob(r, appendBlob(buf[:0], a.Key, a.Version, &a.Platform))
 }
 

@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -691,4 +692,125 @@ func TestStoreConcurrent(t *testing.T) {
 	n := 0
 	s.Snapshot(nil).Each(func(*Agent) bool { n++; return true })
 	require.Equal(t, s.Len(), n)
+}
+
+// TestStoreSilentAgentSurvivesHeartbeatFlood is the durability-of-state
+// proof: a silent agent's state survives a fleet whose heartbeat volume is
+// many times any cache size. A cache (fastcache's minimum is 32 MB) would
+// have dropped the silent agent's entry long before the flood is over; the
+// store must keep it, byte for byte, and turn it SILENT and ZOMBIE on time.
+func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("floods the store with millions of heartbeats")
+	}
+	const (
+		fleet     = 200_000
+		workers   = 2
+		cacheSize = 32 << 20
+	)
+	// 2M heartbeats, ~3 GB of payload (~96x the cache); the race detector
+	// checks every byte copied, so under -race 400k, ~0.6 GB (~19x).
+	rounds := 10
+	if raceEnabled() {
+		rounds = 2
+	}
+	s := NewStore(fleet+1, nil)
+	silentReq := stFullBeat("silent-one", stT0)
+	silentReq.Platform.Image = "registry.example.com/silent/agent@sha256:" + strings.Repeat("5", 64)
+	silentReq.Version = "0.9.1-rc.3+build.77"
+	stMustBeat(t, s, silentReq)
+	want := stMustGet(t, s, stKey("silent-one"))
+
+	// Big platform strings; each round a quarter of the fleet changes them,
+	// so blobs are rewritten and the arenas keep compacting (every beat
+	// rewriting its blob only makes the test slower, not stronger).
+	variants := make([]string, 61)
+	for i := range variants {
+		variants[i] = fmt.Sprintf("%03d-", i) + strings.Repeat(string(rune('a'+i%26)), 220)
+	}
+	ids := make([]string, fleet)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("flood-%06d", i)
+	}
+	var payload atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			req := BeatRequest{Interval: 10 * time.Second, Status: StatusHealthy, HasPlatform: true, HasUptime: true}
+			req.Key.Tenant = "flood"
+			var bytes int64
+			for r := range rounds {
+				req.Time = stT0.Add(time.Duration(r+1) * 10 * time.Second)
+				for i := w; i < fleet; i += workers {
+					rev := (r + i%4) / 4 // changes every 4th round
+					v := func(f int) string { return variants[(i+rev*7+f*13)%len(variants)] }
+					req.Key.AgentID = ids[i]
+					req.Version = v(0)[:20]
+					req.Platform = Platform{
+						Type: PlatformKubernetes, ContainerID: v(1), Image: v(2), PodName: v(3),
+						Namespace: v(4), Node: v(5), Region: v(6), Hostname: v(7), OS: "linux", PID: int64(r),
+					}
+					req.Uptime = float64(r)
+					if _, err := s.Beat(&req, stTh); err != nil {
+						t.Error(err)
+						return
+					}
+					bytes += int64(len(req.Key.AgentID) + len(req.Version) + 7*len(v(1)) + len("linux"))
+				}
+			}
+			payload.Add(bytes)
+		})
+	}
+	wg.Wait()
+	require.Equal(t, fleet+1, s.Len())
+	require.Greater(t, payload.Load(), int64(16*cacheSize), "the flood must dwarf a cache")
+	t.Logf("%d heartbeats, %d MB of payload (%.0fx a 32 MB cache)",
+		fleet*rounds, payload.Load()>>20, float64(payload.Load())/cacheSize)
+
+	// Exactly intact: last heartbeat, platform, version, everything.
+	got := stMustGet(t, s, stKey("silent-one"))
+	require.Equal(t, want, got)
+	require.Equal(t, stT0, got.LastHeartbeat)
+	require.Equal(t, silentReq.Platform, got.Platform)
+	require.Equal(t, "0.9.1-rc.3+build.77", got.Version)
+	found := false
+	s.Snapshot(nil).Each(func(a *Agent) bool {
+		if a.Key == stKey("silent-one") {
+			found = true
+			require.Equal(t, want, *a)
+		}
+		return true
+	})
+	require.True(t, found)
+
+	// It turns SILENT at exactly 5 missed 30 s beats and ZOMBIE at 15.
+	for _, tc := range []struct {
+		at   time.Duration
+		want State
+	}{
+		{150*time.Second - 1, StateActive},
+		{150 * time.Second, StateSilent},
+		{450*time.Second - 1, StateSilent},
+		{450 * time.Second, StateZombie},
+	} {
+		require.Equal(t, tc.want, got.State(stT0.Add(tc.at), stTh), tc.at)
+	}
+	// The flood agents hold their latest beat too: the store is no cache.
+	for _, i := range []int{0, 1, fleet / 2, fleet - 1} {
+		a := stMustGet(t, s, Key{Tenant: "flood", AgentID: ids[i]})
+		require.Equal(t, stT0.Add(time.Duration(rounds)*10*time.Second), a.LastHeartbeat)
+		require.Equal(t, variants[(i+(rounds-1+i%4)/4*7+2*13)%len(variants)], a.Platform.Image)
+	}
+}
+
+// raceEnabled reports whether the test binary was built with -race.
+func raceEnabled() bool {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "-race" {
+				return s.Value == "true"
+			}
+		}
+	}
+	return false
 }
