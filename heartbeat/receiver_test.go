@@ -890,3 +890,19 @@ func TestEvents(t *testing.T) {
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 	require.Equal(t, "ACTIVE", a.str("status"))
 }
+
+// TestRevokedReasonEscaped: any reason an admin types comes back as valid
+// JSON, unchanged.
+func TestRevokedReasonEscaped(t *testing.T) {
+	e := newEnv(t)
+	token := e.register("agent-1")
+	reason := "quote \" backslash \\ tab \t é ✓ <b>&</b> \u2028 \x01"
+	a := e.do(request{method: http.MethodPost, path: "/api/v1/installations/agent-1/revoke", token: acmeAdmin,
+		body: body(`{"reason":` + jsonString(reason) + `}`)})
+	require.Equal(t, http.StatusOK, a.status, a.raw)
+	for _, b := range []*answer{e.beacon("agent-1", token, ""), e.abs("agent-1", token, "")} {
+		require.Equal(t, http.StatusOK, b.status, b.raw)
+		require.Equal(t, reason, b.str("reason"), b.raw)
+		require.Equal(t, float64(5000), b.body["shutdown_timeout_ms"])
+	}
+}
