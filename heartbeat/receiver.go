@@ -301,7 +301,9 @@ func (rc *Receiver) validate(w http.ResponseWriter, b *beat, req *BeatRequest) b
 		if !(*v > 0) || math.IsInf(*v, 0) {
 			return bad("heartbeat_interval_seconds must be a positive number")
 		}
-		b.interval = min(max(time.Duration(*v*float64(time.Second)), s.MinInterval), s.MaxInterval)
+		// Clamp in float seconds first: a huge value would overflow Duration.
+		secs := min(*v, s.MaxInterval.Seconds())
+		b.interval = min(max(time.Duration(secs*float64(time.Second)), s.MinInterval), s.MaxInterval)
 	}
 	if !validString(body.Version) {
 		return bad("version must be valid UTF-8 of at most 255 bytes")
@@ -346,7 +348,8 @@ func (rc *Receiver) validate(w http.ResponseWriter, b *beat, req *BeatRequest) b
 	}
 	if t := b.principal.Token; t != nil {
 		req.PresentedTokenVersion = t.Version
-		req.IssueToken = t.ExpiresAt.Sub(b.now) <= s.TokenRefreshBefore
+		// Only the Beacon answer has a refreshed_token field.
+		req.IssueToken = b.proto == protoBeacon && t.ExpiresAt.Sub(b.now) <= s.TokenRefreshBefore
 	} else {
 		// Only the Beacon answer has room for the runtime token.
 		req.IssueTokenOnRegister = b.proto == protoBeacon
@@ -578,8 +581,7 @@ func (rc *Receiver) appendABSAnswer(out []byte, b *beat) []byte {
 	out = appendJSONString(out, b.key.AgentID)
 	switch b.state {
 	case StateRevoked:
-		out = rc.appendRevocation(out, b)
-		return out[:len(out)-1]
+		return rc.appendRevocationFields(out, b)
 	case StateStopped:
 		return out
 	}
@@ -593,19 +595,25 @@ func (rc *Receiver) appendABSAnswer(out []byte, b *beat) []byte {
 	return out
 }
 
-// appendRevocation appends the revoked fields of SPEC 2.1 and the closing brace.
+// appendRevocation appends the revoked fields of the Beacon answer (SPEC
+// 2.1) and the closing brace.
 func (rc *Receiver) appendRevocation(out []byte, b *beat) []byte {
+	out = append(out, `,"lease_renewed":false`...)
+	return append(rc.appendRevocationFields(out, b), '}')
+}
+
+// appendRevocationFields appends "revoked", "reason" and "shutdown_timeout_ms".
+func (rc *Receiver) appendRevocationFields(out []byte, b *beat) []byte {
 	rev, ok := rc.kill.Revocation(b.key)
 	if !ok {
 		// Reinstated between the beat and this answer: still answer revoked,
 		// the next heartbeat renews the lease.
 		rev = Revocation{Reason: "revoked"}
 	}
-	out = append(out, `,"lease_renewed":false,"revoked":true,"reason":`...)
+	out = append(out, `,"revoked":true,"reason":`...)
 	out = appendJSONString(out, rev.Reason)
 	out = append(out, `,"shutdown_timeout_ms":`...)
-	out = strconv.AppendInt(out, rev.ShutdownTimeout.Milliseconds(), 10)
-	return append(out, '}')
+	return strconv.AppendInt(out, rev.ShutdownTimeout.Milliseconds(), 10)
 }
 
 func appendCommand(out []byte, c Command) []byte {

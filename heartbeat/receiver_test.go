@@ -456,6 +456,8 @@ func TestIntervalClamping(t *testing.T) {
 		{"at max", `{"heartbeat_interval_seconds":600}`, 10 * time.Minute},
 		{"above max", `{"heartbeat_interval_seconds":3600}`, 10 * time.Minute},
 		{"far above max", `{"heartbeat_interval_seconds":1e9}`, 10 * time.Minute},
+		{"beyond Duration range", `{"heartbeat_interval_seconds":1e10}`, 10 * time.Minute},
+		{"huge", `{"heartbeat_interval_seconds":1e300}`, 10 * time.Minute},
 	}
 	e := newEnv(t)
 	for i, tt := range tests {
@@ -529,6 +531,23 @@ func TestTokenRefresh(t *testing.T) {
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 	require.NotNil(t, a.body["refreshed_token"])
 	require.Equal(t, float64(3), a.obj("refreshed_token")["token_version"])
+}
+
+// TestTokenRefreshOnlyWhereAnswered: ABS and event answers have no
+// refreshed_token field, so beats through them must not use up versions.
+func TestTokenRefreshOnlyWhereAnswered(t *testing.T) {
+	e := newEnv(t)
+	token := e.register("agent-1")
+	e.clock.Set(t0.Add(time.Duration(e.cfg.Heartbeat.TokenTTL) - time.Hour))
+	for range 3 {
+		a := e.abs("agent-1", token, "")
+		require.Equal(t, http.StatusOK, a.status, a.raw)
+		require.NotContains(t, a.body, "refreshed_token")
+	}
+	ag, _ := e.agent("acme", "agent-1")
+	require.Equal(t, uint32(1), ag.TokenVersion)
+	a := e.beacon("agent-1", token, "")
+	require.Equal(t, float64(2), a.obj("refreshed_token")["token_version"], a.raw)
 }
 
 func TestStateTransitions(t *testing.T) {
@@ -652,6 +671,7 @@ func TestRevokedAnswer(t *testing.T) {
 
 	a = e.abs("agent-1", token, "")
 	require.Equal(t, http.StatusOK, a.status, a.raw)
+	require.JSONEq(t, `{"status":"REVOKED","agentId":"agent-1","revoked":true,"reason":"runaway spend","shutdown_timeout_ms":2500}`, a.raw)
 	require.Equal(t, "REVOKED", a.str("status"))
 	require.Equal(t, "agent-1", a.str("agentId"))
 	require.Equal(t, true, a.body["revoked"])

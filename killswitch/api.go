@@ -51,6 +51,13 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("/api/v1/revoke-all", a.serveRevokeAll)
 }
 
+func (a *API) logger() *slog.Logger {
+	if a.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Logger
+}
+
 func (a *API) now() time.Time {
 	if a.Now != nil {
 		return a.Now().UTC()
@@ -66,6 +73,12 @@ func (a *API) admin(w http.ResponseWriter, r *http.Request, tenantRequired bool)
 	secret, ok := auth.BearerToken(r)
 	if !ok {
 		jsonapi.Error(w, http.StatusUnauthorized, "missing bearer credential")
+		return "", nil, false
+	}
+	if strings.HasPrefix(secret, auth.RuntimeTokenPrefix) {
+		// A runtime token is a known kind of credential, just not an admin
+		// one (the configuration forbids the prefix for its secrets).
+		jsonapi.Error(w, http.StatusForbidden, "an admin token is required; runtime tokens only send heartbeats")
 		return "", nil, false
 	}
 	p, ok := s.Credentials.Lookup(secret)
@@ -134,7 +147,7 @@ func decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
 }
 
 func (a *API) persistFailed(w http.ResponseWriter, err error) {
-	a.Logger.Error("cannot persist kill-switch change", "err", err)
+	a.logger().Error("cannot persist kill-switch change", "err", err)
 	jsonapi.Error(w, http.StatusServiceUnavailable, "cannot persist the change; nothing was changed, retry later")
 }
 

@@ -78,14 +78,10 @@ func TestAPIAuthentication(t *testing.T) {
 			})
 		}
 	}
-	// A runtime token is not an admin credential either. SPEC 2 and the
-	// receiver's symmetric case (an admin token used for heartbeats) call for
-	// 403; the API cannot verify runtime tokens and answers 401 "unknown
-	// credential" today (known deviation, reported), so only the refusal is
-	// pinned here.
+	// A runtime token is a credential of the wrong kind, like an admin token
+	// used for heartbeats: 403.
 	for _, ep := range endpoints {
-		a := e.do(ep.method, ep.path, runtimeToken, ep.body)
-		require.Contains(t, []int{401, 403}, a.status, "%s: %s", ep.name, a.raw)
+		requireError(t, e.do(ep.method, ep.path, runtimeToken, ep.body), http.StatusForbidden, "admin token is required")
 	}
 
 	// Nothing was changed by any of them.

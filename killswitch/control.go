@@ -88,6 +88,9 @@ type Control struct {
 
 // New returns an empty Control journaling to j. Call Replay before use.
 func New(j Journal, logger *slog.Logger, reg prometheus.Registerer) *Control {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	c := &Control{
 		journal:     j,
 		logger:      logger,
