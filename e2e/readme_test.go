@@ -1,0 +1,63 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestREADMEWalkthrough runs the curl walk-through of README.md, as written,
+// against the real binary started with deploy/sentinel.example.yml (what
+// `make run` does), so the README keeps working. Every curl fails the script
+// on an HTTP error.
+func TestREADMEWalkthrough(t *testing.T) {
+	t.Parallel()
+	bash := lookTool(t, "bash")
+	lookTool(t, "curl")
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	require.NoError(t, err)
+	walk := regexp.MustCompile("(?s)## Walk-through.*?```sh\n(.*?)```").FindSubmatch(readme)
+	require.NotNil(t, walk, "README.md has no ```sh block under ## Walk-through")
+	script := string(walk[1])
+	require.Contains(t, script, "S=http://localhost:9464")
+
+	config, err := filepath.Abs(filepath.Join("..", "deploy", "sentinel.example.yml"))
+	require.NoError(t, err)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	s := &stack{dir: dir, client: &http.Client{Timeout: 10 * time.Second}}
+	p := startProcess(t, dir, "sentinel-readme", sentinelBin,
+		"--config.file="+config, "--storage.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)
+	s.waitReady(t, p, "http://"+addr+"/-/ready")
+
+	script = strings.Replace(script, "S=http://localhost:9464", "S=http://"+addr, 1)
+	prelude := "set -euo pipefail\ncurl() { command curl --fail-with-body \"$@\"; echo; }\n"
+	cmd := exec.Command(bash, "-c", prelude+script)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the README walk-through failed:\n%s", out)
+
+	got := string(out)
+	for _, want := range []string{
+		`"registered":true`,
+		`"runtime_token":{"runtime_token":"srt_`,
+		`"status":"ACTIVE","agentId":"agent-02"`,
+		`sentinel_agent_last_heartbeat_timestamp_seconds{agent_id="agent-01",tenant="demo"}`,
+		`sentinel_agent_info{agent_id="agent-01"`,
+		`"lease_renewed":false,"revoked":true,"reason":"Emergency shutdown initiated by admin","shutdown_timeout_ms":5000`,
+		`"state":"REVOKED"`,
+		`"command":"pause"`,
+		`"reinstated":true`,
+		`"forgotten":true`,
+	} {
+		require.Contains(t, got, want, "walk-through output:\n%s", got)
+	}
+	require.False(t, p.exited(), "sentinel exited during the walk-through:\n%s", p.tail(40))
+}
