@@ -40,7 +40,7 @@ func variedFleet(t *testing.T) *heartbeat.Store {
 		}},
 		{"acme", "utf8-1", "héllo ✓ 日本", heartbeat.Platform{Namespace: "ns-ü", Node: "ノード", PodName: "😀"}},
 		{"acme", "bad-utf8", "\xff\xfe1.0", heartbeat.Platform{Image: "ok\xc3", Region: "\x80\"\\\n\x80"}},
-		// 254 ASCII bytes and an é: the store's cut at MaxStringLen splits the rune.
+		// 254 ASCII bytes and an é: the cut at MaxStringLen must not split the rune.
 		{"acme", "cut-rune", strings.Repeat("v", heartbeat.MaxStringLen-1) + "é", heartbeat.Platform{
 			Hostname: strings.Repeat("h", heartbeat.MaxStringLen),
 		}},
@@ -172,9 +172,14 @@ func TestHandlerInvalidUTF8(t *testing.T) {
 	c := newTestCollector(variedFleet(t), clock)
 	_, body := scrapeHandler(t, c.Handler(nil, nil))
 	require.True(t, utf8Valid(body))
-	require.Contains(t, body, "version=\"\uFFFD1.0\"")
-	require.Contains(t, body, `region="`+"\uFFFD"+`\"\\\n`+"\uFFFD"+`"`)
-	require.Contains(t, body, `version="`+strings.Repeat("v", heartbeat.MaxStringLen-1)+"\uFFFD"+`"`)
+	for _, want := range []string{
+		"version=\"\uFFFD1.0\"",
+		`region="` + "\uFFFD" + `\"\\\n` + "\uFFFD" + `"`,
+		// The store cuts over-long strings at a rune boundary.
+		`version="` + strings.Repeat("v", heartbeat.MaxStringLen-1) + `"`,
+	} {
+		require.True(t, strings.Contains(body, want), "no %q in the exposition", want)
+	}
 }
 
 func utf8Valid(s string) bool { return strings.ToValidUTF8(s, "") == s }
