@@ -23,6 +23,25 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
+// Duration is a Prometheus duration ("90s", "2160h", "1d") whose parse
+// errors name the line of the configuration file.
+type Duration model.Duration
+
+// UnmarshalYAML parses a duration.
+func (d *Duration) UnmarshalYAML(node *yaml.Node) error {
+	v, err := model.ParseDuration(node.Value)
+	if err != nil || node.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: %q is not a duration (use e.g. 90s, 5m, 2160h)", node.Line, node.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML prints the duration as it would be written.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+func (d Duration) String() string { return model.Duration(d).String() }
+
 // Config is sentinel's configuration file.
 type Config struct {
 	Heartbeat       HeartbeatConfig     `yaml:"heartbeat"`
@@ -34,25 +53,25 @@ type Config struct {
 
 // HeartbeatConfig sets the liveness rules of SPEC 2.3.
 type HeartbeatConfig struct {
-	DefaultInterval    model.Duration `yaml:"default_interval"`
-	MinInterval        model.Duration `yaml:"min_interval"`
-	MaxInterval        model.Duration `yaml:"max_interval"`
+	DefaultInterval    Duration `yaml:"default_interval"`
+	MinInterval        Duration `yaml:"min_interval"`
+	MaxInterval        Duration `yaml:"max_interval"`
 	SilentAfter        int            `yaml:"silent_after"`
 	ZombieAfter        int            `yaml:"zombie_after"`
-	TokenTTL           model.Duration `yaml:"token_ttl"`
-	TokenRefreshBefore model.Duration `yaml:"token_refresh_before"`
+	TokenTTL           Duration `yaml:"token_ttl"`
+	TokenRefreshBefore Duration `yaml:"token_refresh_before"`
 	MaxAgents          int            `yaml:"max_agents"`
 }
 
 // DefaultHeartbeatConfig holds the defaults of SPEC 8.
 var DefaultHeartbeatConfig = HeartbeatConfig{
-	DefaultInterval:    model.Duration(60 * time.Second),
-	MinInterval:        model.Duration(time.Second),
-	MaxInterval:        model.Duration(time.Hour),
+	DefaultInterval:    Duration(60 * time.Second),
+	MinInterval:        Duration(time.Second),
+	MaxInterval:        Duration(time.Hour),
 	SilentAfter:        5,
 	ZombieAfter:        15,
-	TokenTTL:           model.Duration(2160 * time.Hour),
-	TokenRefreshBefore: model.Duration(168 * time.Hour),
+	TokenTTL:           Duration(2160 * time.Hour),
+	TokenRefreshBefore: Duration(168 * time.Hour),
 	MaxAgents:          1000000,
 }
 
@@ -71,7 +90,7 @@ type WebhookConfig struct {
 	URL         string              `yaml:"url"`
 	Secrets     []promconfig.Secret `yaml:"secrets,omitempty"`
 	SecretFiles []string            `yaml:"secret_files,omitempty"`
-	MaxAge      model.Duration      `yaml:"max_age"`
+	MaxAge      Duration      `yaml:"max_age"`
 }
 
 // BridgeConfig configures the Alertmanager bridge (SPEC 6).
@@ -85,24 +104,24 @@ type BridgeConfig struct {
 // KillSwitchConfig says which alerts revoke agents, and how long they get to stop.
 type KillSwitchConfig struct {
 	Alertnames      []string       `yaml:"alertnames"`
-	ShutdownTimeout model.Duration `yaml:"shutdown_timeout"`
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
 // DefaultKillSwitchConfig holds the defaults of SPEC 8.
 var DefaultKillSwitchConfig = KillSwitchConfig{
 	Alertnames:      []string{"AgentZombie"},
-	ShutdownTimeout: model.Duration(5 * time.Second),
+	ShutdownTimeout: Duration(5 * time.Second),
 }
 
 // Defaults of SPEC 8 for sections that have no defaults struct.
 const (
-	DefaultWebhookMaxAge   = model.Duration(24 * time.Hour)
-	DefaultWatchdogTimeout = model.Duration(5 * time.Minute)
+	DefaultWebhookMaxAge   = Duration(24 * time.Hour)
+	DefaultWatchdogTimeout = Duration(5 * time.Minute)
 )
 
 // WatchdogConfig configures the pipeline's own heartbeat (SPEC 6.2).
 type WatchdogConfig struct {
-	Timeout model.Duration `yaml:"timeout"`
+	Timeout Duration `yaml:"timeout"`
 }
 
 // tenantIDPattern keeps tenant ids usable as label values and URL parts.

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	promconfig "github.com/prometheus/common/config"
-	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
@@ -72,6 +71,7 @@ func TestLoadBadDurationNamesTheValue(t *testing.T) {
 	_, err := config.Load("testdata/bad-duration-bad.yml")
 	require.ErrorContains(t, err, `config testdata/bad-duration-bad.yml: `)
 	require.ErrorContains(t, err, `"sixty seconds"`)
+	require.ErrorContains(t, err, `line 2: "sixty seconds" is not a duration`)
 }
 
 func TestLoadMissingConfigFile(t *testing.T) {
@@ -94,13 +94,13 @@ func TestLoadMinimalAppliesDefaults(t *testing.T) {
 	require.NoError(t, err)
 
 	require.Equal(t, config.HeartbeatConfig{
-		DefaultInterval:    model.Duration(60 * time.Second),
-		MinInterval:        model.Duration(time.Second),
-		MaxInterval:        model.Duration(time.Hour),
+		DefaultInterval:    config.Duration(60 * time.Second),
+		MinInterval:        config.Duration(time.Second),
+		MaxInterval:        config.Duration(time.Hour),
 		SilentAfter:        5,
 		ZombieAfter:        15,
-		TokenTTL:           model.Duration(2160 * time.Hour),
-		TokenRefreshBefore: model.Duration(168 * time.Hour),
+		TokenTTL:           config.Duration(2160 * time.Hour),
+		TokenRefreshBefore: config.Duration(168 * time.Hour),
 		MaxAgents:          1000000,
 	}, cfg.Heartbeat)
 	require.Equal(t, config.DefaultHeartbeatConfig, cfg.Heartbeat)
@@ -113,14 +113,14 @@ func TestLoadMinimalAppliesDefaults(t *testing.T) {
 	require.NotNil(t, tenant.Webhook)
 	require.Equal(t, "https://hooks.example.com/abs", tenant.Webhook.URL)
 	require.Equal(t, []promconfig.Secret{"acme-webhook-secret"}, tenant.Webhook.Secrets)
-	require.Equal(t, model.Duration(24*time.Hour), tenant.Webhook.MaxAge)
+	require.Equal(t, config.Duration(24*time.Hour), tenant.Webhook.MaxAge)
 	_, ok = cfg.Tenant("globex")
 	require.False(t, ok)
 
 	require.Empty(t, cfg.Bridge.BearerToken)
 	require.Equal(t, []string{"AgentZombie"}, cfg.Bridge.KillSwitch.Alertnames)
-	require.Equal(t, model.Duration(5*time.Second), cfg.Bridge.KillSwitch.ShutdownTimeout)
-	require.Equal(t, model.Duration(5*time.Minute), cfg.Bridge.Watchdog.Timeout)
+	require.Equal(t, config.Duration(5*time.Second), cfg.Bridge.KillSwitch.ShutdownTimeout)
+	require.Equal(t, config.Duration(5*time.Minute), cfg.Bridge.Watchdog.Timeout)
 }
 
 // The defaults live in package variables; a loaded configuration must not
@@ -139,13 +139,13 @@ func TestDefaultsAreNotShared(t *testing.T) {
 func requireFilesGood(t *testing.T, cfg *config.Config) {
 	t.Helper()
 	require.Equal(t, config.HeartbeatConfig{
-		DefaultInterval:    model.Duration(30 * time.Second),
-		MinInterval:        model.Duration(5 * time.Second),
-		MaxInterval:        model.Duration(10 * time.Minute),
+		DefaultInterval:    config.Duration(30 * time.Second),
+		MinInterval:        config.Duration(5 * time.Second),
+		MaxInterval:        config.Duration(10 * time.Minute),
 		SilentAfter:        3,
 		ZombieAfter:        9,
-		TokenTTL:           model.Duration(720 * time.Hour),
-		TokenRefreshBefore: model.Duration(24 * time.Hour),
+		TokenTTL:           config.Duration(720 * time.Hour),
+		TokenRefreshBefore: config.Duration(24 * time.Hour),
 		MaxAgents:          500,
 	}, cfg.Heartbeat)
 	// Trailing newlines (and a CRLF) of secret files are trimmed.
@@ -156,14 +156,14 @@ func requireFilesGood(t *testing.T, cfg *config.Config) {
 	require.Equal(t, []promconfig.Secret{"acme-inline-key", "acme-key-from-file"}, acme.APIKeys)
 	require.Equal(t, []promconfig.Secret{"acme-admin-from-file"}, acme.AdminTokens)
 	require.Equal(t, []promconfig.Secret{"whsec_c2lnbmluZy1zZWNyZXQ="}, acme.Webhook.Secrets)
-	require.Equal(t, model.Duration(time.Hour), acme.Webhook.MaxAge)
+	require.Equal(t, config.Duration(time.Hour), acme.Webhook.MaxAge)
 	globex, ok := cfg.Tenant("globex.eu-1")
 	require.True(t, ok)
 	require.Nil(t, globex.Webhook)
 	require.Equal(t, promconfig.Secret("bridge-token-from-file"), cfg.Bridge.BearerToken)
 	require.Equal(t, []string{"AgentZombie", "AgentSilent"}, cfg.Bridge.KillSwitch.Alertnames)
-	require.Equal(t, model.Duration(30*time.Second), cfg.Bridge.KillSwitch.ShutdownTimeout)
-	require.Equal(t, model.Duration(0), cfg.Bridge.Watchdog.Timeout, "0 disables the watchdog")
+	require.Equal(t, config.Duration(30*time.Second), cfg.Bridge.KillSwitch.ShutdownTimeout)
+	require.Equal(t, config.Duration(0), cfg.Bridge.Watchdog.Timeout, "0 disables the watchdog")
 }
 
 func TestLoadSecretFiles(t *testing.T) {

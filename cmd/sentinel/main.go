@@ -52,6 +52,11 @@ func run(args []string) int {
 	}
 
 	logger.Info("starting sentinel", "version", version.Info(), "build_context", version.BuildContext())
+	// Catch SIGHUP before the (possibly long) restore: its default action
+	// would kill the process. A reload asked for during start-up runs once
+	// serving begins.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	sentinel, err := app.New(app.Options{
 		ConfigFile:       *configFile,
 		StoragePath:      *storagePath,
@@ -66,8 +71,6 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	reload := make(chan struct{})
 	go func() {
 		for range hup {
