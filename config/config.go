@@ -56,11 +56,11 @@ type HeartbeatConfig struct {
 	DefaultInterval    Duration `yaml:"default_interval"`
 	MinInterval        Duration `yaml:"min_interval"`
 	MaxInterval        Duration `yaml:"max_interval"`
-	SilentAfter        int            `yaml:"silent_after"`
-	ZombieAfter        int            `yaml:"zombie_after"`
+	SilentAfter        int      `yaml:"silent_after"`
+	ZombieAfter        int      `yaml:"zombie_after"`
 	TokenTTL           Duration `yaml:"token_ttl"`
 	TokenRefreshBefore Duration `yaml:"token_refresh_before"`
-	MaxAgents          int            `yaml:"max_agents"`
+	MaxAgents          int      `yaml:"max_agents"`
 }
 
 // DefaultHeartbeatConfig holds the defaults of SPEC 8.
@@ -90,7 +90,7 @@ type WebhookConfig struct {
 	URL         string              `yaml:"url"`
 	Secrets     []promconfig.Secret `yaml:"secrets,omitempty"`
 	SecretFiles []string            `yaml:"secret_files,omitempty"`
-	MaxAge      Duration      `yaml:"max_age"`
+	MaxAge      Duration            `yaml:"max_age"`
 }
 
 // BridgeConfig configures the Alertmanager bridge (SPEC 6).
@@ -103,7 +103,7 @@ type BridgeConfig struct {
 
 // KillSwitchConfig says which alerts revoke agents, and how long they get to stop.
 type KillSwitchConfig struct {
-	Alertnames      []string       `yaml:"alertnames"`
+	Alertnames      []string `yaml:"alertnames"`
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
 }
 
