@@ -327,7 +327,7 @@ func (a *API) serveInstallation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodDelete {
-		forgotten, err := a.Control.Forget(k, a.now())
+		forgotten, err := a.Control.Forget(k, a.now)
 		if err != nil {
 			a.persistFailed(w, err)
 			return

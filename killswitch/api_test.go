@@ -528,7 +528,7 @@ func TestAPIListPagination(t *testing.T) {
 	p = e.list(acmeAdmin, "limit=100")
 	e.beat("acme", "agent-000a") // before the cursor: not listed on later pages
 	e.beat("acme", "agent-150a") // after it: listed
-	ok, err := e.control.Forget(key("acme", "agent-200"), e.clock.Now())
+	ok, err := e.control.Forget(key("acme", "agent-200"), func() time.Time { return e.clock.Now() })
 	require.NoError(t, err)
 	require.True(t, ok)
 	rest := e.list(acmeAdmin, "limit=1000&cursor="+url.QueryEscape(*p.next))
@@ -707,6 +707,7 @@ func TestAPIJournalFailure(t *testing.T) {
 		{"reinstate", http.MethodDelete, "/api/v1/installations/a2/revoke", ""},
 		{"command", http.MethodPost, "/api/v1/installations/a1/command", `{"command":"terminate"}`},
 		{"forget", http.MethodDelete, "/api/v1/installations/a1", ""},
+		{"forget revoked", http.MethodDelete, "/api/v1/installations/a2", ""},
 		{"revoke-all", http.MethodPost, "/api/v1/revoke-all", `{"reason":"all"}`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -380,20 +380,39 @@ func (c *Control) Command(k heartbeat.Key, cmd heartbeat.Command, at time.Time) 
 
 // Forget erases everything about an agent: its hot state, revocation and
 // pending command. A forgotten agent that beats again registers afresh.
-func (c *Control) Forget(k heartbeat.Key, at time.Time) (bool, error) {
+//
+// The agent leaves the store before now() stamps the tombstone: a snapshot
+// stamped later than the tombstone then cannot hold the agent, which is what
+// lets Compact drop tombstones older than the snapshot. If the journal write
+// fails, the agent is put back.
+func (c *Control) Forget(k heartbeat.Key, now func() time.Time) (bool, error) {
 	mu := c.stripe(k)
 	mu.Lock()
 	defer mu.Unlock()
 	store := c.storeOf()
-	if _, ok := store.Get(k); !ok {
+	ag, known := store.Get(k)
+	if !known {
 		if _, revoked := c.Revocation(k); !revoked {
 			return false, nil
 		}
 	}
-	if err := c.commit(entry{Op: opForget, Tenant: k.Tenant, Agent: k.AgentID, At: at}); err != nil {
+	if known {
+		store.Delete(k)
+	}
+	if err := c.commit(entry{Op: opForget, Tenant: k.Tenant, Agent: k.AgentID, At: now().UTC()}); err != nil {
+		if known {
+			store.Restore(&ag)
+			c.mu.RLock()
+			if _, revoked := c.revocations[k]; revoked {
+				store.SetRevoked(k, true)
+			}
+			if pc, ok := c.commands[k]; ok {
+				store.SetCommand(k, pc.Command, pc.Seq)
+			}
+			c.mu.RUnlock()
+		}
 		return false, err
 	}
-	store.Delete(k)
 	c.logger.Info("agent forgotten", "tenant", k.Tenant, "agent_id", k.AgentID)
 	return true, nil
 }

@@ -129,7 +129,7 @@ func TestControlForget(t *testing.T) {
 	require.NoError(t, err)
 
 	at := t0.Add(time.Minute)
-	ok, err := e.control.Forget(k, at)
+	ok, err := e.control.Forget(k, func() time.Time { return at })
 	require.NoError(t, err)
 	require.True(t, ok)
 	_, revoked := e.control.Revocation(k)
@@ -140,7 +140,7 @@ func TestControlForget(t *testing.T) {
 	require.False(t, known)
 	require.Equal(t, at, stateOf(e.control).Forgotten[k])
 
-	ok, err = e.control.Forget(k, at)
+	ok, err = e.control.Forget(k, func() time.Time { return at })
 	require.NoError(t, err)
 	require.False(t, ok, "nothing left to forget")
 
@@ -160,7 +160,7 @@ func TestControlForget(t *testing.T) {
 	e.restart(nil)
 	_, known = e.agent("acme", "a2")
 	require.False(t, known)
-	ok, err = e.control.Forget(key("acme", "a2"), at)
+	ok, err = e.control.Forget(key("acme", "a2"), func() time.Time { return at })
 	require.NoError(t, err)
 	require.True(t, ok)
 	_, revoked = e.control.Revocation(key("acme", "a2"))
@@ -227,14 +227,14 @@ func populate(t *testing.T, e *env) {
 	c.CommandAcknowledged(key("acme", "a3"), pc.Seq)
 	_, err = c.Command(key("globex", "g1"), heartbeat.CommandPause, t0)
 	must(err)
-	_, err = c.Forget(key("acme", "a4"), t0.Add(time.Minute))
+	_, err = c.Forget(key("acme", "a4"), func() time.Time { return t0.Add(time.Minute) })
 	must(err)
 	_, err = c.RevokeAll([]heartbeat.Key{key("globex", "g2"), key("globex", "g3"), key("globex", "g0")}, adminRevocation("all", t0.Add(2*time.Minute)))
 	must(err)
 	// Forgotten, registered again, then revoked: the revocation outlives the forget.
 	_, _, err = c.Revoke(key("acme", "a5"), adminRevocation("before forget", t0))
 	must(err)
-	_, err = c.Forget(key("acme", "a5"), t0.Add(3*time.Minute))
+	_, err = c.Forget(key("acme", "a5"), func() time.Time { return t0.Add(3*time.Minute) })
 	must(err)
 	e.clock.Set(t0.Add(4 * time.Minute))
 	e.beat("acme", "a5")
@@ -321,7 +321,7 @@ func TestSyncStoreForgotten(t *testing.T) {
 
 	e.clock.Set(t0.Add(2 * time.Minute))
 	for _, id := range []string{"a1", "a2"} {
-		ok, err := e.control.Forget(key("acme", id), e.clock.Now())
+		ok, err := e.control.Forget(key("acme", id), func() time.Time { return e.clock.Now() })
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
@@ -418,7 +418,7 @@ func TestControlJournalFailure(t *testing.T) {
 	require.False(t, ok)
 	_, err = e.control.Command(key("acme", "a1"), heartbeat.CommandTerminate, t0)
 	require.ErrorIs(t, err, errDiskFull)
-	ok, err = e.control.Forget(key("acme", "a3"), t0)
+	ok, err = e.control.Forget(key("acme", "a3"), func() time.Time { return t0 })
 	require.ErrorIs(t, err, errDiskFull)
 	require.False(t, ok)
 
