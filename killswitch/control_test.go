@@ -234,7 +234,7 @@ func populate(t *testing.T, e *env) {
 	// Forgotten, registered again, then revoked: the revocation outlives the forget.
 	_, _, err = c.Revoke(key("acme", "a5"), adminRevocation("before forget", t0))
 	must(err)
-	_, err = c.Forget(key("acme", "a5"), func() time.Time { return t0.Add(3*time.Minute) })
+	_, err = c.Forget(key("acme", "a5"), func() time.Time { return t0.Add(3 * time.Minute) })
 	must(err)
 	e.clock.Set(t0.Add(4 * time.Minute))
 	e.beat("acme", "a5")
