@@ -121,3 +121,43 @@ func TestCommandAcknowledgementAcrossRestart(t *testing.T) {
 	require.Equal(t, "pause", s.beat("carried", carried, nil)["command"], "redelivered: at least once")
 	require.Nil(t, s.beat("carried", carried, nil)["command"])
 }
+
+// An agent registered after the last snapshot of a crashed sentinel is not in
+// the store until it beats again, but the kill switch still reaches it:
+// revoke-all, revoke and command cover it, and its next heartbeat (with the
+// runtime token issued before the crash) is answered accordingly. Its
+// registration survives a second crash and the compaction at each start.
+func TestKillSwitchReachesAgentsRegisteredAfterTheSnapshot(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	s := e.start()
+	s.register("snapshotted", acmeKey, nil)
+	require.NoError(t, s.app.Snapshot())
+	e.clock.Add(time.Second)
+	late := s.register("late", acmeKey, nil)
+	lateCmd := s.register("late-cmd", acmeKey, nil)
+	// Registrations are journaled without waiting (a crash within ~100 ms
+	// of one is the documented gap); any durable write, like this command,
+	// flushes them first.
+	r := s.do(http.MethodPost, "/api/v1/installations/snapshotted/command", acmeAdmin, map[string]any{"command": "resume"})
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+
+	s = e.crash(s)
+	require.Equal(t, http.StatusNotFound, s.installation("late").status, "not in the store before it beats again")
+	s = e.crash(s) // the journal's registrations survive a start's compaction
+
+	r = s.do(http.MethodPost, "/api/v1/installations/late-cmd/command", acmeAdmin, map[string]any{"command": "pause"})
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	r = s.do(http.MethodPost, "/api/v1/revoke-all", acmeAdmin, map[string]any{"reason": "stop everything"})
+	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+	require.Equal(t, 3.0, r.json(t)["revoked"], "snapshotted, late and late-cmd")
+
+	b := s.beat("late", late, nil)
+	require.Equal(t, true, b["revoked"], "%v", b)
+	require.Equal(t, "stop everything", b["reason"])
+	b = s.beat("late-cmd", lateCmd, nil)
+	require.Equal(t, true, b["revoked"], "%v", b)
+	d := s.installation("late-cmd").json(t)
+	require.Equal(t, "REVOKED", d["state"])
+	cmd, _ := d["pending_command"].(map[string]any)
+	require.Equal(t, "pause", cmd["command"])
+}

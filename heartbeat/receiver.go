@@ -37,6 +37,9 @@ type KillSwitch interface {
 	Revocation(Key) (Revocation, bool)
 	// CommandAcknowledged records that the agent acknowledged command seq.
 	CommandAcknowledged(k Key, seq uint32)
+	// AgentRegistered records a registration, so that the kill switch still
+	// knows the agent if sentinel crashes before the next snapshot.
+	AgentRegistered(k Key, at time.Time)
 }
 
 // Settings is the reloadable part of the configuration the receiver uses.
@@ -404,6 +407,7 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 		}
 	}
 	if res.Registered {
+		rc.kill.AgentRegistered(b.key, b.now)
 		rc.logger.Debug("agent registered", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "protocol", b.proto)
 	}
 	if res.TokenVersion != 0 {

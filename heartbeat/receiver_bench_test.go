@@ -20,6 +20,7 @@ type noKillSwitch struct{}
 
 func (noKillSwitch) Revocation(Key) (Revocation, bool) { return Revocation{}, false }
 func (noKillSwitch) CommandAcknowledged(Key, uint32)   {}
+func (noKillSwitch) AgentRegistered(Key, time.Time)    {}
 
 const benchBody = `{"status":"healthy","uptime_seconds":3600,"heartbeat_interval_seconds":60,"version":"1.4.2",
 "platform":{"type":"kubernetes","pod_name":"my-agent-7f8a9b-xyz","namespace":"production","node":"node-pool-1-abc"},

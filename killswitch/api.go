@@ -210,7 +210,7 @@ func (a *API) serveRevoke(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !reinstated {
-			if _, known := a.Store.Get(k); !known {
+			if !a.Control.Known(k) {
 				jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
 				return
 			}
@@ -222,7 +222,7 @@ func (a *API) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if _, known := a.Store.Get(k); !known {
+	if !a.Control.Known(k) {
 		if _, revoked := a.Control.Revocation(k); !revoked {
 			jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
 			return
@@ -252,14 +252,7 @@ func (a *API) serveRevokeAll(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var keys []heartbeat.Key
-	a.Store.Snapshot(nil).Each(func(ag *heartbeat.Agent) bool {
-		if ag.Tenant == tenant {
-			keys = append(keys, heartbeat.Key{Tenant: strings.Clone(ag.Tenant), AgentID: strings.Clone(ag.AgentID)})
-		}
-		return true
-	})
-	n, err := a.Control.RevokeAll(keys, rev)
+	n, err := a.Control.RevokeAll(a.Control.Keys(tenant), rev)
 	if err != nil {
 		a.persistFailed(w, err)
 		return
@@ -300,7 +293,7 @@ func (a *API) serveCommand(w http.ResponseWriter, r *http.Request) {
 		jsonapi.Errorf(w, http.StatusUnprocessableEntity, "unsupported command %q; supported: pause, resume, terminate", req.Command)
 		return
 	}
-	if _, known := a.Store.Get(k); !known {
+	if !a.Control.Known(k) {
 		jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
 		return
 	}

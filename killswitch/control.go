@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,7 +31,7 @@ type Journal interface {
 
 // entry is one journal record.
 type entry struct {
-	Op        string    `json:"op"` // revoke, reinstate, command, ack, forget
+	Op        string    `json:"op"` // revoke, reinstate, command, ack, forget, register
 	Tenant    string    `json:"tenant"`
 	Agent     string    `json:"agent"`
 	At        time.Time `json:"at"`
@@ -47,6 +48,7 @@ const (
 	opCommand   = "command"
 	opAck       = "ack"
 	opForget    = "forget"
+	opRegister  = "register"
 )
 
 // PendingCommand is a command waiting for its acknowledgement.
@@ -81,7 +83,12 @@ type Control struct {
 	revocations map[heartbeat.Key]heartbeat.Revocation
 	commands    map[heartbeat.Key]PendingCommand
 	forgotten   map[heartbeat.Key]time.Time
-	seq         uint32
+	// lost holds agents whose registration is journaled but who are not in
+	// the store: registered after the last snapshot of a crashed sentinel
+	// and not back yet. The kill switch still knows them: revoke, command
+	// and revoke-all reach them, and take effect when they beat again.
+	lost map[heartbeat.Key]time.Time
+	seq  uint32
 
 	revocationsTotal *prometheus.CounterVec
 }
@@ -98,6 +105,7 @@ func New(j Journal, logger *slog.Logger, reg prometheus.Registerer) *Control {
 		revocations: make(map[heartbeat.Key]heartbeat.Revocation),
 		commands:    make(map[heartbeat.Key]PendingCommand),
 		forgotten:   make(map[heartbeat.Key]time.Time),
+		lost:        make(map[heartbeat.Key]time.Time),
 		revocationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_revocations_total",
 			Help: "Agents revoked by the kill switch, by source (admin, alert).",
@@ -152,7 +160,12 @@ func (c *Control) apply(e *entry) error {
 	case opForget:
 		delete(c.revocations, k)
 		delete(c.commands, k)
+		delete(c.lost, k)
 		c.forgotten[k] = e.At
+	case opRegister:
+		// Until SyncStore sorts them out, every journaled registration is
+		// a candidate for lost.
+		c.lost[k] = e.At
 	default:
 		return fmt.Errorf("unknown op %q", e.Op)
 	}
@@ -169,6 +182,11 @@ func (c *Control) SyncStore(store *heartbeat.Store) {
 	for k, at := range c.forgotten {
 		if a, ok := store.Get(k); ok && !a.LastHeartbeat.After(at) {
 			store.Delete(k)
+		}
+	}
+	for k := range c.lost {
+		if _, ok := store.Get(k); ok {
+			delete(c.lost, k)
 		}
 	}
 	for k := range c.revocations {
@@ -206,7 +224,20 @@ func (c *Control) Compact(snapshotAt time.Time) error {
 	for k, pc := range c.commands {
 		add(entry{Op: opCommand, Tenant: k.Tenant, Agent: k.AgentID, At: pc.IssuedAt, Command: pc.Command.String(), Seq: pc.Seq})
 	}
+	for k, at := range c.lost {
+		add(entry{Op: opRegister, Tenant: k.Tenant, Agent: k.AgentID, At: at})
+	}
+	store := c.store
 	c.mu.Unlock()
+	// Registrations newer than the snapshot are only in the journal: keep them.
+	if store != nil {
+		store.Snapshot(nil).Each(func(a *heartbeat.Agent) bool {
+			if !a.RegisteredAt.Before(snapshotAt) {
+				add(entry{Op: opRegister, Tenant: a.Tenant, Agent: a.AgentID, At: a.RegisteredAt})
+			}
+			return true
+		})
+	}
 	if err := c.journal.Rewrite(recs); err != nil {
 		return fmt.Errorf("compact kill-switch journal: %w", err)
 	}
@@ -247,8 +278,9 @@ func (c *Control) commit(entries ...entry) error {
 // NewAgent is the store's NewAgentHook: an agent re-created after a restart
 // starts with its journaled revocation and command.
 func (c *Control) NewAgent(k heartbeat.Key) (bool, heartbeat.Command, uint32) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.lost, k) // back in the store
 	_, revoked := c.revocations[k]
 	pc := c.commands[k]
 	return revoked, pc.Command, pc.Seq
@@ -280,6 +312,45 @@ func (c *Control) CommandAcknowledged(k heartbeat.Key, seq uint32) {
 	c.mu.Unlock()
 	b, _ := json.Marshal(&e)
 	c.journal.AppendAsync(b)
+}
+
+// AgentRegistered implements heartbeat.KillSwitch. It never waits for the
+// disk: a registration lost in a crash only means the agent is unknown until
+// its next heartbeat, as SPEC 9 allows.
+func (c *Control) AgentRegistered(k heartbeat.Key, at time.Time) {
+	b, _ := json.Marshal(&entry{Op: opRegister, Tenant: k.Tenant, Agent: k.AgentID, At: at.UTC()})
+	c.journal.AppendAsync(b)
+}
+
+// Known reports whether the agent is in the store or lost (see Control.lost).
+func (c *Control) Known(k heartbeat.Key) bool {
+	if _, ok := c.storeOf().Get(k); ok {
+		return true
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.lost[k]
+	return ok
+}
+
+// Keys returns every agent of tenant the kill switch knows: those in the
+// store and the lost ones.
+func (c *Control) Keys(tenant string) []heartbeat.Key {
+	var keys []heartbeat.Key
+	c.storeOf().Snapshot(nil).Each(func(a *heartbeat.Agent) bool {
+		if a.Tenant == tenant {
+			keys = append(keys, heartbeat.Key{Tenant: strings.Clone(a.Tenant), AgentID: strings.Clone(a.AgentID)})
+		}
+		return true
+	})
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for k := range c.lost {
+		if k.Tenant == tenant {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // Revoke revokes an agent; an agent already revoked keeps its first
@@ -391,7 +462,7 @@ func (c *Control) Forget(k heartbeat.Key, now func() time.Time) (bool, error) {
 	defer mu.Unlock()
 	store := c.storeOf()
 	ag, known := store.Get(k)
-	if !known {
+	if !known && !c.Known(k) {
 		if _, revoked := c.Revocation(k); !revoked {
 			return false, nil
 		}
