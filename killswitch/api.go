@@ -113,14 +113,23 @@ func (a *API) admin(w http.ResponseWriter, r *http.Request, tenantRequired bool)
 	}
 }
 
-// agentKey resolves the {id} of the path for tenant, answering 400 on a bad id.
-func agentKey(w http.ResponseWriter, r *http.Request, tenant string) (heartbeat.Key, bool) {
+// agentRequest checks the method and the admin token of a request about
+// the agent {id} of the path and resolves the agent's key, answering 405,
+// 401, 403, 400 or 404 (unknown tenant) itself when it returns false.
+func (a *API) agentRequest(w http.ResponseWriter, r *http.Request, methods ...string) (heartbeat.Key, *Settings, bool) {
+	if !jsonapi.AllowMethods(w, r, methods...) {
+		return heartbeat.Key{}, nil, false
+	}
+	tenant, s, ok := a.admin(w, r, true)
+	if !ok {
+		return heartbeat.Key{}, nil, false
+	}
 	id := r.PathValue("id")
 	if !heartbeat.ValidAgentID(id) {
 		jsonapi.Error(w, http.StatusBadRequest, "invalid agent id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-		return heartbeat.Key{}, false
+		return heartbeat.Key{}, nil, false
 	}
-	return heartbeat.Key{Tenant: tenant, AgentID: id}, true
+	return heartbeat.Key{Tenant: tenant, AgentID: id}, s, true
 }
 
 // decodeStrict reads an admin request body; unknown fields are errors here,
@@ -192,14 +201,7 @@ func toRevocationJSON(r heartbeat.Revocation) *revocationJSON {
 }
 
 func (a *API) serveRevoke(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodPost, http.MethodDelete) {
-		return
-	}
-	tenant, s, ok := a.admin(w, r, true)
-	if !ok {
-		return
-	}
-	k, ok := agentKey(w, r, tenant)
+	k, s, ok := a.agentRequest(w, r, http.MethodPost, http.MethodDelete)
 	if !ok {
 		return
 	}
@@ -269,14 +271,7 @@ type commandRequest struct {
 }
 
 func (a *API) serveCommand(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodPost) {
-		return
-	}
-	tenant, _, ok := a.admin(w, r, true)
-	if !ok {
-		return
-	}
-	k, ok := agentKey(w, r, tenant)
+	k, _, ok := a.agentRequest(w, r, http.MethodPost)
 	if !ok {
 		return
 	}
@@ -308,14 +303,7 @@ func (a *API) serveCommand(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) serveInstallation(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodDelete) {
-		return
-	}
-	tenant, s, ok := a.admin(w, r, true)
-	if !ok {
-		return
-	}
-	k, ok := agentKey(w, r, tenant)
+	k, s, ok := a.agentRequest(w, r, http.MethodGet, http.MethodDelete)
 	if !ok {
 		return
 	}
