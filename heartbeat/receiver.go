@@ -95,30 +95,46 @@ type Receiver struct {
 	// as a fresh heartbeat, which changes no state: a cache is enough.
 	events *fastcache.Cache
 
-	heartbeats *prometheus.CounterVec
+	// heartbeats holds every label set of sentinel_heartbeats_total,
+	// resolved once: counting then takes no lock and hashes no labels.
+	heartbeats [numProtocols][numResults]prometheus.Counter
 	refused    *prometheus.CounterVec
 	bufs       sync.Pool
 }
 
-// Protocols, as the protocol label of sentinel_heartbeats_total.
+// protocol is the protocol label of sentinel_heartbeats_total.
+type protocol uint8
+
 const (
-	protoBeacon = "beacon"
-	protoABS    = "abs"
-	protoEvents = "events"
+	protoBeacon protocol = iota
+	protoABS
+	protoEvents
+	numProtocols
 )
 
-// Results, as the result label of sentinel_heartbeats_total.
+var protocolNames = [numProtocols]string{"beacon", "abs", "events"}
+
+func (p protocol) String() string { return protocolNames[p] }
+
+// result is the result label of sentinel_heartbeats_total.
+type result uint8
+
 const (
-	resultAccepted     = "accepted"
-	resultRevoked      = "revoked"
-	resultDuplicate    = "duplicate"
-	resultBadRequest   = "bad_request"
-	resultUnauthorized = "unauthorized"
-	resultForbidden    = "forbidden"
-	resultTooLarge     = "too_large"
-	resultUnsupported  = "unsupported"
-	resultRefused      = "refused"
+	resultAccepted result = iota
+	resultRevoked
+	resultDuplicate
+	resultBadRequest
+	resultUnauthorized
+	resultForbidden
+	resultTooLarge
+	resultUnsupported
+	resultRefused
+	numResults
 )
+
+var resultNames = [numResults]string{
+	"accepted", "revoked", "duplicate", "bad_request", "unauthorized", "forbidden", "too_large", "unsupported", "refused",
+}
 
 // NewReceiver returns a receiver using s until SetSettings swaps it.
 func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
@@ -138,24 +154,23 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 		logger: o.Logger,
 		now:    o.Now,
 		events: fastcache.New(o.EventCacheBytes),
-		heartbeats: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sentinel_heartbeats_total",
-			Help: "Heartbeat requests received, by protocol (beacon, abs, events) and result.",
-		}, []string{"protocol", "result"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_agents_refused_total",
 			Help: "Registrations refused because heartbeat.max_agents was reached.",
 		}, []string{"tenant"}),
 	}
 	rc.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
-	// Pre-create the label sets operators alert on, so they read 0, not absent.
-	for _, p := range []string{protoBeacon, protoABS, protoEvents} {
-		for _, r := range []string{resultAccepted, resultRevoked, resultRefused} {
-			rc.heartbeats.WithLabelValues(p, r)
+	heartbeats := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sentinel_heartbeats_total",
+		Help: "Heartbeat requests received, by protocol (beacon, abs, events) and result.",
+	}, []string{"protocol", "result"})
+	for p := range numProtocols {
+		for r := range numResults {
+			rc.heartbeats[p][r] = heartbeats.WithLabelValues(p.String(), resultNames[r])
 		}
 	}
 	if o.Registerer != nil {
-		o.Registerer.MustRegister(rc.heartbeats, rc.refused)
+		o.Registerer.MustRegister(heartbeats, rc.refused)
 	}
 	rc.SetSettings(s)
 	return rc
@@ -210,7 +225,7 @@ type metricsBody struct {
 
 // beat is one heartbeat on its way through the receiver.
 type beat struct {
-	proto     string
+	proto     protocol
 	principal auth.Principal
 	key       Key
 	body      beatBody
@@ -226,8 +241,10 @@ type beat struct {
 	tokenVer uint32
 }
 
-func (rc *Receiver) fail(w http.ResponseWriter, proto, result string, status int, msg string) {
-	rc.heartbeats.WithLabelValues(proto, result).Inc()
+func (rc *Receiver) count(p protocol, r result) { rc.heartbeats[p][r].Inc() }
+
+func (rc *Receiver) fail(w http.ResponseWriter, p protocol, r result, status int, msg string) {
+	rc.count(p, r)
 	jsonapi.Error(w, status, msg)
 }
 
@@ -382,11 +399,11 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 		rc.kill.CommandAcknowledged(b.key, res.AckedCommandSeq)
 	}
 	if res.Revoked {
-		rc.heartbeats.WithLabelValues(b.proto, resultRevoked).Inc()
+		rc.count(b.proto, resultRevoked)
 		b.state = StateRevoked
 		return true
 	}
-	rc.heartbeats.WithLabelValues(b.proto, resultAccepted).Inc()
+	rc.count(b.proto, resultAccepted)
 	switch {
 	case req.Status == StatusShutdown:
 		b.state = StateStopped
@@ -408,7 +425,7 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 	}
 	if res.Registered {
 		rc.kill.AgentRegistered(b.key, b.now)
-		rc.logger.Debug("agent registered", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "protocol", b.proto)
+		rc.logger.Debug("agent registered", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "protocol", b.proto.String())
 	}
 	if res.TokenVersion != 0 {
 		b.tokenVer = res.TokenVersion
@@ -418,7 +435,7 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 	return true
 }
 
-func (rc *Receiver) newBeat(proto string) *beat {
+func (rc *Receiver) newBeat(proto protocol) *beat {
 	return &beat{proto: proto, settings: rc.settings.Load(), now: rc.now()}
 }
 
@@ -427,16 +444,16 @@ func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, b *beat, in
 	defer rc.bufs.Put(bufp)
 	body, status := jsonapi.ReadBody(w, r, *bufp)
 	if status != 0 {
-		result := resultBadRequest
+		r := resultBadRequest
 		if status == http.StatusRequestEntityTooLarge {
-			result = resultTooLarge
+			r = resultTooLarge
 		}
-		rc.heartbeats.WithLabelValues(b.proto, result).Inc()
+		rc.count(b.proto, r)
 		return false
 	}
 	*bufp = body[:0]
 	if !rc.decode(w, body, into) {
-		rc.heartbeats.WithLabelValues(b.proto, resultBadRequest).Inc()
+		rc.count(b.proto, resultBadRequest)
 		return false
 	}
 	return true
@@ -502,7 +519,7 @@ func (rc *Receiver) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	dedupKey := []byte(b.key.Tenant + "\x00" + ev.EventID)
 	if rc.events.Has(dedupKey) {
-		rc.heartbeats.WithLabelValues(b.proto, resultDuplicate).Inc()
+		rc.count(b.proto, resultDuplicate)
 		jsonapi.Write(w, http.StatusOK, struct {
 			EventID   string `json:"event_id"`
 			AgentID   string `json:"agentId"`
