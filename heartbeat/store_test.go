@@ -700,9 +700,6 @@ func TestStoreConcurrent(t *testing.T) {
 // have dropped the silent agent's entry long before the flood is over; the
 // store must keep it, byte for byte, and turn it SILENT and ZOMBIE on time.
 func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
-	if testing.Short() {
-		t.Skip("floods the store with millions of heartbeats")
-	}
 	const (
 		fleet     = 200_000
 		workers   = 2
