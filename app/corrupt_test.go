@@ -15,6 +15,8 @@ import (
 	"github.com/agentsentinel/sentinel/app"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/storage"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // Files under the storage path (app's constants, restated: they are part of
@@ -51,7 +53,7 @@ func (e *env) clone(t *testing.T) *env {
 	c := *e
 	c.t = t
 	c.storage = filepath.Join(t.TempDir(), "data")
-	c.logs = &logBuffer{}
+	c.logs = &testutil.SyncBuffer{}
 	require.NoError(t, os.CopyFS(c.storage, os.DirFS(e.storage)))
 	return &c
 }
@@ -201,7 +203,7 @@ func TestTornJournalTail(t *testing.T) {
 			// What the start kept is durable: a second start sees the same
 			// state and no torn tail.
 			s.close()
-			e.logs = &logBuffer{}
+			e.logs = &testutil.SyncBuffer{}
 			s = e.start()
 			require.NotContains(t, e.logs.String(), "torn")
 			requireFixtureState(t, s, tc.a4Revoked)

@@ -13,13 +13,14 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentsentinel/sentinel/app"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // Credentials of baseConfig.
@@ -49,46 +50,10 @@ tenants:
     admin_tokens: [globex-admin-1]
 `
 
-// fakeClock is the App's clock: tests move it instead of sleeping.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
 // newClock starts at a time with a nanosecond part, so that a restart that
 // rounded timestamps would show.
-func newClock() *fakeClock {
-	return &fakeClock{now: time.Unix(1_700_000_000, 123_456_789).UTC()}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// logBuffer collects what the App logs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+func newClock() *testutil.Clock {
+	return testutil.NewClock(time.Unix(1_700_000_000, 123_456_789).UTC())
 }
 
 // env is one storage directory and configuration file, on which apps are
@@ -98,8 +63,8 @@ type env struct {
 	dir     string
 	storage string
 	config  string
-	clock   *fakeClock
-	logs    *logBuffer
+	clock   *testutil.Clock
+	logs    *testutil.SyncBuffer
 }
 
 func newEnv(t *testing.T, cfg string) *env {
@@ -110,7 +75,7 @@ func newEnv(t *testing.T, cfg string) *env {
 		storage: filepath.Join(dir, "data"),
 		config:  filepath.Join(dir, "sentinel.yml"),
 		clock:   newClock(),
-		logs:    &logBuffer{},
+		logs:    &testutil.SyncBuffer{},
 	}
 	e.writeConfig(cfg)
 	return e

@@ -28,7 +28,7 @@ func TestKillSwitchChangesSurviveCrashes(t *testing.T) {
 	}
 	g := s.register("globex-agent", globexKey, nil)
 	require.NoError(t, s.app.Snapshot())
-	e.clock.Add(time.Second)
+	e.clock.Advance(time.Second)
 
 	ok := func(r response) {
 		t.Helper()
@@ -73,7 +73,7 @@ func TestKillSwitchChangesSurviveCrashes(t *testing.T) {
 	// Two crashes in a row: the second start replays the journal the first
 	// one compacted, against a snapshot that still holds the forgotten agent.
 	for range 2 {
-		e.clock.Add(time.Second)
+		e.clock.Advance(time.Second)
 		s = e.crash(s)
 		require.Equal(t, 6, s.app.Store().Len())
 		check(s)
@@ -93,7 +93,7 @@ func TestKillSwitchChangesSurviveCrashes(t *testing.T) {
 
 	// And a forgotten agent that came back is not forgotten again by a
 	// restart: its heartbeat is newer than the forget.
-	e.clock.Add(time.Second)
+	e.clock.Advance(time.Second)
 	s = e.crash(s)
 	require.Equal(t, http.StatusOK, s.installation("forgotten").status)
 }
@@ -132,7 +132,7 @@ func TestKillSwitchReachesAgentsRegisteredAfterTheSnapshot(t *testing.T) {
 	s := e.start()
 	s.register("snapshotted", acmeKey, nil)
 	require.NoError(t, s.app.Snapshot())
-	e.clock.Add(time.Second)
+	e.clock.Advance(time.Second)
 	late := s.register("late", acmeKey, nil)
 	lateCmd := s.register("late-cmd", acmeKey, nil)
 	// Registrations are journaled without waiting (a crash within ~100 ms

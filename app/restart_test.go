@@ -44,7 +44,7 @@ func TestGracefulRestartKeepsHotState(t *testing.T) {
 
 	// Half an hour later the tokens expire within token_refresh_before: the
 	// next beats refresh them, so a1, a2 and g1 reach token version 2.
-	e.clock.Add(31*time.Minute + 7)
+	e.clock.Advance(31*time.Minute + 7)
 	newA1, v := refreshed(t, s.beat("a1", tokA1, map[string]any{
 		"metrics": map[string]any{"requests_handled": 1717, "errors": 3, "avg_latency_ms": 99.5},
 	}))
@@ -58,10 +58,10 @@ func TestGracefulRestartKeepsHotState(t *testing.T) {
 
 	// quiet beats once and then misses six beats of 10 s: SILENT.
 	tokQuiet := s.register("quiet", acmeKey, map[string]any{"heartbeat_interval_seconds": 10, "status": "starting"})
-	e.clock.Add(65*time.Second + 3)
+	e.clock.Advance(65*time.Second + 3)
 	s.beat("a1", newA1, map[string]any{"status": "degraded", "heartbeat_interval_seconds": 10})
 	s.beat("g1", newG1, map[string]any{"heartbeat_interval_seconds": 30})
-	e.clock.Add(11) // odd nanoseconds everywhere
+	e.clock.Advance(11) // odd nanoseconds everywhere
 
 	ids := []heartbeat.Key{acme("a1"), acme("a2"), acme("done"), acme("quiet"), globex("g1")}
 	type observed struct {
@@ -169,7 +169,7 @@ func TestCrashAfterSnapshot(t *testing.T) {
 	snapshotted, ok := s.app.Store().Get(acme("early"))
 	require.True(t, ok)
 
-	e.clock.Add(time.Second + 1)
+	e.clock.Advance(time.Second + 1)
 	tokLate := s.register("late", acmeKey, nil)
 	tokLateRevoked := s.register("late-revoked", acmeKey, nil)
 	tokLateCmd := s.register("late-cmd", acmeKey, map[string]any{"heartbeat_interval_seconds": 20})
@@ -189,7 +189,7 @@ func TestCrashAfterSnapshot(t *testing.T) {
 	// same storage. (The abandoned App is closed by the cleanup, after the
 	// new one.)
 	s.server.Close()
-	e.clock.Add(2 * time.Second)
+	e.clock.Advance(2 * time.Second)
 	s2 := e.start()
 
 	// Only the snapshot's agents are back, with their snapshotted state.
@@ -245,7 +245,7 @@ func TestCrashAfterSnapshot(t *testing.T) {
 
 	require.Equal(t, 5, s2.app.Store().Len())
 	// A tenant key also re-registers; it gets a fresh token version.
-	e.clock.Add(time.Second)
+	e.clock.Advance(time.Second)
 	require.Equal(t, http.StatusOK, s2.do(http.MethodDelete, "/api/v1/installations/late", acmeAdmin, nil).status)
 	tok := s2.register("late", acmeKey, nil)
 	require.NotEqual(t, tokLate, tok)

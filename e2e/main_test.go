@@ -7,9 +7,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // sentinelBin is the sentinel binary built by TestMain.
@@ -27,19 +27,11 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 
-	sentinelBin = filepath.Join(dir, "sentinel")
-	args := []string{"build", "-o", sentinelBin}
-	if raceEnabled {
-		// A data race in sentinel under real traffic fails the test too: the
-		// race detector makes the process exit with code 66.
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/agentsentinel/sentinel/cmd/sentinel")
-	// go test puts its own GOROOT/bin first on PATH, so this is the same go.
-	build := exec.Command("go", args...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go %v: %v\n", args, err)
+	// Built with -race when the tests run with it: a data race in sentinel
+	// under real traffic fails the test too (the race detector exits 66).
+	sentinelBin, err = testutil.BuildBinary(dir, "github.com/agentsentinel/sentinel/cmd/sentinel")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
 	// The scenarios of TestPipeline share one stack and mostly wait for

@@ -3,7 +3,6 @@ package heartbeat
 import (
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 var (
@@ -708,7 +709,7 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 	// 2M heartbeats, ~3 GB of payload (~96x the cache); the race detector
 	// checks every byte copied, so under -race 400k, ~0.6 GB (~19x).
 	rounds := 10
-	if raceEnabled() {
+	if testutil.RaceEnabled {
 		rounds = 2
 	}
 	s := NewStore(fleet+1, nil)
@@ -798,16 +799,4 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 		require.Equal(t, stT0.Add(time.Duration(rounds)*10*time.Second), a.LastHeartbeat)
 		require.Equal(t, variants[(i+(rounds-1+i%4)/4*7+2*13)%len(variants)], a.Platform.Image)
 	}
-}
-
-// raceEnabled reports whether the test binary was built with -race.
-func raceEnabled() bool {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "-race" {
-				return s.Value == "true"
-			}
-		}
-	}
-	return false
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,8 @@ import (
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/killswitch"
 	"github.com/agentsentinel/sentinel/storage"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // Credentials of the test configuration.
@@ -64,35 +65,11 @@ bridge:
 `, maxAgents, globalAdmin, acmeKey, acmeAdmin, globexKey, globexAdmin, bridgeToken)
 }
 
-// fakeClock is a settable clock shared by the receiver and the admin API.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 // env is sentinel assembled as app.routes does it: configuration, store,
 // journal, kill-switch control, receiver, admin API and /metrics on one mux.
 type env struct {
 	t       *testing.T
-	clock   *fakeClock
+	clock   *testutil.Clock
 	cfg     *config.Config
 	key     []byte
 	signer  *auth.Signer
@@ -120,7 +97,7 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 	key := bytes.Repeat([]byte{0x5e}, auth.KeySize)
 	signer, err := auth.NewSigner(key)
 	require.NoError(t, err)
-	e := &env{t: t, clock: &fakeClock{now: t0}, cfg: cfg, key: key, signer: signer, dir: t.TempDir()}
+	e := &env{t: t, clock: testutil.NewClock(t0), cfg: cfg, key: key, signer: signer, dir: t.TempDir()}
 	e.start(nil)
 	t.Cleanup(func() { _ = e.journal.Close() })
 	return e

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +24,8 @@ import (
 	"github.com/agentsentinel/sentinel/config"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/storage"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // Credentials of the test configuration.
@@ -59,29 +60,6 @@ bridge:
 `, globalAdmin, acmeKey, acmeAdmin, globexKey, globexAdmin, bridgeToken, shutdownTimeout)
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 // errDiskFull is what a failing journal answers.
 var errDiskFull = errors.New("no space left on device")
 
@@ -110,7 +88,7 @@ func (j *flakyJournal) Rewrite(recs [][]byte) error {
 // journal, kill-switch control, receiver, admin API on one mux.
 type env struct {
 	t       *testing.T
-	clock   *fakeClock
+	clock   *testutil.Clock
 	cfg     *config.Config
 	signer  *auth.Signer
 	dir     string
@@ -133,7 +111,7 @@ func newEnvTimeout(t *testing.T, shutdownTimeout string) *env {
 	require.NoError(t, err)
 	signer, err := auth.NewSigner(bytes.Repeat([]byte{0x5e}, auth.KeySize))
 	require.NoError(t, err)
-	e := &env{t: t, clock: &fakeClock{now: t0}, cfg: cfg, signer: signer, dir: t.TempDir()}
+	e := &env{t: t, clock: testutil.NewClock(t0), cfg: cfg, signer: signer, dir: t.TempDir()}
 	e.start(nil)
 	t.Cleanup(func() { _ = e.journal.Close() })
 	return e

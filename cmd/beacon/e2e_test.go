@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // The end-to-end tests build the real beacon binary and run it against a
@@ -31,10 +33,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	beaconBin = filepath.Join(dir, "beacon")
-	out, err := exec.Command("go", "build", "-o", beaconBin, ".").CombinedOutput()
+	beaconBin, err = testutil.BuildBinary(dir, "github.com/agentsentinel/sentinel/cmd/beacon")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "build beacon: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

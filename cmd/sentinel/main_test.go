@@ -13,11 +13,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // The tests of this package run the real binary, built once by TestMain
@@ -31,14 +32,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	sentinelBin = filepath.Join(dir, "sentinel")
-	args := []string{"build", "-o", sentinelBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/agentsentinel/sentinel/cmd/sentinel")
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build sentinel: %v\n%s", err, out)
+	sentinelBin, err = testutil.BuildBinary(dir, "github.com/agentsentinel/sentinel/cmd/sentinel")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -123,30 +119,12 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a process's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // sentinelProc is a running sentinel binary.
 type sentinelProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	base   string
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	exited chan struct{}
 	client *http.Client
 }
@@ -173,7 +151,7 @@ func startSentinel(t *testing.T, configFile, storage string, extra ...string) *s
 		}, extra...)
 		p := &sentinelProc{
 			t: t, cmd: exec.Command(sentinelBin, args...), base: "http://" + addr,
-			logs: &syncBuffer{}, exited: make(chan struct{}),
+			logs: &testutil.SyncBuffer{}, exited: make(chan struct{}),
 			client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}},
 		}
 		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs

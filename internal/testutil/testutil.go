@@ -1,0 +1,80 @@
+// Package testutil holds what the tests of several packages share: a
+// settable clock, a buffer safe for concurrent writers, and building the
+// binaries under test.
+package testutil
+
+import (
+	"bytes"
+	"fmt"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Clock is a clock the test moves instead of sleeping. Its Now is what
+// the code under test takes as its clock.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a clock standing at t.
+func NewClock(t time.Time) *Clock { return &Clock{now: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Set moves the clock to t.
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// Advance moves the clock by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// SyncBuffer collects output (logs, a process's stdout) while the test reads it.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// BuildBinary builds the main package pkg into dir and returns the binary's
+// path. It builds with the race detector when the tests run with it, so a
+// data race in the binary under test fails the test too (exit code 66).
+func BuildBinary(dir, pkg string) (string, error) {
+	bin := filepath.Join(dir, path.Base(pkg))
+	args := []string{"build", "-o", bin}
+	if RaceEnabled {
+		args = append(args, "-race")
+	}
+	// go test puts its own GOROOT/bin first on PATH, so this is the same go.
+	out, err := exec.Command("go", append(args, pkg)...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+	}
+	return bin, nil
+}
