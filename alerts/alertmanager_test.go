@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // webhookCall is one notification Alertmanager sent to the fake receivers.
@@ -132,7 +133,7 @@ func TestAlertmanagerDelivers(t *testing.T) {
 	cfgPath := filepath.Join(dir, "alertmanager.yml")
 	require.NoError(t, os.WriteFile(cfgPath, []byte(cfgText), 0o600))
 
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin,
 		"--config.file="+cfgPath,
@@ -195,15 +196,6 @@ func requireAlertmanager(t *testing.T) string {
 		}
 	}
 	return requireTool(t, "prometheus-alertmanager") // fails with the hint
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
 }
 
 func postAlerts(t *testing.T, base string, labelSets ...map[string]string) {

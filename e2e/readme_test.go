@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // TestREADMEWalkthrough runs the curl walk-through of README.md, as written,
@@ -31,7 +33,7 @@ func TestREADMEWalkthrough(t *testing.T) {
 	config, err := filepath.Abs(filepath.Join("..", "deploy", "sentinel.example.yml"))
 	require.NoError(t, err)
 	dir := t.TempDir()
-	addr := freeAddr(t)
+	addr := testutil.FreeAddr(t)
 	s := &stack{dir: dir, client: &http.Client{Timeout: 10 * time.Second}}
 	p := startProcess(t, dir, "sentinel-readme", sentinelBin,
 		"--config.file="+config, "--storage.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr)

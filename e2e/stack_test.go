@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -22,6 +21,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // Credentials of the test tenant.
@@ -69,16 +70,6 @@ func lookTool(t *testing.T, names ...string) string {
 	return ""
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
-
 // startStack starts Alertmanager, sentinel and Prometheus and waits until
 // Prometheus scrapes sentinel and the Watchdog alert has crossed the whole
 // pipeline to the fake webhook.
@@ -95,8 +86,8 @@ func startStack(t *testing.T) *stack {
 
 	s := &stack{dir: t.TempDir(), client: &http.Client{Timeout: 10 * time.Second}}
 	s.hook = newFakeWebhook(t)
-	amAddr, promAddr := freeAddr(t), freeAddr(t)
-	s.sentinelAddr = freeAddr(t)
+	amAddr, promAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	s.sentinelAddr = testutil.FreeAddr(t)
 	s.sentinelURL = "http://" + s.sentinelAddr
 	s.promURL = "http://" + promAddr
 	s.amURL = "http://" + amAddr

@@ -28,20 +28,7 @@ import (
 var beaconBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "beacon-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	beaconBin, err = testutil.BuildBinary(dir, "github.com/agentsentinel/sentinel/cmd/beacon")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testutil.MainWithBinary(m, "github.com/agentsentinel/sentinel/cmd/beacon", &beaconBin))
 }
 
 const (

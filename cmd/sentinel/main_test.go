@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,20 +25,7 @@ import (
 var sentinelBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sentinel-cmd-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sentinelBin, err = testutil.BuildBinary(dir, "github.com/agentsentinel/sentinel/cmd/sentinel")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(testutil.MainWithBinary(m, "github.com/agentsentinel/sentinel/cmd/sentinel", &sentinelBin))
 }
 
 // runSentinel runs the binary to completion and returns its exit code and
@@ -129,22 +114,12 @@ type sentinelProc struct {
 	client *http.Client
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
-
 // startSentinel starts the binary on a free loopback port and waits until
 // it is ready. It is killed at the end of the test if still running.
 func startSentinel(t *testing.T, configFile, storage string, extra ...string) *sentinelProc {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
-		addr := freeAddr(t)
+		addr := testutil.FreeAddr(t)
 		args := append([]string{
 			"--config.file=" + configFile, "--storage.path=" + storage,
 			"--web.listen-address=" + addr, "--log.level=debug",
@@ -164,7 +139,7 @@ func startSentinel(t *testing.T, configFile, storage string, extra ...string) *s
 		if p.waitReady(20 * time.Second) {
 			return p
 		}
-		// Someone took the port between freeAddr and the start: try another.
+		// Someone took the port between FreeAddr and the start: try another.
 		if attempt < 3 && strings.Contains(p.logs.String(), "address already in use") {
 			continue
 		}

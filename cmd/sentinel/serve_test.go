@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 const serveConfig = `
@@ -119,7 +121,7 @@ func TestRefusesDamagedState(t *testing.T) {
 	snapshot := filepath.Join(storage, "agents.snapshot")
 	writeFile(t, snapshot, "not a snapshot")
 
-	code, stdout, stderr := runSentinel(t, "--config.file="+cfg, "--storage.path="+storage, "--web.listen-address="+freeAddr(t))
+	code, stdout, stderr := runSentinel(t, "--config.file="+cfg, "--storage.path="+storage, "--web.listen-address="+testutil.FreeAddr(t))
 	require.Equal(t, 1, code, stdout+stderr)
 	require.Contains(t, stderr, "cannot start")
 	require.Contains(t, stderr, snapshot)

@@ -6,10 +6,13 @@ package testutil
 import (
 	"bytes"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -77,4 +80,35 @@ func BuildBinary(dir, pkg string) (string, error) {
 		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 	}
 	return bin, nil
+}
+
+// MainWithBinary is a TestMain body for packages that test a binary: it
+// builds pkg into a temporary directory, sets *bin to its path, runs the
+// tests and removes the directory. It returns the code for os.Exit.
+func MainWithBinary(m *testing.M, pkg string, bin *string) int {
+	dir, err := os.MkdirTemp("", "sentinel-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if *bin, err = BuildBinary(dir, pkg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+// FreeAddr returns a loopback address whose port was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	return addr
 }
