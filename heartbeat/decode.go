@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"encoding/json"
+	"slices"
 	"strconv"
 )
 
@@ -127,8 +128,8 @@ func (s *fastScanner) int64() (int64, bool) {
 }
 
 // object reads {"key": value, …}, calling member for each key, which reads
-// the value and reports success; each key may appear once (seen is a bit set
-// indexed by member's own numbering).
+// the value and reports success. A repeated key fails: encoding/json's
+// last-wins merging is left to encoding/json.
 func (s *fastScanner) object(member func(key string) bool) bool {
 	if !s.consume('{') {
 		return false
@@ -136,11 +137,14 @@ func (s *fastScanner) object(member func(key string) bool) bool {
 	if s.consume('}') {
 		return true
 	}
+	var seenBuf [12]string
+	seen := seenBuf[:0]
 	for {
 		key, ok := s.plainString()
-		if !ok || !s.consume(':') || !member(key) {
+		if !ok || slices.Contains(seen, key) || !s.consume(':') || !member(key) {
 			return false
 		}
+		seen = append(seen, key)
 		if s.consume(',') {
 			continue
 		}
@@ -148,62 +152,31 @@ func (s *fastScanner) object(member func(key string) bool) bool {
 	}
 }
 
-// once marks bit in seen and reports whether it was clear.
-func once(seen *uint32, bit uint) bool {
-	if *seen&(1<<bit) != 0 {
-		return false
-	}
-	*seen |= 1 << bit
-	return true
-}
-
 func fastDecodeBeat(data []byte, out *beatBody) bool {
 	s := &fastScanner{data: data}
-	var seen uint32
 	ok := s.object(func(key string) bool {
 		var ok bool
 		switch key {
 		case "status":
-			if !once(&seen, 0) {
-				return false
-			}
 			out.Status, ok = s.plainString()
 		case "version":
-			if !once(&seen, 1) {
-				return false
-			}
 			out.Version, ok = s.plainString()
 		case "uptime_seconds":
-			if !once(&seen, 2) {
-				return false
-			}
 			var v float64
 			v, ok = s.float()
 			out.UptimeSeconds = &v
 		case "heartbeat_interval_seconds":
-			if !once(&seen, 3) {
-				return false
-			}
 			var v float64
 			v, ok = s.float()
 			out.HeartbeatIntervalSeconds = &v
 		case "exit_code":
-			if !once(&seen, 4) {
-				return false
-			}
 			var v int64
 			v, ok = s.int64()
 			out.ExitCode = &v
 		case "platform":
-			if !once(&seen, 5) {
-				return false
-			}
 			out.Platform = new(platformBody)
 			ok = s.platform(out.Platform)
 		case "metrics":
-			if !once(&seen, 6) {
-				return false
-			}
 			out.Metrics = new(metricsBody)
 			ok = s.metrics(out.Metrics)
 		}
@@ -217,42 +190,34 @@ func fastDecodeBeat(data []byte, out *beatBody) bool {
 }
 
 func (s *fastScanner) platform(p *platformBody) bool {
-	var seen uint32
 	return s.object(func(key string) bool {
 		var field *string
-		var bit uint
 		switch key {
 		case "type":
-			field, bit = &p.Type, 0
+			field = &p.Type
 		case "container_id":
-			field, bit = &p.ContainerID, 1
+			field = &p.ContainerID
 		case "image":
-			field, bit = &p.Image, 2
+			field = &p.Image
 		case "pod_name":
-			field, bit = &p.PodName, 3
+			field = &p.PodName
 		case "namespace":
-			field, bit = &p.Namespace, 4
+			field = &p.Namespace
 		case "node":
-			field, bit = &p.Node, 5
+			field = &p.Node
 		case "function_name":
-			field, bit = &p.FunctionName, 6
+			field = &p.FunctionName
 		case "region":
-			field, bit = &p.Region, 7
+			field = &p.Region
 		case "hostname":
-			field, bit = &p.Hostname, 8
+			field = &p.Hostname
 		case "os":
-			field, bit = &p.OS, 9
+			field = &p.OS
 		case "pid":
-			if !once(&seen, 10) {
-				return false
-			}
 			var ok bool
 			p.PID, ok = s.int64()
 			return ok
 		default:
-			return false
-		}
-		if !once(&seen, bit) {
 			return false
 		}
 		var ok bool
@@ -262,21 +227,16 @@ func (s *fastScanner) platform(p *platformBody) bool {
 }
 
 func (s *fastScanner) metrics(m *metricsBody) bool {
-	var seen uint32
 	return s.object(func(key string) bool {
 		var field *float64
-		var bit uint
 		switch key {
 		case "requests_handled":
-			field, bit = &m.RequestsHandled, 0
+			field = &m.RequestsHandled
 		case "errors":
-			field, bit = &m.Errors, 1
+			field = &m.Errors
 		case "avg_latency_ms":
-			field, bit = &m.AvgLatencyMs, 2
+			field = &m.AvgLatencyMs
 		default:
-			return false
-		}
-		if !once(&seen, bit) {
 			return false
 		}
 		var ok bool
