@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/tls"
+	"slices"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -128,6 +130,11 @@ func startSentinel(t *testing.T, configFile, storage string, extra ...string) *s
 			t: t, cmd: exec.Command(sentinelBin, args...), base: "http://" + addr,
 			logs: &testutil.SyncBuffer{}, exited: make(chan struct{}),
 			client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}},
+		}
+		if slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--web.config.file=") }) {
+			// The tests' web configurations serve TLS with a self-signed certificate.
+			p.base = "https://" + addr
+			p.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
 		}
 		p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 		require.NoError(t, p.cmd.Start())
