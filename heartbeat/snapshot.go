@@ -15,9 +15,11 @@ import (
 // it: that is journaled by package killswitch and applied after a restore.
 // Framing, checksums and atomic replacement are package storage's job.
 //
-// Layout, little endian: takenAt int64 (unix ns), count uint64, then per
-// agent numStrings length-prefixed strings (uint8 length) in blob order,
-// followed by the numeric fields of snapshotRecord.
+// Layout, little endian: takenAt int64 (unix ns); per agent a byte 1,
+// numStrings length-prefixed strings (uint8 length) in blob order, and the
+// numeric fields (snapshotNumeric bytes); then a byte 0 and the number of
+// agents as uint64. The count comes last because the store is copied one
+// shard at a time while heartbeats go on.
 
 // snapshot flags, independent of the in-memory flag bits.
 const (
@@ -32,19 +34,18 @@ const snapshotNumeric = 9*8 + 4 + 2 + 1 + 1
 // EncodeSnapshot writes every agent's hot state to w, stamped with takenAt.
 // It copies one shard at a time and never blocks heartbeats for long.
 func (s *Store) EncodeSnapshot(w io.Writer, takenAt time.Time) (int, error) {
-	view := s.Snapshot(nil)
 	bw := bufio.NewWriterSize(w, 1<<20)
+	le := binary.LittleEndian
 	buf := make([]byte, 0, 4096)
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(takenAt.UnixNano()))
-	buf = binary.LittleEndian.AppendUint64(buf, uint64(view.Len()))
+	buf = le.AppendUint64(buf, uint64(takenAt.UnixNano()))
 	if _, err := bw.Write(buf); err != nil {
 		return 0, err
 	}
 	n := 0
 	var err error
-	view.Each(func(a *Agent) bool {
-		buf = appendBlob(buf[:0], a.Key, a.Version, &a.Platform)
-		le := binary.LittleEndian
+	s.Each(func(a *Agent) bool {
+		buf = append(buf[:0], 1)
+		buf = appendBlob(buf, a.Key, a.Version, &a.Platform)
 		for _, v := range [...]int64{a.RegisteredAt.UnixNano(), a.LastHeartbeat.UnixNano(), int64(a.Interval), a.Platform.PID, a.ExitCode} {
 			buf = le.AppendUint64(buf, uint64(v))
 		}
@@ -72,6 +73,10 @@ func (s *Store) EncodeSnapshot(w io.Writer, takenAt time.Time) (int, error) {
 	if err != nil {
 		return n, err
 	}
+	buf = le.AppendUint64(append(buf[:0], 0), uint64(n))
+	if _, err := bw.Write(buf); err != nil {
+		return n, err
+	}
 	return n, bw.Flush()
 }
 
@@ -81,17 +86,27 @@ func (s *Store) EncodeSnapshot(w io.Writer, takenAt time.Time) (int, error) {
 // silently partial fleet.
 func (s *Store) DecodeSnapshot(r io.Reader) (time.Time, int, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
-	var head [16]byte
+	var head [8]byte
 	if _, err := io.ReadFull(br, head[:]); err != nil {
 		return time.Time{}, 0, fmt.Errorf("snapshot header: %w", unexpected(err))
 	}
 	le := binary.LittleEndian
-	takenAt := time.Unix(0, int64(le.Uint64(head[:8]))).UTC()
-	count := le.Uint64(head[8:])
+	takenAt := time.Unix(0, int64(le.Uint64(head[:]))).UTC()
 	var strs [numStrings][]byte
 	var strBuf [numStrings][MaxStringLen]byte
 	var num [snapshotNumeric]byte
-	for i := uint64(0); i < count; i++ {
+	var i uint64
+	for ; ; i++ {
+		marker, err := br.ReadByte()
+		if err != nil {
+			return takenAt, int(i), fmt.Errorf("snapshot agent %d: %w", i, unexpected(err))
+		}
+		if marker == 0 {
+			break
+		}
+		if marker != 1 {
+			return takenAt, int(i), fmt.Errorf("snapshot agent %d: bad record marker %d", i, marker)
+		}
 		for j := range strs {
 			n, err := br.ReadByte()
 			if err != nil {
@@ -140,10 +155,17 @@ func (s *Store) DecodeSnapshot(r io.Reader) (time.Time, int, error) {
 		}
 		s.Restore(&a)
 	}
-	if _, err := br.ReadByte(); err != io.EOF {
-		return takenAt, int(count), errors.New("snapshot: data after the last agent")
+	var tail [8]byte
+	if _, err := io.ReadFull(br, tail[:]); err != nil {
+		return takenAt, int(i), fmt.Errorf("snapshot trailer: %w", unexpected(err))
 	}
-	return takenAt, int(count), nil
+	if count := le.Uint64(tail[:]); count != i {
+		return takenAt, int(i), fmt.Errorf("snapshot holds %d agents but its trailer says %d", i, count)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return takenAt, int(i), errors.New("snapshot: data after the last agent")
+	}
+	return takenAt, int(i), nil
 }
 
 func unexpected(err error) error {

@@ -622,6 +622,34 @@ func (s *Store) Snapshot(v *View) *View {
 	return v
 }
 
+// Each calls fn for every agent until fn returns false, copying one shard
+// at a time: it holds a shard's read lock only while copying it, so fn may
+// take its time, and it needs memory for one shard, not the whole store.
+// Unlike a View, the agents of different shards are seen at slightly
+// different moments. The *Agent is reused and its strings borrow from the
+// copy: they are valid until fn returns.
+func (s *Store) Each(fn func(*Agent) bool) {
+	var vs viewShard
+	var a Agent
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		vs.records = append(vs.records[:0], sh.records...)
+		vs.arena = append(vs.arena[:0], sh.arena...)
+		sh.mu.RUnlock()
+		for j := range vs.records {
+			r := &vs.records[j]
+			if r.flags&flagUsed == 0 {
+				continue
+			}
+			decode(&a, r, vs.arena)
+			if !fn(&a) {
+				return
+			}
+		}
+	}
+}
+
 // Len returns the number of agents in the view.
 func (v *View) Len() int { return v.count }
 

@@ -471,7 +471,7 @@ func (a *API) serveList(w http.ResponseWriter, r *http.Request) {
 	total := 0
 	// One pass keeps only the limit+1 smallest keys after the cursor, so a
 	// page of a large fleet costs O(n log limit) and little memory.
-	a.Store.Snapshot(nil).Each(func(ag *heartbeat.Agent) bool {
+	a.Store.Each(func(ag *heartbeat.Agent) bool {
 		if tenant != "" && ag.Tenant != tenant {
 			return true
 		}

@@ -231,7 +231,7 @@ func (c *Control) Compact(snapshotAt time.Time) error {
 	c.mu.Unlock()
 	// Registrations newer than the snapshot are only in the journal: keep them.
 	if store != nil {
-		store.Snapshot(nil).Each(func(a *heartbeat.Agent) bool {
+		store.Each(func(a *heartbeat.Agent) bool {
 			if !a.RegisteredAt.Before(snapshotAt) {
 				add(entry{Op: opRegister, Tenant: a.Tenant, Agent: a.AgentID, At: a.RegisteredAt})
 			}
@@ -337,7 +337,7 @@ func (c *Control) Known(k heartbeat.Key) bool {
 // store and the lost ones.
 func (c *Control) Keys(tenant string) []heartbeat.Key {
 	var keys []heartbeat.Key
-	c.storeOf().Snapshot(nil).Each(func(a *heartbeat.Agent) bool {
+	c.storeOf().Each(func(a *heartbeat.Agent) bool {
 		if a.Tenant == tenant {
 			keys = append(keys, heartbeat.Key{Tenant: strings.Clone(a.Tenant), AgentID: strings.Clone(a.AgentID)})
 		}
