@@ -1,0 +1,6 @@
+// Package deploy holds no code. Its tests check the deployment files against
+// the real binary and against each other: the Kubernetes manifests in
+// deploy/kubernetes/ (container arguments, configuration, probes, ports,
+// Services, ServiceMonitor, resources) and the Dockerfile at the root of the
+// repository (ENTRYPOINT, CMD, EXPOSE, version stamping).
+package deploy
