@@ -1,6 +1,10 @@
 package dashboards
 
-import "fmt"
+import (
+	"fmt"
+	"maps"
+	"slices"
+)
 
 // Colors of the agent states, the same on every panel.
 var stateColors = []struct{ state, color string }{
@@ -240,7 +244,7 @@ func (p Panel) width(w int) Panel { p.GridPos.W = w; return p }
 
 // stacked stacks a time series panel's series into an area.
 func (p Panel) stacked() Panel {
-	p.FieldConfig.Defaults.Custom = clone(p.FieldConfig.Defaults.Custom)
+	p.FieldConfig.Defaults.Custom = maps.Clone(p.FieldConfig.Defaults.Custom)
 	p.FieldConfig.Defaults.Custom["stacking"] = map[string]any{"mode": "normal", "group": "A"}
 	p.FieldConfig.Defaults.Custom["fillOpacity"] = 40
 	return p
@@ -248,7 +252,7 @@ func (p Panel) stacked() Panel {
 
 // bars draws a time series panel as bars, for counts of rare events.
 func (p Panel) bars() Panel {
-	p.FieldConfig.Defaults.Custom = clone(p.FieldConfig.Defaults.Custom)
+	p.FieldConfig.Defaults.Custom = maps.Clone(p.FieldConfig.Defaults.Custom)
 	p.FieldConfig.Defaults.Custom["drawStyle"] = "bars"
 	p.FieldConfig.Defaults.Custom["fillOpacity"] = 80
 	return p
@@ -259,7 +263,7 @@ func (p Panel) bars() Panel {
 func (p Panel) withThresholds(t *Thresholds) Panel {
 	p.FieldConfig.Defaults.Thresholds = t
 	if p.Type == "timeseries" {
-		p.FieldConfig.Defaults.Custom = clone(p.FieldConfig.Defaults.Custom)
+		p.FieldConfig.Defaults.Custom = maps.Clone(p.FieldConfig.Defaults.Custom)
 		p.FieldConfig.Defaults.Custom["thresholdsStyle"] = map[string]any{"mode": "dashed"}
 	}
 	return p
@@ -267,7 +271,7 @@ func (p Panel) withThresholds(t *Thresholds) Panel {
 
 // background colors a whole stat panel, for values that need attention.
 func (p Panel) background() Panel {
-	p.Options = clone(p.Options)
+	p.Options = maps.Clone(p.Options)
 	p.Options["colorMode"] = "background"
 	return p
 }
@@ -278,7 +282,7 @@ func (p Panel) withMappings(m ...ValueMapping) Panel {
 }
 
 func (p Panel) withOverride(field string, props ...Property) Panel {
-	p.FieldConfig.Overrides = append(p.FieldConfig.Overrides[:len(p.FieldConfig.Overrides):len(p.FieldConfig.Overrides)],
+	p.FieldConfig.Overrides = append(slices.Clip(p.FieldConfig.Overrides),
 		Override{Matcher: Matcher{ID: "byName", Options: field}, Properties: props})
 	return p
 }
@@ -305,7 +309,7 @@ func (p Panel) organize(hide []string, columns ...string) Panel {
 	for _, h := range hide {
 		exclude[h] = true
 	}
-	p.Transformations = append(p.Transformations[:len(p.Transformations):len(p.Transformations)], Transformation{
+	p.Transformations = append(slices.Clip(p.Transformations), Transformation{
 		ID:      "organize",
 		Options: map[string]any{"excludeByName": exclude, "indexByName": index, "renameByName": rename},
 	})
@@ -314,7 +318,7 @@ func (p Panel) organize(hide []string, columns ...string) Panel {
 
 // sortBy sorts a table by a column, largest first.
 func (p Panel) sortBy(column string) Panel {
-	p.Options = clone(p.Options)
+	p.Options = maps.Clone(p.Options)
 	p.Options["sortBy"] = []map[string]any{{"displayName": column, "desc": true}}
 	return p
 }
@@ -362,14 +366,6 @@ func cellBackground() Property {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func clone(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m)+1)
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}
 
 // refValue is the column Grafana names the value of the i-th query (0: A)
 // of a table panel with several queries.

@@ -7,7 +7,7 @@ import (
 )
 
 // SchemaVersion is the Grafana dashboard schema the dashboards are written
-// in (Grafana 10.4 and later read it without migrating).
+// in, that of Grafana 10.4; later versions migrate it when they load it.
 const SchemaVersion = 39
 
 // Tag marks every sentinel dashboard; each dashboard links to the others
@@ -59,15 +59,6 @@ func (d Dashboard) JSON() ([]byte, error) {
 		return nil, fmt.Errorf("encode dashboard %s: %w", d.UID, err)
 	}
 	return buf.Bytes(), nil
-}
-
-// Variables returns the names of the dashboard's template variables.
-func (d Dashboard) Variables() []string {
-	names := make([]string, 0, len(d.Templating.List))
-	for _, v := range d.Templating.List {
-		names = append(names, v.Name)
-	}
-	return names
 }
 
 // TimeRange is the dashboard's default time range.
@@ -229,16 +220,4 @@ type Property struct {
 type Transformation struct {
 	ID      string         `json:"id"`
 	Options map[string]any `json:"options"`
-}
-
-// Exprs returns every PromQL expression of the dashboard's panels, in
-// panel order.
-func (d Dashboard) Exprs() []string {
-	var out []string
-	for _, p := range d.Panels {
-		for _, t := range p.Targets {
-			out = append(out, t.Expr)
-		}
-	}
-	return out
 }
