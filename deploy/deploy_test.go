@@ -168,6 +168,10 @@ func TestStatefulSet(t *testing.T) {
 			vct := sts.Spec.VolumeClaimTemplates[0]
 			require.Equal(t, []string{"ReadWriteOnce"}, vct.Spec.AccessModes)
 			require.Contains(t, vct.Spec.Resources.Requests, "storage")
+			maxAgents := manifestConfig(t, m).Heartbeat.MaxAgents
+			require.GreaterOrEqual(t, quantity(t, vct.Spec.Resources.Requests["storage"]),
+				float64(2*snapshotBytesPerAgent*maxAgents+2*journalCompactAt),
+				"two snapshots of max_agents=%d (during the atomic replacement) and the journal", maxAgents)
 			mount := m.mount(t, vct.Metadata.Name)
 			require.False(t, mount.ReadOnly)
 			require.Equal(t, mount.MountPath, filepath.Clean(flagValue(c.Args, "storage.path", "")),

@@ -34,8 +34,13 @@ const (
 	gomodFile        = "../go.mod"
 )
 
-// bytesPerAgent is README's measured memory per agent (531-534 B).
-const bytesPerAgent = 530
+// Measured per-agent sizes (README, Performance): memory in the store
+// (531-534 B) and in the snapshot on disk (BenchmarkSnapshot1M).
+const (
+	bytesPerAgent         = 530
+	snapshotBytesPerAgent = 364
+	journalCompactAt      = 16 << 20
+)
 
 // The minimal Kubernetes object model the tests need; yaml.v3 ignores the
 // fields these structs do not name.
