@@ -99,7 +99,9 @@ type Receiver struct {
 	// resolved once: counting then takes no lock and hashes no labels.
 	heartbeats [numProtocols][numResults]prometheus.Counter
 	refused    *prometheus.CounterVec
-	bufs       sync.Pool
+	// lastRefusalLog is when a refusal was last logged (unix ns).
+	lastRefusalLog atomic.Int64
+	bufs           sync.Pool
 }
 
 // protocol is the protocol label of sentinel_heartbeats_total.
@@ -390,7 +392,12 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 	res, err := rc.store.Beat(&req, b.settings.Thresholds)
 	if errors.Is(err, ErrTooManyAgents) {
 		rc.refused.WithLabelValues(b.key.Tenant).Inc()
-		rc.logger.Warn("agent refused: max_agents reached", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "agents", rc.store.Len())
+		// A fleet over the limit retries every interval: one line a minute
+		// is enough, the counter has the rest.
+		if last := rc.lastRefusalLog.Load(); b.now.UnixNano()-last >= int64(time.Minute) && rc.lastRefusalLog.CompareAndSwap(last, b.now.UnixNano()) {
+			rc.logger.Warn("agent refused: max_agents reached (logged at most once a minute; see sentinel_agents_refused_total)",
+				"tenant", b.key.Tenant, "agent_id", b.key.AgentID, "agents", rc.store.Len())
+		}
 		rc.fail(w, b.proto, resultRefused, http.StatusTooManyRequests, "agent limit reached (heartbeat.max_agents); no new agent is admitted")
 		return false
 	}
@@ -444,11 +451,11 @@ func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, b *beat, in
 	defer rc.bufs.Put(bufp)
 	body, status := jsonapi.ReadBody(w, r, *bufp)
 	if status != 0 {
-		r := resultBadRequest
+		res := resultBadRequest
 		if status == http.StatusRequestEntityTooLarge {
-			r = resultTooLarge
+			res = resultTooLarge
 		}
-		rc.count(b.proto, r)
+		rc.count(b.proto, res)
 		return false
 	}
 	*bufp = body[:0]
