@@ -80,7 +80,6 @@ type App struct {
 	reloadTime    prometheus.Gauge
 
 	snapshotMu       sync.Mutex
-	snapshotOK       atomic.Bool
 	snapshotSuccess  prometheus.Gauge
 	snapshotFailures prometheus.Counter
 	snapshotDuration prometheus.Gauge
@@ -155,7 +154,6 @@ func New(o Options) (*App, error) {
 	}, heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
 	a.handler = a.routes()
-	a.snapshotOK.Store(true)
 	a.ready.Store(true)
 	return a, nil
 }
@@ -230,12 +228,10 @@ func (a *App) Snapshot() error {
 		return err
 	})
 	if err != nil {
-		a.snapshotOK.Store(false)
 		a.snapshotFailures.Inc()
 		a.logger.Error("snapshot of agents failed", "file", path, "err", err)
 		return fmt.Errorf("snapshot agents to %s: %w", path, err)
 	}
-	a.snapshotOK.Store(true)
 	a.snapshotSuccess.Set(float64(time.Now().Unix()))
 	a.snapshotDuration.Set(time.Since(start).Seconds())
 	a.logger.Debug("snapshot of agents written", "file", path, "agents", n, "duration", time.Since(start))
