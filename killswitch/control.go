@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -176,25 +178,38 @@ func (c *Control) apply(e *entry) error {
 // revoked bits and pending commands are set, and agents forgotten after the
 // snapshot they were restored from are deleted again.
 func (c *Control) SyncStore(store *heartbeat.Store) {
+	// The store is called without c.mu held: its NewAgent hook takes c.mu
+	// under a shard lock, so the other order could deadlock.
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.store = store
-	for k, at := range c.forgotten {
+	forgotten := maps.Clone(c.forgotten)
+	revoked := slices.Collect(maps.Keys(c.revocations))
+	commands := maps.Clone(c.commands)
+	lost := slices.Collect(maps.Keys(c.lost))
+	c.mu.Unlock()
+
+	for k, at := range forgotten {
 		if a, ok := store.Get(k); ok && !a.LastHeartbeat.After(at) {
 			store.Delete(k)
 		}
 	}
-	for k := range c.lost {
-		if _, ok := store.Get(k); ok {
-			delete(c.lost, k)
-		}
-	}
-	for k := range c.revocations {
+	for _, k := range revoked {
 		store.SetRevoked(k, true)
 	}
-	for k, pc := range c.commands {
+	for k, pc := range commands {
 		store.SetCommand(k, pc.Command, pc.Seq)
 	}
+	var back []heartbeat.Key
+	for _, k := range lost {
+		if _, ok := store.Get(k); ok {
+			back = append(back, k)
+		}
+	}
+	c.mu.Lock()
+	for _, k := range back {
+		delete(c.lost, k)
+	}
+	c.mu.Unlock()
 }
 
 // Compact rewrites the journal as the current state. Tombstones of agents
@@ -472,15 +487,15 @@ func (c *Control) Forget(k heartbeat.Key, now func() time.Time) (bool, error) {
 	}
 	if err := c.commit(entry{Op: opForget, Tenant: k.Tenant, Agent: k.AgentID, At: now().UTC()}); err != nil {
 		if known {
+			// Never call the store holding c.mu: the store's NewAgent hook
+			// takes c.mu under a shard lock.
+			_, revoked := c.Revocation(k)
+			pc, pending := c.PendingCommand(k)
 			store.Restore(&ag)
-			c.mu.RLock()
-			if _, revoked := c.revocations[k]; revoked {
-				store.SetRevoked(k, true)
-			}
-			if pc, ok := c.commands[k]; ok {
+			store.SetRevoked(k, revoked)
+			if pending {
 				store.SetCommand(k, pc.Command, pc.Seq)
 			}
-			c.mu.RUnlock()
 		}
 		return false, err
 	}
