@@ -131,6 +131,7 @@ func New(o Options) (*App, error) {
 		return nil, err
 	}
 	a.journal = journal
+	a.registerJournalMetrics()
 	a.control = killswitch.New(journal, o.Logger, a.registry)
 	if err := a.control.Replay(records); err != nil {
 		journal.Close()
@@ -190,6 +191,32 @@ func (a *App) registerSelfMetrics() {
 	a.reloadSuccess.Set(1)
 	a.reloadTime.SetToCurrentTime()
 	a.registry.MustRegister(a.reloadSuccess, a.reloadTime, a.snapshotSuccess, a.snapshotFailures, a.snapshotDuration)
+}
+
+// registerJournalMetrics exposes the kill-switch journal's counters, read
+// at scrape time.
+func (a *App) registerJournalMetrics() {
+	stats := func(field func(storage.JournalStats) uint64) func() float64 {
+		return func() float64 { return float64(field(a.journal.Stats())) }
+	}
+	a.registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sentinel_journal_records_total",
+			Help: "Records made durable in the kill-switch journal.",
+		}, stats(func(s storage.JournalStats) uint64 { return s.Records })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sentinel_journal_fsyncs_total",
+			Help: "fsyncs of the kill-switch journal; records per fsync is the group-commit factor.",
+		}, stats(func(s storage.JournalStats) uint64 { return s.Syncs })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sentinel_journal_async_dropped_total",
+			Help: "Registrations and command acknowledgements not journaled because the queue was full; they only matter after a crash.",
+		}, stats(func(s storage.JournalStats) uint64 { return s.AsyncDropped })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sentinel_journal_size_bytes",
+			Help: "Size of the kill-switch journal; it is compacted past 16 MiB.",
+		}, func() float64 { return float64(a.journal.Size()) }),
+	)
 }
 
 // restoreSnapshot loads the hot state; a missing snapshot is a first start.

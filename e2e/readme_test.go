@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -62,4 +64,17 @@ func TestREADMEWalkthrough(t *testing.T) {
 		require.Contains(t, got, want, "walk-through output:\n%s", got)
 	}
 	require.False(t, p.exited(), "sentinel exited during the walk-through:\n%s", p.tail(40))
+
+	// What the walk-through left on /metrics passes promtool's linter.
+	resp, err := s.client.Get("http://" + addr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	exposition, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(exposition), "sentinel_journal_records_total")
+	lint := exec.Command(lookTool(t, "promtool"), "check", "metrics")
+	lint.Stdin = bytes.NewReader(exposition)
+	out, err = lint.CombinedOutput()
+	require.NoError(t, err, "promtool check metrics:\n%s", out)
+	require.Empty(t, strings.TrimSpace(string(out)), "promtool check metrics found problems")
 }
