@@ -684,14 +684,22 @@ func TestRevokedAnswer(t *testing.T) {
 	require.Equal(t, true, a.body["revoked"])
 	require.Equal(t, false, a.body["duplicate"])
 
-	// A revoked agent's beats are not recorded: it stays revoked, not renewed.
+	// A revoked agent's beats are recorded (it was seen alive) while every
+	// answer stays the revocation.
 	ag, _ := e.agent("acme", "agent-1")
-	require.Equal(t, t0, ag.LastHeartbeat)
-	require.Equal(t, heartbeat.StatusHealthy, ag.Status)
+	require.Equal(t, e.clock.Now(), ag.LastHeartbeat)
 	require.Equal(t, heartbeat.StateRevoked, ag.State(e.clock.Now(), thresholds))
 	require.Equal(t, float64(2), e.heartbeats("beacon", "revoked"))
 	require.Equal(t, float64(1), e.heartbeats("abs", "revoked"))
 	require.Equal(t, float64(1), e.heartbeats("events", "revoked"))
+
+	// An agent that ignores its revocation and keeps beating for 20 minutes
+	// is seen alive all along: reinstated, it is ACTIVE, not a ZOMBIE that
+	// would page (and, with the bridge, be revoked again).
+	for range 20 {
+		e.clock.Advance(time.Minute)
+		require.Equal(t, true, e.beacon("agent-1", token, "").body["revoked"])
+	}
 
 	// Reinstated, it beats again.
 	ok, err := e.control.Reinstate(k)

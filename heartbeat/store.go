@@ -311,14 +311,13 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 	if r.tokenVersion < req.PresentedTokenVersion {
 		r.tokenVersion = req.PresentedTokenVersion
 	}
-	if r.flags&flagRevoked != 0 {
+	// A revoked agent's beats are still recorded (it is alive, and a
+	// reinstatement must not find it falsely ZOMBIE); its answer is the
+	// revocation, with no token and no command.
+	revoked := r.flags&flagRevoked != 0
+	if revoked {
 		res.Revoked = true
 		res.Previous = StateRevoked
-		if res.Registered {
-			// A revoked agent's registration still records when it was seen.
-			r.lastBeat, r.interval = req.Time.UnixNano(), int64(req.Interval)
-		}
-		return res, nil
 	}
 
 	r.lastBeat = req.Time.UnixNano()
@@ -355,6 +354,9 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 		var buf [maxBlobLen]byte
 		b := appendBlob(buf[:0], req.Key, version, &platform)
 		sh.setBlob(r, b)
+	}
+	if revoked {
+		return res, nil
 	}
 	if req.IssueToken || (res.Registered && req.IssueTokenOnRegister) {
 		r.tokenVersion++

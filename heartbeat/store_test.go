@@ -201,19 +201,21 @@ func TestStoreStoppedAndRevoked(t *testing.T) {
 		require.Equal(t, StatusUnknown, a.Status) // shutdown is not carried over
 		require.Equal(t, StateActive, a.State(stT0.Add(time.Hour), stTh))
 	})
-	t.Run("revoked beats are not recorded", func(t *testing.T) {
-		before := stMustGet(t, s, stKey("a"))
+	t.Run("revoked beats are recorded but answered revoked", func(t *testing.T) {
 		require.True(t, s.SetRevoked(stKey("a"), true))
+		require.True(t, s.SetCommand(stKey("a"), CommandPause, 7))
 		req := stFullBeat("a", stT0.Add(2*time.Hour))
-		req.Version, req.Status = "9.9.9", StatusUnhealthy
+		req.Version, req.Status, req.IssueToken = "9.9.9", StatusUnhealthy, true
 		res := stMustBeat(t, s, req)
-		require.True(t, res.Revoked)
-		require.Equal(t, StateRevoked, res.Previous)
+		require.Equal(t, BeatResult{Previous: StateRevoked, PreviousBeat: stT0.Add(time.Hour), Revoked: true}, res,
+			"no token and no command for a revoked agent")
 		after := stMustGet(t, s, stKey("a"))
 		require.True(t, after.Revoked)
-		after.Revoked = false
-		require.Equal(t, before, after)
+		require.Equal(t, "9.9.9", after.Version)
+		require.Equal(t, stT0.Add(2*time.Hour), after.LastHeartbeat, "seen alive: a reinstatement must not find it ZOMBIE")
+		require.Equal(t, CommandPause, after.Command, "the command waits for the reinstatement")
 		require.Equal(t, StateRevoked, stState(t, s, stKey("a"), stT0.Add(2*time.Hour), stTh))
+		require.True(t, s.SetCommand(stKey("a"), CommandNone, 0))
 	})
 	t.Run("reinstated beats are recorded", func(t *testing.T) {
 		require.True(t, s.SetRevoked(stKey("a"), false))
@@ -491,7 +493,10 @@ func stPlatform(i, rev int) Platform {
 // compacted, stay bounded, and every agent keeps exactly its latest strings.
 func TestStoreArenaCompaction(t *testing.T) {
 	s := NewStore(10_000, nil)
-	const agents, revisions = 500, 60
+	// ~8 agents a shard × 60 revisions × ~150-byte blobs puts every shard
+	// well past the 64 KiB of garbage that triggers a compaction, whatever
+	// the hash seed does to the spread.
+	const agents, revisions = 2000, 60
 	compactions := 0
 	for rev := range revisions {
 		for i := range agents {
