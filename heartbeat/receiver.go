@@ -51,20 +51,23 @@ type Settings struct {
 	MaxInterval        time.Duration
 	TokenTTL           time.Duration
 	TokenRefreshBefore time.Duration
-	Credentials        *auth.Credentials
+	// DefaultShutdownTimeout is bridge.kill_switch.shutdown_timeout.
+	DefaultShutdownTimeout time.Duration
+	Credentials            *auth.Credentials
 }
 
 // SettingsFromConfig derives receiver settings from a validated configuration.
 func SettingsFromConfig(cfg *config.Config) *Settings {
 	h := cfg.Heartbeat
 	return &Settings{
-		Thresholds:         Thresholds{SilentAfter: h.SilentAfter, ZombieAfter: h.ZombieAfter},
-		DefaultInterval:    time.Duration(h.DefaultInterval),
-		MinInterval:        time.Duration(h.MinInterval),
-		MaxInterval:        time.Duration(h.MaxInterval),
-		TokenTTL:           time.Duration(h.TokenTTL),
-		TokenRefreshBefore: time.Duration(h.TokenRefreshBefore),
-		Credentials:        auth.NewCredentials(cfg),
+		Thresholds:             Thresholds{SilentAfter: h.SilentAfter, ZombieAfter: h.ZombieAfter},
+		DefaultInterval:        time.Duration(h.DefaultInterval),
+		MinInterval:            time.Duration(h.MinInterval),
+		MaxInterval:            time.Duration(h.MaxInterval),
+		TokenTTL:               time.Duration(h.TokenTTL),
+		TokenRefreshBefore:     time.Duration(h.TokenRefreshBefore),
+		DefaultShutdownTimeout: time.Duration(cfg.Bridge.KillSwitch.ShutdownTimeout),
+		Credentials:            auth.NewCredentials(cfg),
 	}
 }
 
@@ -635,8 +638,8 @@ func (rc *Receiver) appendRevocationFields(out []byte, b *beat) []byte {
 	rev, ok := rc.kill.Revocation(b.key)
 	if !ok {
 		// Reinstated between the beat and this answer: still answer revoked,
-		// the next heartbeat renews the lease.
-		rev = Revocation{Reason: "revoked"}
+		// with the configured grace; the next heartbeat renews the lease.
+		rev = Revocation{Reason: "Revoked by the kill switch", ShutdownTimeout: b.settings.DefaultShutdownTimeout}
 	}
 	out = append(out, `,"revoked":true,"reason":`...)
 	out = appendJSONString(out, rev.Reason)

@@ -731,3 +731,42 @@ func TestAPIJournalFailure(t *testing.T) {
 	a := e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, "")
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 }
+
+// Changes race with heartbeats of the same agent: a beat that lands while
+// a forget or a reinstatement waits for the disk must not leave the store
+// revoked with no revocation behind it (answered revoked forever, and not
+// reinstatable).
+func TestKillSwitchRacesWithHeartbeats(t *testing.T) {
+	t.Run("forget", func(t *testing.T) {
+		e := newEnv(t)
+		token := e.register(acmeKey, "a1")
+		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, "").status)
+		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/command", acmeAdmin, `{"command":"pause"}`).status)
+		e.journal.beforeAppend = func() {
+			// The agent is out of the store; its beat re-creates it.
+			require.Equal(t, true, e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "").body["revoked"])
+		}
+		require.Equal(t, http.StatusOK, e.do(http.MethodDelete, "/api/v1/installations/a1", acmeAdmin, "").status)
+		ag, ok := e.agent("acme", "a1")
+		require.True(t, ok, "the beat registered it afresh")
+		require.False(t, ag.Revoked)
+		require.Equal(t, heartbeat.CommandNone, ag.Command)
+		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+		require.Equal(t, true, b.body["lease_renewed"], b.raw)
+		require.Nil(t, b.body["command"])
+	})
+	t.Run("reinstate", func(t *testing.T) {
+		e := newEnv(t)
+		token := e.register(acmeKey, "a1")
+		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, `{"reason":"x","shutdown_timeout_ms":3000}`).status)
+		e.journal.beforeAppend = func() {
+			// Reinstated but not yet durable: the beat is not answered with
+			// a revocation that has no reason behind it.
+			b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+			require.NotEqual(t, true, b.body["revoked"], b.raw)
+		}
+		require.Equal(t, http.StatusOK, e.do(http.MethodDelete, "/api/v1/installations/a1/revoke", acmeAdmin, "").status)
+		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+		require.Equal(t, true, b.body["lease_renewed"], b.raw)
+	})
+}

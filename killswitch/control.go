@@ -439,10 +439,14 @@ func (c *Control) Reinstate(k heartbeat.Key) (bool, error) {
 	if _, ok := c.Revocation(k); !ok {
 		return false, nil
 	}
+	// The store's bit goes first: were the revocation gone from c first, a
+	// beat in between would be answered revoked with no reason to give.
+	store := c.storeOf()
+	store.SetRevoked(k, false)
 	if err := c.commit(entry{Op: opReinstate, Tenant: k.Tenant, Agent: k.AgentID, At: time.Now().UTC()}); err != nil {
+		store.SetRevoked(k, true)
 		return false, err
 	}
-	c.storeOf().SetRevoked(k, false)
 	c.logger.Info("agent reinstated", "tenant", k.Tenant, "agent_id", k.AgentID)
 	return true, nil
 }
@@ -498,6 +502,12 @@ func (c *Control) Forget(k heartbeat.Key, now func() time.Time) (bool, error) {
 			}
 		}
 		return false, err
+	}
+	// A beat between the delete and the commit re-created the agent with the
+	// revocation and command the commit has just erased: clear them.
+	if _, back := store.Get(k); back {
+		store.SetRevoked(k, false)
+		store.SetCommand(k, heartbeat.CommandNone, 0)
 	}
 	c.logger.Info("agent forgotten", "tenant", k.Tenant, "agent_id", k.AgentID)
 	return true, nil

@@ -68,11 +68,18 @@ var errDiskFull = errors.New("no space left on device")
 type flakyJournal struct {
 	*storage.Journal
 	fail atomic.Bool
+	// beforeAppend, when set, runs inside Append before the write: what
+	// happens while a change waits for the disk.
+	beforeAppend func()
 }
 
 func (j *flakyJournal) Append(recs ...[]byte) error {
 	if j.fail.Load() {
 		return errDiskFull
+	}
+	if f := j.beforeAppend; f != nil {
+		j.beforeAppend = nil
+		f()
 	}
 	return j.Journal.Append(recs...)
 }
