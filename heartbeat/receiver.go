@@ -312,10 +312,15 @@ func (rc *Receiver) validate(w http.ResponseWriter, b *beat, req *BeatRequest) b
 		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, msg)
 		return false
 	}
+	// A value outside an enumeration is well-formed but unsupported: 422.
+	unsupported := func(msg string) bool {
+		rc.fail(w, b.proto, resultUnsupported, http.StatusUnprocessableEntity, msg)
+		return false
+	}
 	body := &b.body
 	status, err := ParseStatus(body.Status)
 	if err != nil {
-		return bad(err.Error())
+		return unsupported(err.Error())
 	}
 	if b.shutdown {
 		status = StatusShutdown
@@ -353,7 +358,7 @@ func (rc *Receiver) validate(w http.ResponseWriter, b *beat, req *BeatRequest) b
 	if p := body.Platform; p != nil {
 		typ, err := ParsePlatformType(p.Type)
 		if err != nil {
-			return bad(err.Error())
+			return unsupported(err.Error())
 		}
 		for _, f := range [...]struct{ name, value string }{
 			{"container_id", p.ContainerID}, {"image", p.Image}, {"pod_name", p.PodName},

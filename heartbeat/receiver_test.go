@@ -161,9 +161,9 @@ func TestReceiverErrors(t *testing.T) {
 		{"platform of wrong type", request{path: beaconPath("agent-1"), token: acmeKey, body: body(`{"platform":"docker"}`)}, 400, "malformed JSON"},
 		{"metrics of wrong type", request{path: absPath("agent-1"), token: acmeKey, body: body(`{"metrics":{"errors":"2"}}`)}, 400, "malformed JSON"},
 		{"fractional exit code", request{path: beaconPath("agent-1"), token: acmeKey, body: body(`{"exit_code":1.5}`)}, 400, "malformed JSON"},
-		{"unknown status", request{path: beaconPath("agent-1"), token: acmeKey, body: body(`{"status":"dead"}`)}, 400, `status "dead"`},
-		{"status in capitals", request{path: absPath("agent-1"), token: acmeKey, body: body(`{"status":"HEALTHY"}`)}, 400, `status "HEALTHY"`},
-		{"unknown platform type", request{path: beaconPath("agent-1"), token: acmeKey, body: body(`{"platform":{"type":"vm"}}`)}, 400, `platform.type "vm"`},
+		{"unknown status", request{path: beaconPath("agent-1"), token: acmeKey, body: body(`{"status":"dead"}`)}, 422, `status "dead"`},
+		{"status in capitals", request{path: absPath("agent-1"), token: acmeKey, body: body(`{"status":"HEALTHY"}`)}, 422, `status "HEALTHY"`},
+		{"unknown platform type", request{path: beaconPath("agent-1"), token: acmeKey, body: body(`{"platform":{"type":"vm"}}`)}, 422, `platform.type "vm"`},
 		{"negative uptime", request{path: beaconPath("agent-1"), token: acmeKey, body: body(`{"uptime_seconds":-1}`)}, 400, "uptime_seconds"},
 		{"negative interval", request{path: beaconPath("agent-1"), token: acmeKey, body: body(`{"heartbeat_interval_seconds":-60}`)}, 400, "heartbeat_interval_seconds"},
 		{"zero interval", request{path: absPath("agent-1"), token: acmeKey, body: body(`{"heartbeat_interval_seconds":0}`)}, 400, "heartbeat_interval_seconds"},
@@ -186,7 +186,7 @@ func TestReceiverErrors(t *testing.T) {
 		{"unsupported event type", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e5", "acme", "agent.crashed", "agent-1", ""))}, 422, `unsupported event_type "agent.crashed"`},
 		{"event without source", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e6", "acme", "agent.heartbeat", "", ""))}, 400, "invalid agent id"},
 		{"event with a malformed payload", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e7", "acme", "agent.heartbeat", "agent-1", `"healthy"`))}, 400, "malformed payload"},
-		{"event with a bad payload status", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e8", "acme", "agent.heartbeat", "agent-1", `{"status":"dead"}`))}, 400, `status "dead"`},
+		{"event with a bad payload status", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e8", "acme", "agent.heartbeat", "agent-1", `{"status":"dead"}`))}, 422, `status "dead"`},
 		{"event with a negative payload metric", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e9", "acme", "agent.heartbeat", "agent-1", `{"uptime_seconds":-3}`))}, 400, "uptime_seconds"},
 		{"event body malformed", request{path: "/v1/events", token: acmeKey, body: body(`{"event_id":`)}, 400, "malformed JSON"},
 		{"event body trailing garbage", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e10", "acme", "agent.heartbeat", "agent-1", "") + "]")}, 400, "malformed JSON"},
@@ -217,7 +217,7 @@ func TestReceiverErrors(t *testing.T) {
 	require.Equal(t, float64(2), e.heartbeats("beacon", "too_large"))
 	require.Equal(t, float64(1), e.heartbeats("abs", "too_large"))
 	require.Equal(t, float64(1), e.heartbeats("events", "too_large"))
-	require.Equal(t, float64(1), e.heartbeats("events", "unsupported"))
+	require.Equal(t, float64(2), e.heartbeats("events", "unsupported"), "an event type and a payload status")
 	require.Equal(t, float64(3), e.heartbeats("beacon", "accepted"), "the registrations of the setup")
 	require.Zero(t, e.heartbeats("abs", "accepted"))
 	require.Zero(t, e.heartbeats("events", "accepted"))
