@@ -581,7 +581,11 @@ func (rc *Receiver) appendBeaconAnswer(out []byte, b *beat) []byte {
 	out = strconv.AppendFloat(out, b.interval.Seconds(), 'f', -1, 64)
 	out = append(out, `,"command":`...)
 	out = appendCommand(out, b.res.Command)
-	if b.token != "" && !b.res.Registered {
+	// A token issued to a beat that came with a runtime token is a refresh,
+	// even when the beat re-registered the agent (after a crash); only a
+	// registration with the tenant key gets "runtime_token".
+	refreshed := b.token != "" && b.principal.Token != nil
+	if refreshed {
 		out = append(out, `,"refreshed_token":`...)
 		out = b.appendToken(out)
 	} else {
@@ -590,7 +594,7 @@ func (rc *Receiver) appendBeaconAnswer(out []byte, b *beat) []byte {
 	if b.res.Registered {
 		out = append(out, `,"registered":true,"lease_duration_seconds":`...)
 		out = strconv.AppendFloat(out, (b.interval * time.Duration(b.settings.Thresholds.SilentAfter)).Seconds(), 'f', -1, 64)
-		if b.token != "" {
+		if b.token != "" && !refreshed {
 			out = append(out, `,"runtime_token":`...)
 			out = b.appendToken(out)
 		}

@@ -934,3 +934,30 @@ func TestRevokedReasonEscaped(t *testing.T) {
 		require.Equal(t, float64(5000), b.body["shutdown_timeout_ms"])
 	}
 }
+
+// After a crash, an agent registered after the last snapshot comes back
+// with its runtime token: that beat registers it again, and a token issued
+// to it (its old one is inside the refresh window) is a refresh, in
+// "refreshed_token", never a "runtime_token" meant for tenant-key
+// registrations.
+func TestReRegistrationWithRuntimeToken(t *testing.T) {
+	e := newEnv(t)
+	token := e.register("agent-1")
+	e.restart(false) // crash: the registration was never snapshotted
+	e.clock.Set(t0.Add(time.Duration(e.cfg.Heartbeat.TokenTTL) - time.Hour))
+
+	a := e.beacon("agent-1", token, "")
+	require.Equal(t, http.StatusOK, a.status, a.raw)
+	require.Equal(t, true, a.body["registered"], a.raw)
+	require.NotContains(t, a.body, "runtime_token")
+	ref := a.obj("refreshed_token")
+	require.Equal(t, float64(2), ref["token_version"], "the version continues from the presented token")
+
+	// Without the refresh window, nothing is issued.
+	e.restart(false)
+	e.clock.Set(t0.Add(time.Hour))
+	a = e.beacon("agent-1", token, "")
+	require.Equal(t, true, a.body["registered"], a.raw)
+	require.NotContains(t, a.body, "runtime_token")
+	require.Nil(t, a.body["refreshed_token"])
+}
