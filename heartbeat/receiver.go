@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"log/slog"
 	"math"
 	"net/http"
@@ -102,6 +103,9 @@ type Receiver struct {
 	// resolved once: counting then takes no lock and hashes no labels.
 	heartbeats [numProtocols][numResults]prometheus.Counter
 	refused    *prometheus.CounterVec
+	// eventLocks serialise the events of one event id (striped by its hash).
+	eventLocks [64]sync.Mutex
+	eventSeed  maphash.Seed
 	// lastRefusalLog is when a refusal was last logged (unix ns).
 	lastRefusalLog atomic.Int64
 	bufs           sync.Pool
@@ -153,12 +157,13 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 		o.EventCacheBytes = 32 << 20
 	}
 	rc := &Receiver{
-		store:  o.Store,
-		signer: o.Signer,
-		kill:   o.KillSwitch,
-		logger: o.Logger,
-		now:    o.Now,
-		events: fastcache.New(o.EventCacheBytes),
+		store:     o.Store,
+		signer:    o.Signer,
+		kill:      o.KillSwitch,
+		logger:    o.Logger,
+		now:       o.Now,
+		events:    fastcache.New(o.EventCacheBytes),
+		eventSeed: maphash.MakeSeed(),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_agents_refused_total",
 			Help: "Registrations refused because heartbeat.max_agents was reached.",
@@ -533,6 +538,11 @@ func (rc *Receiver) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	dedupKey := []byte(b.key.Tenant + "\x00" + ev.EventID)
+	// The check, the processing and the Set are one step for each event id:
+	// two copies of an event arriving together are processed once.
+	mu := &rc.eventLocks[maphash.Bytes(rc.eventSeed, dedupKey)%uint64(len(rc.eventLocks))]
+	mu.Lock()
+	defer mu.Unlock()
 	if rc.events.Has(dedupKey) {
 		rc.count(b.proto, resultDuplicate)
 		jsonapi.Write(w, http.StatusOK, struct {

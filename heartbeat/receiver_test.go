@@ -3,12 +3,14 @@ package heartbeat_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -960,4 +962,31 @@ func TestReRegistrationWithRuntimeToken(t *testing.T) {
 	require.Equal(t, true, a.body["registered"], a.raw)
 	require.NotContains(t, a.body, "runtime_token")
 	require.Nil(t, a.body["refreshed_token"])
+}
+
+// Copies of one event arriving together are processed once: the duplicate
+// check, the heartbeat and the record of the id are one step per event id.
+func TestEventsConcurrentDuplicates(t *testing.T) {
+	e := newEnv(t)
+	token := e.register("agent-1")
+	const events, copies = 50, 8
+	for i := range events {
+		var wg sync.WaitGroup
+		var fresh atomic.Int32
+		start := make(chan struct{})
+		for range copies {
+			wg.Go(func() {
+				<-start
+				a := e.event(token, map[string]any{"event_id": fmt.Sprintf("ev-%d", i), "tenant_id": "acme", "event_type": "agent.heartbeat", "source": "agent-1"})
+				if a.body["duplicate"] == false {
+					fresh.Add(1)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		require.Equal(t, int32(1), fresh.Load(), "event %d", i)
+	}
+	require.Equal(t, float64(events), e.heartbeats("events", "accepted"))
+	require.Equal(t, float64(events*(copies-1)), e.heartbeats("events", "duplicate"))
 }
