@@ -135,7 +135,7 @@ func (e *env) start(snapshot []byte) {
 	e.mux = http.NewServeMux()
 	e.recv.Register(e.mux)
 	(&killswitch.API{
-		Control: e.control, Store: e.store, Logger: logger, Now: e.clock.Now,
+		Control: e.control, Store: e.store, Logger: logger, Now: e.clock.Now, Signer: e.signer,
 		Settings: func() *killswitch.Settings { return adminSettings },
 	}).Register(e.mux)
 	metrics := collector.New(e.store, collector.Options{

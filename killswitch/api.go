@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -28,7 +29,9 @@ type API struct {
 	Control  *Control
 	Store    *heartbeat.Store
 	Settings func() *Settings
-	Logger   *slog.Logger
+	// Signer tells runtime tokens (403 here) from unknown credentials (401).
+	Signer *auth.Signer
+	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -76,9 +79,16 @@ func (a *API) admin(w http.ResponseWriter, r *http.Request, tenantRequired bool)
 		return "", nil, false
 	}
 	if strings.HasPrefix(secret, auth.RuntimeTokenPrefix) {
-		// A runtime token is a known kind of credential, just not an admin
-		// one (the configuration forbids the prefix for its secrets).
-		jsonapi.Error(w, http.StatusForbidden, "an admin token is required; runtime tokens only send heartbeats")
+		// A genuine runtime token is a credential of the wrong kind (403);
+		// anything else with the prefix is unknown (401). The configuration
+		// forbids the prefix for its secrets.
+		if a.Signer != nil {
+			if _, err := a.Signer.Verify(secret, a.now()); err == nil || errors.Is(err, auth.ErrTokenExpired) {
+				jsonapi.Error(w, http.StatusForbidden, "an admin token is required; runtime tokens only send heartbeats")
+				return "", nil, false
+			}
+		}
+		jsonapi.Error(w, http.StatusUnauthorized, "unknown credential")
 		return "", nil, false
 	}
 	p, ok := s.Credentials.Lookup(secret)

@@ -82,6 +82,8 @@ func TestAPIAuthentication(t *testing.T) {
 	// used for heartbeats: 403.
 	for _, ep := range endpoints {
 		requireError(t, e.do(ep.method, ep.path, runtimeToken, ep.body), http.StatusForbidden, "admin token is required")
+		// Something that only looks like one is an unknown credential.
+		requireError(t, e.do(ep.method, ep.path, "srt_forged.token", ep.body), http.StatusUnauthorized, "unknown credential")
 	}
 
 	// Nothing was changed by any of them.

@@ -152,7 +152,7 @@ func (e *env) start(snapshot []byte) {
 		DefaultShutdownTimeout: time.Duration(e.cfg.Bridge.KillSwitch.ShutdownTimeout),
 	}
 	e.api = &API{
-		Control: e.control, Store: e.store, Logger: logger, Now: e.clock.Now,
+		Control: e.control, Store: e.store, Logger: logger, Now: e.clock.Now, Signer: e.signer,
 		Settings: func() *Settings { return settings },
 	}
 	e.mux = http.NewServeMux()
