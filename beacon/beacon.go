@@ -74,8 +74,12 @@ type StopError struct {
 	// Reason is the revocation's reason.
 	Reason string
 	// ShutdownTimeout is how long the agent has to shut down before it is
-	// killed; 0 when sentinel named none.
+	// killed. It is meaningful only when HasShutdownTimeout is true: 0 then
+	// means no grace at all.
 	ShutdownTimeout time.Duration
+	// HasShutdownTimeout is false when sentinel named no timeout (the agent
+	// picks its own default).
+	HasShutdownTimeout bool
 }
 
 func (e *StopError) Error() string {
@@ -333,8 +337,14 @@ func (b *Beacon) attemptContext(ctx context.Context) (context.Context, context.C
 // *StopError when the agent must stop.
 func (b *Beacon) handle(resp *Response) *StopError {
 	if resp.Revoked {
-		stop := &StopError{Revoked: true, Reason: resp.Reason, ShutdownTimeout: time.Duration(resp.ShutdownTimeoutMs) * time.Millisecond}
-		b.logger.Error("Agent revoked by the kill switch", "reason", resp.Reason, "shutdown_timeout", stop.ShutdownTimeout)
+		stop := &StopError{Revoked: true, Reason: resp.Reason}
+		if ms := resp.ShutdownTimeoutMs; ms != nil {
+			stop.ShutdownTimeout = time.Duration(max(*ms, 0)) * time.Millisecond
+			stop.HasShutdownTimeout = true
+			b.logger.Error("Agent revoked by the kill switch", "reason", resp.Reason, "shutdown_timeout", stop.ShutdownTimeout)
+		} else {
+			b.logger.Error("Agent revoked by the kill switch", "reason", resp.Reason)
+		}
 		return stop
 	}
 	b.storeTokens(resp)

@@ -253,10 +253,16 @@ func TestStop(t *testing.T) {
 		stop     StopError
 	}{
 		{"revoked", ProtocolBeacon, `{"installation_id":"a1","lease_renewed":false,"revoked":true,"reason":"Emergency shutdown initiated by admin","shutdown_timeout_ms":5000}`,
-			ErrRevoked, StopError{Revoked: true, Reason: "Emergency shutdown initiated by admin", ShutdownTimeout: 5 * time.Second}},
+			ErrRevoked, StopError{Revoked: true, Reason: "Emergency shutdown initiated by admin", ShutdownTimeout: 5 * time.Second, HasShutdownTimeout: true}},
 		{"abs revoked", ProtocolABS, `{"status":"REVOKED","agentId":"agent-1","revoked":true,"reason":"zombie","shutdown_timeout_ms":250}`,
-			ErrRevoked, StopError{Revoked: true, Reason: "zombie", ShutdownTimeout: 250 * time.Millisecond}},
+			ErrRevoked, StopError{Revoked: true, Reason: "zombie", ShutdownTimeout: 250 * time.Millisecond, HasShutdownTimeout: true}},
+		{"revoked without grace", ProtocolBeacon, `{"installation_id":"a1","lease_renewed":false,"revoked":true,"reason":"now","shutdown_timeout_ms":0}`,
+			ErrRevoked, StopError{Revoked: true, Reason: "now", HasShutdownTimeout: true}},
+		{"revoked naming no timeout", ProtocolBeacon, `{"installation_id":"a1","lease_renewed":false,"revoked":true,"reason":"any"}`,
+			ErrRevoked, StopError{Revoked: true, Reason: "any"}},
 		{"terminate", ProtocolBeacon, `{"installation_id":"a1","lease_renewed":true,"state":"ACTIVE","heartbeat_interval_seconds":1,"command":"terminate"}`,
+			ErrTerminated, StopError{}},
+		{"abs terminate", ProtocolABS, `{"status":"ACTIVE","agentId":"agent-1","nextDeadline":"2030-01-01T00:00:00Z","command":"terminate"}`,
 			ErrTerminated, StopError{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -280,31 +286,48 @@ func TestStop(t *testing.T) {
 func TestCommands(t *testing.T) {
 	// At-least-once delivery repeats a command; only changes reach OnCommand.
 	script := []string{`"pause"`, `"pause"`, `null`, `"resume"`, `"resume"`, `"pause"`, `"bogus"`, `"bogus"`}
-	srv := newScriptedServer(t, func(r request) answer {
-		if r.N <= len(script) {
-			return okAnswer(0.01, `"command":`+script[r.N-1])
-		}
-		return okAnswer(0.01, "")
-	})
-	cfg, lb := testConfig(t, srv.URL)
-	var (
-		mu  sync.Mutex
-		got []Command
-	)
-	cfg.OnCommand = func(c Command) {
-		mu.Lock()
-		defer mu.Unlock()
-		got = append(got, c)
+	for _, tc := range []struct {
+		protocol Protocol
+		answer   func(command string) answer
+	}{
+		{ProtocolBeacon, func(c string) answer { return okAnswer(0.01, `"command":`+c) }},
+		{ProtocolABS, func(c string) answer {
+			if c == "" {
+				return answer{Body: `{"status":"ACTIVE","agentId":"agent-1"}`}
+			}
+			return answer{Body: `{"status":"ACTIVE","agentId":"agent-1","command":` + c + `}`}
+		}},
+	} {
+		t.Run(string(tc.protocol), func(t *testing.T) {
+			srv := newScriptedServer(t, func(r request) answer {
+				if r.N <= len(script) {
+					return tc.answer(script[r.N-1])
+				}
+				return tc.answer("")
+			})
+			cfg, lb := testConfig(t, srv.URL)
+			cfg.Protocol = tc.protocol
+			cfg.Interval = 10 * time.Millisecond
+			var (
+				mu  sync.Mutex
+				got []Command
+			)
+			cfg.OnCommand = func(c Command) {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, c)
+			}
+			stop, _ := runBeacon(t, mustNew(t, cfg))
+			for range len(script) + 1 {
+				srv.next(t)
+			}
+			require.NoError(t, stop())
+			mu.Lock()
+			defer mu.Unlock()
+			require.Equal(t, []Command{CommandPause, CommandResume, CommandPause}, got)
+			require.Equal(t, 1, lb.count("unknown command"))
+		})
 	}
-	stop, _ := runBeacon(t, mustNew(t, cfg))
-	for range len(script) + 1 {
-		srv.next(t)
-	}
-	require.NoError(t, stop())
-	mu.Lock()
-	defer mu.Unlock()
-	require.Equal(t, []Command{CommandPause, CommandResume, CommandPause}, got)
-	require.Equal(t, 1, lb.count("unknown command"))
 }
 
 func TestShutdown(t *testing.T) {

@@ -21,7 +21,8 @@ const (
 	// POST {endpoint}/api/v1/installations/{id}/heartbeat.
 	ProtocolBeacon Protocol = "beacon"
 	// ProtocolABS is the ABS protocol: POST {endpoint}/v1/heartbeat?agentId={id}.
-	// It has no runtime tokens and no pause/resume commands.
+	// It has no runtime tokens; its answers carry kill-switch commands like
+	// the Beacon protocol's.
 	ProtocolABS Protocol = "abs"
 )
 
@@ -102,20 +103,23 @@ type Response struct {
 	LeaseDurationSeconds float64 `json:"lease_duration_seconds"`
 	RuntimeToken         *Token  `json:"runtime_token"`
 
-	// Kill switch.
+	// Kill switch. ShutdownTimeoutMs is nil when the answer names no
+	// timeout; an explicit 0 means no grace at all.
 	Revoked           bool   `json:"revoked"`
 	Reason            string `json:"reason"`
-	ShutdownTimeoutMs int64  `json:"shutdown_timeout_ms"`
+	ShutdownTimeoutMs *int64 `json:"shutdown_timeout_ms"`
 }
 
-// absResponse is the ABS answer; revoked answers share the Beacon names.
+// absResponse is the ABS answer; its command and revoked fields share the
+// Beacon names.
 type absResponse struct {
 	Status            string    `json:"status"`
 	AgentID           string    `json:"agentId"`
 	NextDeadline      time.Time `json:"nextDeadline"`
+	Command           Command   `json:"command"`
 	Revoked           bool      `json:"revoked"`
 	Reason            string    `json:"reason"`
-	ShutdownTimeoutMs int64     `json:"shutdown_timeout_ms"`
+	ShutdownTimeoutMs *int64    `json:"shutdown_timeout_ms"`
 }
 
 // StatusError is a non-200 answer from sentinel.
@@ -247,6 +251,7 @@ func decodeResponse(p Protocol, raw []byte) (*Response, error) {
 			LeaseRenewed:      !a.Revoked,
 			State:             a.Status,
 			NextHeartbeatAt:   a.NextDeadline,
+			Command:           a.Command,
 			Revoked:           a.Revoked || a.Status == "REVOKED",
 			Reason:            a.Reason,
 			ShutdownTimeoutMs: a.ShutdownTimeoutMs,

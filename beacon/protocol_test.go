@@ -71,8 +71,14 @@ func TestClientSendABS(t *testing.T) {
 	}{
 		{"active", `{"status":"ACTIVE","agentId":"a1","nextDeadline":"2026-02-18T12:31:00Z"}`,
 			Response{InstallationID: "a1", LeaseRenewed: true, State: "ACTIVE", NextHeartbeatAt: time.Date(2026, 2, 18, 12, 31, 0, 0, time.UTC)}},
+		{"command", `{"status":"ACTIVE","agentId":"a1","nextDeadline":"2026-02-18T12:31:00Z","command":"pause"}`,
+			Response{InstallationID: "a1", LeaseRenewed: true, State: "ACTIVE", NextHeartbeatAt: time.Date(2026, 2, 18, 12, 31, 0, 0, time.UTC), Command: CommandPause}},
 		{"revoked", `{"status":"REVOKED","agentId":"a1","revoked":true,"reason":"r","shutdown_timeout_ms":5000}`,
-			Response{InstallationID: "a1", State: "REVOKED", Revoked: true, Reason: "r", ShutdownTimeoutMs: 5000}},
+			Response{InstallationID: "a1", State: "REVOKED", Revoked: true, Reason: "r", ShutdownTimeoutMs: ptr[int64](5000)}},
+		{"revoked without grace", `{"status":"REVOKED","agentId":"a1","revoked":true,"reason":"r","shutdown_timeout_ms":0}`,
+			Response{InstallationID: "a1", State: "REVOKED", Revoked: true, Reason: "r", ShutdownTimeoutMs: ptr[int64](0)}},
+		{"revoked naming no timeout", `{"status":"REVOKED","agentId":"a1","revoked":true,"reason":"r"}`,
+			Response{InstallationID: "a1", State: "REVOKED", Revoked: true, Reason: "r"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newScriptedServer(t, func(request) answer { return answer{Body: tc.body} })
@@ -116,3 +122,5 @@ func TestClientErrors(t *testing.T) {
 	require.False(t, Retryable(nil))
 	require.True(t, Retryable(errors.New("x")))
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -184,9 +184,10 @@ func (s *Supervisor) Run(ctx context.Context) (int, error) {
 				continue
 			}
 			if stop.Revoked {
-				timeout := stop.ShutdownTimeout
-				if timeout <= 0 {
-					timeout = shutdownTimeout
+				// An explicit 0 is no grace: SIGTERM and SIGKILL at once.
+				timeout := shutdownTimeout
+				if stop.HasShutdownTimeout {
+					timeout = stop.ShutdownTimeout
 				}
 				logger.Error("Revoked by the kill switch: stopping the agent", "reason", stop.Reason, "shutdown_timeout", timeout)
 				code := s.terminate(logger, exited, timeout)

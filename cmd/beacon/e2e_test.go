@@ -366,23 +366,31 @@ func TestE2EPlatformLabelsAndMetrics(t *testing.T) {
 	}
 }
 
+// TestE2EPauseResume: the kill switch's pause and resume reach the child in
+// either protocol.
 func TestE2EPauseResume(t *testing.T) {
 	t.Parallel()
-	s := startSentinel(t)
-	pidFile := filepath.Join(t.TempDir(), "pid")
-	p := startBeacon(t, cleanEnv(), agentArgs(s, "pausable", "--", "sh", "-c", "echo $$ > "+pidFile+"; exec sleep 60")...)
-	pid := waitFile(t, pidFile)
-	s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": "pausable"}, 0)
+	for _, protocol := range []string{"beacon", "abs"} {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			s := startSentinel(t)
+			id := "pausable-" + protocol
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			p := startBeacon(t, cleanEnv(), agentArgs(s, id, "--protocol", protocol, "--", "sh", "-c", "echo $$ > "+pidFile+"; exec sleep 60")...)
+			pid := waitFile(t, pidFile)
+			s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": id}, 0)
 
-	s.command(t, "pausable", "pause")
-	require.Eventually(t, func() bool { return procState(pid) == "T" }, 10*time.Second, 10*time.Millisecond, "not stopped")
-	s.command(t, "pausable", "resume")
-	require.Eventually(t, func() bool { st := procState(pid); return st == "S" || st == "R" }, 10*time.Second, 10*time.Millisecond, "not resumed")
+			s.command(t, id, "pause")
+			require.Eventually(t, func() bool { return procState(pid) == "T" }, 10*time.Second, 10*time.Millisecond, "not stopped")
+			s.command(t, id, "resume")
+			require.Eventually(t, func() bool { st := procState(pid); return st == "S" || st == "R" }, 10*time.Second, 10*time.Millisecond, "not resumed")
 
-	// SIGTERM to beacon reaches the child, and the final heartbeat follows.
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	require.Equal(t, 128+int(syscall.SIGTERM), p.wait(t))
-	s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": "pausable"}, 1)
+			// SIGTERM to beacon reaches the child, and the final heartbeat follows.
+			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+			require.Equal(t, 128+int(syscall.SIGTERM), p.wait(t))
+			s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": id}, 1)
+		})
+	}
 }
 
 func TestE2EKillSwitch(t *testing.T) {
@@ -429,15 +437,38 @@ func TestE2EKillSwitch(t *testing.T) {
 	}
 }
 
-func TestE2ETerminateCommand(t *testing.T) {
+// TestE2ERevokeWithoutGrace: "shutdown_timeout_ms": 0 is no grace at all,
+// not "use the default".
+func TestE2ERevokeWithoutGrace(t *testing.T) {
 	t.Parallel()
 	s := startSentinel(t)
-	p := startBeacon(t, cleanEnv(), agentArgs(s, "terminated", "--shutdown-timeout", "500ms", "--", "sleep", "60")...)
-	s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": "terminated"}, 0)
-	s.command(t, "terminated", "terminate")
-	require.Equal(t, 4, p.wait(t), "exit code for a terminate command")
-	s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": "terminated"}, 1)
-	s.waitValue(t, "sentinel_agent_revoked", map[string]string{"agent_id": "terminated"}, 0)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	p := startBeacon(t, cleanEnv(), agentArgs(s, "no-grace", "--shutdown-timeout", "1h",
+		"--cmd", `trap '' TERM; echo $$ > `+pidFile+`; while :; do sleep 0.05; done`)...)
+	pid := waitFile(t, pidFile)
+	s.waitValue(t, "sentinel_agent_revoked", map[string]string{"agent_id": "no-grace"}, 0)
+	revoked := time.Now()
+	s.revoke(t, "no-grace", 0)
+	require.Equal(t, 3, p.wait(t), "exit code for a revocation")
+	require.Less(t, p.ended.Sub(revoked), 5*time.Second, "beacon waited for a grace period sentinel did not give")
+	require.Empty(t, procState(pid), "the child is gone")
+}
+
+func TestE2ETerminateCommand(t *testing.T) {
+	t.Parallel()
+	for _, protocol := range []string{"beacon", "abs"} {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			s := startSentinel(t)
+			id := "terminated-" + protocol
+			p := startBeacon(t, cleanEnv(), agentArgs(s, id, "--protocol", protocol, "--shutdown-timeout", "500ms", "--", "sleep", "60")...)
+			s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": id}, 0)
+			s.command(t, id, "terminate")
+			require.Equal(t, 4, p.wait(t), "exit code for a terminate command")
+			s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": id}, 1)
+			s.waitValue(t, "sentinel_agent_revoked", map[string]string{"agent_id": id}, 0)
+		})
+	}
 }
 
 func TestE2EExitCodes(t *testing.T) {
