@@ -101,8 +101,9 @@ func bridgeAlert(alertname, agentID string) func(webhookCall) bool {
 // TestAlertmanagerDelivers runs the real Alertmanager with the example
 // config, its secret files and receiver URLs pointed at a local fake, and
 // checks what amtool cannot: the bridge gets the bearer token from
-// credentials_file, the Watchdog and agent alerts reach it at once, and an
-// AgentZombie inhibits the same agent's AgentSilent.
+// credentials_file, the Watchdog and agent alerts reach it at once, an
+// AgentZombie inhibits the same agent's AgentSilent, and a SentinelDown
+// inhibits no agent alert (it names one replica; the others still watch).
 func TestAlertmanagerDelivers(t *testing.T) {
 	bin := requireAlertmanager(t)
 
@@ -161,8 +162,11 @@ func TestAlertmanagerDelivers(t *testing.T) {
 	}, 20*time.Second, 50*time.Millisecond, "alertmanager did not become ready")
 
 	zombie := map[string]string{"alertname": "AgentZombie", "severity": "critical", "state": "ZOMBIE", "tenant": "acme", "agent_id": "a1"}
+	// Alerts are taken in order: once the zombie inhibits, the inhibitor has
+	// seen SentinelDown too.
 	postAlerts(t, base,
 		map[string]string{"alertname": "Watchdog", "severity": "none"},
+		map[string]string{"alertname": "SentinelDown", "severity": "critical", "job": "sentinel", "instance": "sentinel-1:9464"},
 		zombie,
 	)
 	watchdog := fake.waitFor(t, "Watchdog at the bridge", bridgeAlert("Watchdog", ""))
@@ -181,6 +185,7 @@ func TestAlertmanagerDelivers(t *testing.T) {
 	require.Equal(t, "suppressed", status["AgentSilent/a1"], "AgentZombie must inhibit the same agent's AgentSilent")
 	require.Equal(t, "active", status["AgentSilent/a2"])
 	require.Equal(t, "active", status["AgentZombie/a1"])
+	require.Equal(t, "active", status["SentinelDown/"], "SentinelDown must be known to the inhibitor")
 	for _, c := range fake.all() {
 		require.False(t, bridgeAlert("AgentSilent", "a1")(c), "inhibited AgentSilent reached the bridge")
 	}
