@@ -46,6 +46,11 @@ const (
 // compacts it.
 const journalCompactBytes = 16 << 20
 
+// DefaultMaxScrapes is Options.MaxScrapes when 0: two Prometheus servers of
+// an HA pair with room for a human's curl. Each scrape in flight holds its
+// own rendered copy of the fleet (~160 MB at 100k agents).
+const DefaultMaxScrapes = 4
+
 // Options configure an App.
 type Options struct {
 	// ConfigFile is the YAML configuration (SPEC 8).
@@ -56,7 +61,11 @@ type Options struct {
 	SnapshotInterval time.Duration
 	// TelemetryPath serves the metrics; /metrics when empty.
 	TelemetryPath string
-	Logger        *slog.Logger
+	// MaxScrapes caps the scrapes of TelemetryPath in flight, more are
+	// answered 503; DefaultMaxScrapes when 0.
+	MaxScrapes int
+	// Logger discards when nil.
+	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -74,6 +83,10 @@ type App struct {
 	registry *prometheus.Registry
 	handler  http.Handler
 	ready    atomic.Bool
+
+	// journalHealth is the journal's Healthy; tests replace it (export_test.go),
+	// as a failed fsync cannot be provoked from outside package storage.
+	journalHealth interface{ Healthy() error }
 
 	reloadMu      sync.Mutex
 	reloadSuccess prometheus.Gauge
@@ -104,6 +117,12 @@ func New(o Options) (*App, error) {
 	if o.TelemetryPath == "" {
 		o.TelemetryPath = "/metrics"
 	}
+	if o.MaxScrapes < 0 {
+		return nil, fmt.Errorf("the maximum number of scrapes in flight must be positive, not %d", o.MaxScrapes)
+	}
+	if o.MaxScrapes == 0 {
+		o.MaxScrapes = DefaultMaxScrapes
+	}
 	cfg, err := config.Load(o.ConfigFile)
 	if err != nil {
 		return nil, err
@@ -130,7 +149,7 @@ func New(o Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.journal = journal
+	a.journal, a.journalHealth = journal, journal
 	a.registerJournalMetrics()
 	a.control = killswitch.New(journal, o.Logger, a.registry)
 	if err := a.control.Replay(records); err != nil {
@@ -216,7 +235,28 @@ func (a *App) registerJournalMetrics() {
 			Name: "sentinel_journal_size_bytes",
 			Help: "Size of the kill-switch journal; it is compacted past 16 MiB.",
 		}, func() float64 { return float64(a.journal.Size()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sentinel_journal_healthy",
+			Help: "1 while the kill-switch journal accepts writes; 0 after a write failure, until sentinel restarts.",
+		}, func() float64 {
+			if a.journalFailure() != nil {
+				return 0
+			}
+			return 1
+		}),
 	)
+}
+
+// journalFailure is why the kill-switch journal refuses writes, nil while it
+// accepts them. A failed fsync makes the journal refuse every write (every
+// kill-switch action then answers 503) until it is reopened, which
+// re-verifies the file: only a restart does that. A closed journal is not a
+// failure: it is closed only on the way out, and /-/ready already says so.
+func (a *App) journalFailure() error {
+	if err := a.journalHealth.Healthy(); err != nil && !errors.Is(err, storage.ErrJournalClosed) {
+		return err
+	}
+	return nil
 }
 
 // restoreSnapshot loads the hot state; a missing snapshot is a first start.
@@ -314,15 +354,34 @@ func (a *App) routes() http.Handler {
 			h := a.cfg.Load().Heartbeat
 			return heartbeat.Thresholds{SilentAfter: h.SilentAfter, ZombieAfter: h.ZombieAfter}
 		},
-		Tenants: func() []string { return a.cfg.Load().TenantIDs() },
-		Now:     a.opts.Now,
+		Tenants:    func() []string { return a.cfg.Load().TenantIDs() },
+		Now:        a.opts.Now,
+		MaxScrapes: a.opts.MaxScrapes,
 	})
+	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sentinel_metrics_scrapes_rejected_total",
+		Help: "Scrapes of the metrics answered 503 because the maximum number of scrapes was in flight.",
+	}, func() float64 { return float64(metrics.RejectedScrapes()) }))
 	mux.Handle(a.opts.TelemetryPath, metrics.Handler(a.registry, a.logger))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
+		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		// A failed journal heals only by reopening it: failing the liveness
+		// probe makes the orchestrator restart sentinel, which reopens and
+		// re-verifies the journal.
+		if err := a.journalFailure(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "Sentinel is unhealthy: the kill-switch journal refuses writes: %v\n", err)
+			return
+		}
 		fmt.Fprintln(w, "Sentinel is Healthy.")
 	})
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, r *http.Request) {
+		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !a.ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)

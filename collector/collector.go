@@ -41,6 +41,12 @@ type Options struct {
 	Tenants func() []string
 	// Now is time.Now in production and a fake clock in tests.
 	Now func() time.Time
+	// MaxScrapes caps the Handler scrapes in flight; beyond it Handler
+	// answers 503 at once (promhttp's MaxRequestsInFlight). 0 means no cap.
+	// Each scrape holds its own copy of the fleet, rendered (~160 MB at 100k
+	// agents), until the client has read all of it: without a cap, a dozen
+	// slow clients take gigabytes.
+	MaxScrapes int
 }
 
 // DefaultThresholds are SPEC 8's silent_after and zombie_after, used when
@@ -62,6 +68,9 @@ type Collector struct {
 	// sizeHint is the size of each family's buffer at the last scrape, so that
 	// a fresh scrape state allocates its buffers once.
 	sizeHint [numFamilies]atomic.Int64
+	// inflight is the semaphore of Options.MaxScrapes, nil without a cap.
+	inflight chan struct{}
+	rejected atomic.Uint64
 }
 
 // New returns a Collector of store. Nil Options fields get defaults:
@@ -77,6 +86,9 @@ func New(store *heartbeat.Store, opts Options) *Collector {
 		opts.Now = time.Now
 	}
 	c := &Collector{store: store, opts: opts}
+	if opts.MaxScrapes > 0 {
+		c.inflight = make(chan struct{}, opts.MaxScrapes)
+	}
 	for i, f := range families {
 		c.descs[i] = prometheus.NewDesc(f.name, f.help, f.labels, nil)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 
 	"github.com/agentsentinel/sentinel/heartbeat"
+	"github.com/agentsentinel/sentinel/jsonapi"
 )
 
 // contentType is the text exposition format, as expfmt.FmtText.
@@ -41,6 +42,9 @@ var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 // deflated to 9.5 MB), because deflating costs far more CPU than sending the
 // bytes over the loopback or a LAN. Prometheus accepts identity as is.
 //
+// Only GET and HEAD are served (405 otherwise). Beyond Options.MaxScrapes
+// scrapes in flight the answer is 503, counted in RejectedScrapes.
+//
 // Gather errors of self are logged and the scrape goes on with what was
 // gathered (promhttp's ContinueOnError): the agent series are what the
 // alerts depend on, they must not vanish because a self collector failed.
@@ -53,6 +57,15 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 		own[f.name] = true
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
+		if !c.acquire() {
+			c.rejected.Add(1)
+			jsonapi.Errorf(w, http.StatusServiceUnavailable, "%d scrapes are already in flight, the limit; retry later", cap(c.inflight))
+			return
+		}
+		defer c.release()
 		sc := c.getScrape()
 		defer c.putScrape(sc)
 
@@ -92,6 +105,30 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 		}
 	})
 }
+
+// acquire takes a slot of Options.MaxScrapes without waiting: a scraper
+// that waited could only time out later, holding its connection meanwhile.
+func (c *Collector) acquire() bool {
+	if c.inflight == nil {
+		return true
+	}
+	select {
+	case c.inflight <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Collector) release() {
+	if c.inflight != nil {
+		<-c.inflight
+	}
+}
+
+// RejectedScrapes counts the Handler scrapes answered 503 because
+// Options.MaxScrapes were in flight.
+func (c *Collector) RejectedScrapes() uint64 { return c.rejected.Load() }
 
 // scrape is the recycled state of one Handler scrape.
 type scrape struct {

@@ -366,3 +366,112 @@ func TestHandlerConcurrent(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// stalledWriter is a scraper that stops reading: its first Write reports on
+// writing and then blocks until release is closed.
+type stalledWriter struct {
+	h       http.Header
+	once    sync.Once
+	writing chan struct{}
+	release chan struct{}
+}
+
+func newStalledWriter(release chan struct{}) *stalledWriter {
+	return &stalledWriter{h: http.Header{}, writing: make(chan struct{}), release: release}
+}
+
+func (w *stalledWriter) Header() http.Header { return w.h }
+func (w *stalledWriter) WriteHeader(int)     {}
+func (w *stalledWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.writing) })
+	<-w.release
+	return len(p), nil
+}
+
+// TestHandlerMaxScrapes: scrapes held by clients that do not read (each
+// holding its rendered copy of the fleet) are capped; the next one is
+// answered 503 at once, and a slot frees when a held scrape ends.
+func TestHandlerMaxScrapes(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		max     int
+		stalled int
+		wantCap bool
+	}{
+		{"cap 1", 1, 1, true},
+		{"cap 3", 3, 3, true},
+		{"no cap", 0, 5, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := &fakeClock{t: epoch}
+			c := New(fiveStates(t), Options{
+				Thresholds: func() heartbeat.Thresholds { return thresholds },
+				Now:        clock.Now, MaxScrapes: tc.max,
+			})
+			h := c.Handler(selfCounters(t), nil)
+			release := make(chan struct{})
+			releaseAll := sync.OnceFunc(func() { close(release) })
+			t.Cleanup(releaseAll) // also when a require below fails
+			var wg sync.WaitGroup
+			for range tc.stalled {
+				w := newStalledWriter(release)
+				wg.Go(func() { h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil)) })
+				<-w.writing
+			}
+
+			for _, method := range []string{http.MethodGet, http.MethodHead} {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(method, "/metrics", nil))
+				if !tc.wantCap {
+					require.Equal(t, http.StatusOK, rec.Code)
+					continue
+				}
+				require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+				require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+				require.JSONEq(t, fmt.Sprintf(`{"error":"%d scrapes are already in flight, the limit; retry later"}`, tc.max), rec.Body.String())
+			}
+			if tc.wantCap {
+				require.Equal(t, uint64(2), c.RejectedScrapes())
+			} else {
+				require.Zero(t, c.RejectedScrapes())
+			}
+
+			releaseAll()
+			wg.Wait()
+			res, body := scrapeHandler(t, h)
+			require.Equal(t, http.StatusOK, res.StatusCode)
+			require.Contains(t, body, "sentinel_agent_info{")
+		})
+	}
+}
+
+// TestHandlerMethods: /metrics is read-only; anything but GET and HEAD is a
+// JSON 405 naming the allowed methods.
+func TestHandlerMethods(t *testing.T) {
+	h := newTestCollector(fiveStates(t), &fakeClock{t: epoch}, "acme").Handler(nil, nil)
+	for _, tc := range []struct {
+		method string
+		status int
+	}{
+		{http.MethodGet, http.StatusOK},
+		{http.MethodHead, http.StatusOK},
+		{http.MethodPost, http.StatusMethodNotAllowed},
+		{http.MethodPut, http.StatusMethodNotAllowed},
+		{http.MethodDelete, http.StatusMethodNotAllowed},
+		{http.MethodPatch, http.StatusMethodNotAllowed},
+		{http.MethodOptions, http.StatusMethodNotAllowed},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(tc.method, "/metrics", nil))
+			require.Equal(t, tc.status, rec.Code)
+			if tc.status == http.StatusOK {
+				require.Equal(t, contentType, rec.Header().Get("Content-Type"))
+				return
+			}
+			require.Equal(t, "GET, HEAD", rec.Header().Get("Allow"))
+			require.Equal(t, "application/json", rec.Header().Get("Content-Type"))
+			require.JSONEq(t, `{"error":"method `+tc.method+` not allowed; use GET or HEAD"}`, rec.Body.String())
+		})
+	}
+}

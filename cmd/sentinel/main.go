@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"github.com/alecthomas/kingpin/v2"
@@ -30,6 +31,7 @@ func run(args []string) int {
 		storagePath      = a.Flag("storage.path", "Directory for the durable state: kill-switch journal, agent snapshot, token key.").Default("data/").String()
 		snapshotInterval = a.Flag("storage.snapshot-interval", "How often the hot agent state is snapshotted to disk.").Default("1m").Duration()
 		shutdownTimeout  = a.Flag("web.shutdown-timeout", "How long a graceful shutdown waits for in-flight requests.").Default("15s").Duration()
+		maxScrapes       = a.Flag("web.max-requests", "Maximum number of scrapes of the metrics in flight; more are answered 503. Each holds a rendered copy of the fleet, ~160 MB per 100k agents, until its client has read it.").Default(strconv.Itoa(app.DefaultMaxScrapes)).Int()
 		webFlags         = kingpinflag.AddFlags(a, ":9464")
 	)
 	logConfig := &promslog.Config{}
@@ -38,6 +40,10 @@ func run(args []string) int {
 	a.HelpFlag.Short('h')
 	if _, err := a.Parse(args); err != nil {
 		fmt.Fprintf(os.Stderr, "sentinel: %v\n", err)
+		return 2
+	}
+	if *maxScrapes < 1 {
+		fmt.Fprintf(os.Stderr, "sentinel: --web.max-requests must be at least 1, got %d\n", *maxScrapes)
 		return 2
 	}
 	logger := promslog.New(logConfig)
@@ -62,6 +68,7 @@ func run(args []string) int {
 		StoragePath:      *storagePath,
 		SnapshotInterval: *snapshotInterval,
 		TelemetryPath:    *telemetryPath,
+		MaxScrapes:       *maxScrapes,
 		Logger:           logger,
 	})
 	if err != nil {

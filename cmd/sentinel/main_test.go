@@ -60,16 +60,27 @@ func TestHelp(t *testing.T) {
 	out := stdout + stderr
 	for _, flag := range []string{
 		"--config.file", "config.check", "--web.listen-address", "--web.config.file",
-		"--web.telemetry-path", "--storage.path", "--log.level", "--log.format", "version",
+		"--web.telemetry-path", "--web.max-requests", "--storage.path", "--log.level", "--log.format", "version",
 	} {
 		require.Contains(t, out, flag)
 	}
 }
 
 func TestBadFlag(t *testing.T) {
-	code, _, stderr := runSentinel(t, "--no-such-flag")
-	require.Equal(t, 2, code)
-	require.Contains(t, stderr, "no-such-flag")
+	for _, tc := range []struct {
+		arg, want string
+	}{
+		{"--no-such-flag", "no-such-flag"},
+		{"--web.max-requests=0", "sentinel: --web.max-requests must be at least 1, got 0\n"},
+		{"--web.max-requests=-3", "sentinel: --web.max-requests must be at least 1, got -3\n"},
+		{"--web.max-requests=many", `parsing "many": invalid syntax`},
+	} {
+		t.Run(tc.arg, func(t *testing.T) {
+			code, _, stderr := runSentinel(t, tc.arg)
+			require.Equal(t, 2, code)
+			require.Contains(t, stderr, tc.want)
+		})
+	}
 }
 
 func TestConfigCheck(t *testing.T) {
