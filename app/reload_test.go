@@ -142,3 +142,19 @@ func TestReloadLowersMaxAgents(t *testing.T) {
 	s.register("another", acmeKey, nil)
 	require.Equal(t, 3, s.app.Store().Len())
 }
+
+// A value of the wrong type may be a secret: neither the reload's answer nor
+// the log quotes it, both name the line.
+func TestReloadHidesConfiguredValues(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	s := e.start()
+	e.writeConfig("tenants:\n  - id: acme\n    api_keys: ACMEKEY-SUPERSECRET-VALUE\n")
+	r := s.do(http.MethodPost, "/-/reload", "", nil)
+	require.Equal(t, http.StatusInternalServerError, r.status)
+	require.Equal(t, "reload failed, the running configuration is kept: config "+e.config+
+		": yaml: unmarshal errors:\n  line 3: cannot unmarshal !!str <redacted> into []config.Secret", r.json(t)["error"])
+	require.NotContains(t, string(r.body), "ACMEKEY")
+	require.Contains(t, e.logs.String(), "configuration reload failed")
+	require.Contains(t, e.logs.String(), "line 3: cannot unmarshal")
+	require.NotContains(t, e.logs.String(), "ACMEKEY")
+}

@@ -124,6 +124,11 @@ type WatchdogConfig struct {
 	Timeout Duration `yaml:"timeout"`
 }
 
+// MaxSpan bounds the spans sentinel computes from the configuration (an
+// agent's interval times zombie_after, the token lifetime): time.Duration
+// overflows at 292 years, into leases in the past and negative seconds.
+const MaxSpan = Duration(100 * 365 * 24 * time.Hour)
+
 // tenantIDPattern keeps tenant ids usable as label values and URL parts.
 var tenantIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
@@ -162,7 +167,7 @@ func Parse(content []byte, baseDir string) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("the configuration is empty")
 		}
-		return nil, err
+		return nil, redactTypeError(err)
 	}
 	for i := range cfg.Tenants {
 		if w := cfg.Tenants[i].Webhook; w != nil && w.MaxAge == 0 {
@@ -176,6 +181,38 @@ func Parse(content []byte, baseDir string) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// typeErrorValue matches yaml's "line N: cannot unmarshal TAG `VALUE` into
+// TYPE", VALUE being the first characters of the offending scalar: greedy up
+// to the last "` into ", as VALUE may itself hold backquotes.
+var typeErrorValue = regexp.MustCompile("(?s)^(line [0-9]+: cannot unmarshal [^ ]+) `.*` (into [^`]*)$")
+
+// redactTypeError removes the value excerpts from the messages of a
+// yaml.TypeError: the value may be a secret in the wrong place (a scalar
+// api_keys instead of a list), and the message goes to the reload's answer
+// and the log. Line numbers, field and type names stay.
+func redactTypeError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		switch {
+		case typeErrorValue.MatchString(m):
+			m = typeErrorValue.ReplaceAllString(m, "$1 <redacted> $2")
+		case strings.Contains(m, "`"):
+			// Another message quoting a value: keep the line only.
+			line, _, _ := strings.Cut(m, ":")
+			if !strings.HasPrefix(line, "line ") {
+				line = "unknown line"
+			}
+			m = line + ": <redacted>"
+		}
+		msgs[i] = m
+	}
+	return &yaml.TypeError{Errors: msgs}
 }
 
 func (c *Config) resolveFiles(baseDir string) error {
@@ -250,8 +287,12 @@ func (c *Config) validate() error {
 		return errors.New("heartbeat.silent_after must be at least 1")
 	case h.ZombieAfter <= h.SilentAfter:
 		return fmt.Errorf("heartbeat.zombie_after (%d) must be greater than heartbeat.silent_after (%d)", h.ZombieAfter, h.SilentAfter)
+	case h.MaxInterval > MaxSpan/Duration(h.ZombieAfter):
+		return fmt.Errorf("heartbeat.max_interval (%s) times heartbeat.zombie_after (%d) must not exceed %s, the longest span sentinel computes", h.MaxInterval, h.ZombieAfter, MaxSpan)
 	case h.TokenTTL <= 0:
 		return errors.New("heartbeat.token_ttl must be positive")
+	case h.TokenTTL > MaxSpan:
+		return fmt.Errorf("heartbeat.token_ttl (%s) must not exceed %s", h.TokenTTL, MaxSpan)
 	case h.TokenRefreshBefore < 0 || h.TokenRefreshBefore >= h.TokenTTL:
 		return fmt.Errorf("heartbeat.token_refresh_before (%s) must be below heartbeat.token_ttl (%s)", h.TokenRefreshBefore, h.TokenTTL)
 	case h.MaxAgents < 1:

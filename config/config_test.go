@@ -45,6 +45,12 @@ func TestLoadBad(t *testing.T) {
 		{"bearer-file-missing-bad.yml", "bridge.bearer_token_file: open testdata/no-such-bridge.token: no such file or directory"},
 		{"empty-secret-file-bad.yml", "tenants[0].webhook.secret_files: testdata/empty-secret.txt is empty"},
 		{"bearer-both-bad.yml", "bridge: at most one of bearer_token and bearer_token_file may be set"},
+		{"span-overflow-bad.yml", "heartbeat.max_interval (416d16h) times heartbeat.zombie_after (301) must not exceed 100y, the longest span sentinel computes"},
+		{"span-zombie-after-bad.yml", "heartbeat.max_interval (1h) times heartbeat.zombie_after (1000000) must not exceed 100y, the longest span sentinel computes"},
+		{"token-ttl-long-bad.yml", "heartbeat.token_ttl (101y) must not exceed 100y"},
+		// Type errors name the line and the types, never the value: it may be a secret.
+		{"api-keys-scalar-bad.yml", "yaml: unmarshal errors:\n  line 3: cannot unmarshal !!str <redacted> into []config.Secret"},
+		{"admin-tokens-scalar-bad.yml", "yaml: unmarshal errors:\n  line 1: cannot unmarshal !!str <redacted> into []config.Secret\n  line 7: cannot unmarshal !!map into []config.Secret"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", tc.file)
@@ -65,6 +71,44 @@ func TestEveryBadFileIsTested(t *testing.T) {
 		_, err := config.Load(f)
 		require.Error(t, err, "%s must be rejected", f)
 	}
+}
+
+// TestParseRedactsValues: yaml quotes the first characters of a value of the
+// wrong type; the message goes to the reload's answer and the log, and the
+// value may be a secret, so it is cut out, whatever it holds.
+func TestParseRedactsValues(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want, secret string
+	}{
+		{"scalar api_keys", "tenants:\n  - id: acme\n    api_keys: ACMEKEY-SUPERSECRET-VALUE\n",
+			"line 3: cannot unmarshal !!str <redacted> into []config.Secret", "ACMEKEY"},
+		{"short value, shown whole by yaml", "admin_tokens: TOPSECRET\ntenants: [{id: acme}]\n",
+			"line 1: cannot unmarshal !!str <redacted> into []config.Secret", "TOPSECRET"},
+		{"backquotes and into in the value", "admin_tokens: \"Q` into Z\"\ntenants: [{id: acme}]\n",
+			"line 1: cannot unmarshal !!str <redacted> into []config.Secret", "Q`"},
+		{"newline in the value", "admin_tokens: \"SEC\\nRET\"\ntenants: [{id: acme}]\n",
+			"line 1: cannot unmarshal !!str <redacted> into []config.Secret", "SEC"},
+		{"integer field", "heartbeat:\n  max_agents: SECRETVAL\ntenants: [{id: acme}]\n",
+			"line 2: cannot unmarshal !!str <redacted> into int", "SECRETV"},
+		{"list of lists", "tenants:\n  - id: acme\n    api_keys: [[NESTED-SECRET]]\n",
+			"line 3: cannot unmarshal !!seq into config.plain", "NESTED"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := config.Parse([]byte(tc.yaml), t.TempDir())
+			require.EqualError(t, err, "yaml: unmarshal errors:\n  "+tc.want)
+			require.NotContains(t, err.Error(), tc.secret)
+			var te *yaml.TypeError
+			require.ErrorAs(t, err, &te)
+		})
+	}
+}
+
+// The longest span that fits is accepted.
+func TestParseMaxSpan(t *testing.T) {
+	cfg, err := config.Parse([]byte("heartbeat:\n  max_interval: 50y\n  silent_after: 1\n  zombie_after: 2\n  token_ttl: 100y\ntenants: [{id: acme}]\n"), t.TempDir())
+	require.NoError(t, err)
+	require.Equal(t, config.MaxSpan, config.Duration(cfg.Heartbeat.ZombieAfter)*cfg.Heartbeat.MaxInterval)
+	require.Equal(t, config.MaxSpan, cfg.Heartbeat.TokenTTL)
 }
 
 func TestLoadBadDurationNamesTheValue(t *testing.T) {
