@@ -76,6 +76,7 @@ type App struct {
 	logger   *slog.Logger
 	cfg      atomic.Pointer[config.Config]
 	store    *heartbeat.Store
+	signer   *auth.Signer
 	journal  *storage.Journal
 	control  *killswitch.Control
 	receiver *heartbeat.Receiver
@@ -140,7 +141,7 @@ func New(o Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	signer, err := auth.NewSigner(key)
+	a.signer, err = auth.NewSigner(key)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(o.StoragePath, keyFile), err)
 	}
@@ -169,7 +170,7 @@ func New(o Options) (*App, error) {
 	}
 
 	a.receiver = heartbeat.NewReceiver(heartbeat.ReceiverOptions{
-		Store: a.store, Signer: signer, KillSwitch: a.control, Registerer: a.registry,
+		Store: a.store, Signer: a.signer, KillSwitch: a.control, Registerer: a.registry,
 		Logger: o.Logger, Now: o.Now,
 	}, heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
@@ -346,7 +347,7 @@ func (a *App) routes() http.Handler {
 	a.receiver.Register(mux)
 	(&killswitch.API{
 		Control: a.control, Store: a.store, Logger: a.logger, Now: a.opts.Now,
-		Settings: a.admin.Load,
+		Signer: a.signer, Settings: a.admin.Load,
 	}).Register(mux)
 
 	metrics := collector.New(a.store, collector.Options{
