@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -237,18 +239,43 @@ func (b *Beacon) Run(ctx context.Context) error {
 
 // Shutdown sends the final heartbeat, status "shutdown" with the agent's exit
 // code: sentinel marks the agent STOPPED and raises no liveness alert. Call it
-// once Run has returned.
+// once Run has returned. A failure worth retrying (unreachable, 5xx, 408,
+// 429) is retried with backoff until ctx ends, or for
+// DefaultFinalHeartbeatTimeout when ctx has no deadline: without the final
+// heartbeat the agent would page as SILENT, then ZOMBIE.
 func (b *Beacon) Shutdown(ctx context.Context, exitCode int) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultFinalHeartbeatTimeout)
+		defer cancel()
+	}
 	hb := b.heartbeat(StatusShutdown)
 	hb.ExitCode = &exitCode
-	resp, err := b.send(ctx, hb)
-	if err != nil {
-		return fmt.Errorf("final heartbeat: %w", err)
+	for n := 1; ; n++ {
+		resp, err := b.send(ctx, hb)
+		if err == nil {
+			b.storeTokens(resp)
+			b.logger.Info("Sent the final shutdown heartbeat", "exit_code", exitCode, "state", resp.State, "attempts", n)
+			return nil
+		}
+		wait := backoff(n, finalRetryCap)
+		if dl, _ := ctx.Deadline(); !Retryable(err) || time.Until(dl) < wait {
+			return fmt.Errorf("final heartbeat (%d attempts): %w", n, err)
+		}
+		b.logger.Debug("Final shutdown heartbeat failed; retrying", "err", err, "retry_in", wait.Round(time.Millisecond))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("final heartbeat (%d attempts): %w", n, err)
+		case <-t.C:
+		}
 	}
-	b.storeTokens(resp)
-	b.logger.Info("Sent the final shutdown heartbeat", "exit_code", exitCode, "state", resp.State)
-	return nil
 }
+
+// finalRetryCap caps the backoff of the final heartbeat, which has seconds,
+// not an interval, to get through: the first retry comes after 125–250 ms.
+const finalRetryCap = time.Second
 
 // heartbeat builds the body of the next heartbeat; status overrides the
 // reported one when set.
@@ -303,9 +330,7 @@ func (b *Beacon) send(ctx context.Context, hb Heartbeat) (*Response, error) {
 	if usingRuntime && b.cfg.Token != "" && b.cfg.Token != tok && errors.As(err, &se) &&
 		(se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden) {
 		b.logger.Warn("Sentinel refused the runtime token; falling back to the configured token", "err", err)
-		b.mu.Lock()
-		b.runtimeToken = ""
-		b.mu.Unlock()
+		b.forgetRuntimeToken(tok)
 		resp, err = b.client.Send(actx, b.cfg.Token, hb)
 	}
 	if err == nil {
@@ -314,6 +339,29 @@ func (b *Beacon) send(ctx context.Context, hb Heartbeat) (*Response, error) {
 		b.mu.Unlock()
 	}
 	return resp, err
+}
+
+// forgetRuntimeToken drops a runtime token sentinel refused, from memory and
+// from the token file while the file still holds it: the next start would
+// present it again, and without a configured token be locked out by it.
+func (b *Beacon) forgetRuntimeToken(tok string) {
+	b.mu.Lock()
+	if b.runtimeToken == tok {
+		b.runtimeToken = ""
+	}
+	b.mu.Unlock()
+	path := b.cfg.TokenFile
+	if path == "" {
+		return
+	}
+	if cur, err := ReadTokenFile(path); err != nil || cur != tok {
+		return // unreadable, or already replaced
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		b.logger.Warn("Cannot remove the refused runtime token from the token file", "path", path, "err", err)
+		return
+	}
+	b.logger.Info("Removed the refused runtime token from the token file", "path", path)
 }
 
 // inflightGrace is how long a heartbeat already under way may still take

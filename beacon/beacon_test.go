@@ -127,6 +127,33 @@ func TestRuntimeTokenRefusedFallsBack(t *testing.T) {
 	require.NoError(t, stop())
 	require.Equal(t, 1, lb.count("falling back to the configured token"))
 	require.Zero(t, lb.count("level=ERROR"), "the fallback is not a failure")
+	_, err := os.Stat(cfg.TokenFile)
+	require.ErrorIs(t, err, os.ErrNotExist, "the refused token is not presented again at the next start")
+
+	t.Run("without a configured token the file is kept", func(t *testing.T) {
+		cfg.Token = ""
+		require.NoError(t, WriteTokenFile(cfg.TokenFile, "srt_stale"))
+		stop, _ := runBeacon(t, mustNew(t, cfg))
+		require.Equal(t, "srt_stale", srv.next(t).Auth)
+		require.Equal(t, "srt_stale", srv.next(t).Auth)
+		require.NoError(t, stop())
+		tok, err := ReadTokenFile(cfg.TokenFile)
+		require.NoError(t, err)
+		require.Equal(t, "srt_stale", tok)
+	})
+	t.Run("a token written meanwhile is kept", func(t *testing.T) {
+		cfg, _ := testConfig(t, srv.URL)
+		cfg.TokenFile = filepath.Join(t.TempDir(), "token")
+		require.NoError(t, WriteTokenFile(cfg.TokenFile, "srt_stale"))
+		b := mustNew(t, cfg)
+		require.NoError(t, WriteTokenFile(cfg.TokenFile, "srt_newer"))
+		stop, _ := runBeacon(t, b)
+		require.Equal(t, "srt_stale", srv.next(t).Auth)
+		require.NoError(t, stop())
+		tok, err := ReadTokenFile(cfg.TokenFile)
+		require.NoError(t, err)
+		require.Equal(t, "srt_newer", tok)
+	})
 }
 
 func TestAnsweredInterval(t *testing.T) {
@@ -349,14 +376,52 @@ func TestShutdown(t *testing.T) {
 		r := srv.next(t)
 		require.Equal(t, float64(0), r.Raw["exit_code"])
 	})
-	t.Run("error", func(t *testing.T) {
+	t.Run("retryable failures are retried", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			first answer
+		}{
+			{"503", answer{Code: 503, Body: `{"error":"cannot persist"}`}},
+			{"429", answer{Code: 429, Body: `{"error":"slow down"}`}},
+			{"connection reset", answer{Code: -1}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				srv := newScriptedServer(t, func(r request) answer {
+					if r.N == 1 {
+						return tc.first
+					}
+					return answer{Body: `{"installation_id":"a1","lease_renewed":false,"state":"STOPPED"}`}
+				})
+				cfg, _ := testConfig(t, srv.URL)
+				require.NoError(t, mustNew(t, cfg).Shutdown(context.Background(), 3))
+				for range 2 {
+					r := srv.next(t)
+					require.Equal(t, StatusShutdown, r.Body.Status)
+					require.Equal(t, float64(3), r.Raw["exit_code"])
+				}
+			})
+		}
+	})
+	t.Run("retries end with the context", func(t *testing.T) {
 		srv := newScriptedServer(t, func(request) answer { return answer{Code: 503, Body: `{"error":"cannot persist"}`} })
 		cfg.Endpoint = srv.URL
-		err := mustNew(t, cfg).Shutdown(context.Background(), 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		defer cancel()
+		err := mustNew(t, cfg).Shutdown(ctx, 1)
 		var se *StatusError
 		require.ErrorAs(t, err, &se)
 		require.Equal(t, 503, se.Code)
 		require.Equal(t, "cannot persist", se.Message)
+		require.GreaterOrEqual(t, len(srv.reqs), 2, "retried")
+	})
+	t.Run("a refusal is not retried", func(t *testing.T) {
+		srv := newScriptedServer(t, func(request) answer { return answer{Code: 400, Body: `{"error":"bad"}`} })
+		cfg.Endpoint = srv.URL
+		err := mustNew(t, cfg).Shutdown(context.Background(), 1)
+		var se *StatusError
+		require.ErrorAs(t, err, &se)
+		require.Equal(t, 400, se.Code)
+		require.Len(t, srv.reqs, 1)
 	})
 }
 

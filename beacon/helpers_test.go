@@ -26,7 +26,8 @@ type request struct {
 	Raw   map[string]any
 }
 
-// answer is what the scripted server replies.
+// answer is what the scripted server replies. A negative Code drops the
+// connection instead.
 type answer struct {
 	Code int
 	Body string
@@ -59,6 +60,11 @@ func newScriptedServer(t *testing.T, script func(r request) answer) *scriptedSer
 		}
 		_ = json.Unmarshal(raw, &req.Raw)
 		a := script(req)
+		if a.Code < 0 {
+			// Drop the connection without an answer: a connection reset.
+			s.reqs <- req
+			panic(http.ErrAbortHandler)
+		}
 		if a.Code == 0 {
 			a.Code = http.StatusOK
 		}

@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"sync/atomic"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -32,6 +35,19 @@ const (
 	DefaultFinalHeartbeatTimeout = 5 * time.Second
 )
 
+// EnvAgentID is the environment variable that names the agent id, to beacon
+// and, set to the id in use, to the child.
+const EnvAgentID = "SENTINEL_AGENT_ID"
+
+// withheldEnv are beacon's own settings that never reach the child: with the
+// tenant API key a rogue agent could heartbeat, stop or impersonate every
+// agent of its tenant.
+var withheldEnv = []string{"SENTINEL_URL", "SENTINEL_TOKEN", "SENTINEL_TOKEN_FILE"}
+
+// groupPollInterval is how often the supervisor looks whether processes the
+// child left behind in its group have exited: no event tells it.
+const groupPollInterval = 50 * time.Millisecond
+
 // Supervisor runs a child process with a Beacon for it; it is the beacon
 // command's logic. The child runs in its own process group, so that signals
 // reach everything it started:
@@ -42,12 +58,23 @@ const (
 //     Run returns ExitTerminated;
 //   - "pause": SIGSTOP to the group; "resume": SIGCONT;
 //   - signals from Signals are forwarded to the group;
-//   - the child exits: a final shutdown heartbeat with its exit code; Run
-//     returns that code (128+signal when a signal killed it).
+//   - the child exits: whatever it left running in its group gets SIGTERM,
+//     and SIGKILL after ShutdownTimeout; then a final shutdown heartbeat
+//     with its exit code; Run returns that code (128+signal when a signal
+//     killed it);
+//   - the supervising process dies (even by SIGKILL): on Linux the kernel
+//     sends the child SIGKILL (the parent-death signal), so that no agent
+//     runs on out of the kill switch's reach.
+//
+// The child's environment is the Cmd's (or the process's) without
+// SENTINEL_URL, SENTINEL_TOKEN and SENTINEL_TOKEN_FILE, with
+// SENTINEL_AGENT_ID set to the agent id in use and BEACON_METRICS_FILE to
+// ReportFile.
 //
 // Sentinel being unreachable never stops the child.
 type Supervisor struct {
-	// Cmd is the child, not yet started. Run sets SysProcAttr.Setpgid.
+	// Cmd is the child, not yet started. Run sets SysProcAttr.Setpgid and,
+	// on Linux, SysProcAttr.Pdeathsig (SIGKILL, unless set), and filters Env.
 	Cmd *exec.Cmd
 	// Beacon configures the heartbeats; nil runs the child with no beacon at
 	// all. Its OnCommand is called after the supervisor applied a command.
@@ -59,8 +86,9 @@ type Supervisor struct {
 	// Signals are forwarded to the child's process group.
 	Signals <-chan os.Signal
 	// ShutdownTimeout is the grace period between SIGTERM and SIGKILL for a
-	// terminate command, a cancelled context, and a revocation that names no
-	// timeout. Default DefaultShutdownTimeout.
+	// terminate command, a cancelled context, a revocation that names no
+	// timeout, and what the child left running when it exited. Default
+	// DefaultShutdownTimeout.
 	ShutdownTimeout time.Duration
 	// FinalHeartbeatTimeout bounds the final shutdown heartbeat. Default
 	// DefaultFinalHeartbeatTimeout.
@@ -68,8 +96,15 @@ type Supervisor struct {
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 
+	// mu serialises signals to the group with the paused state, so that a
+	// pause and a forwarded SIGTERM cannot interleave and leave a stopping
+	// agent stopped.
+	mu     sync.Mutex
 	pgid   int
-	paused atomic.Bool
+	paused bool
+	// hookPaused, when set, runs after SIGSTOP reached the group, before
+	// the pause is recorded (tests).
+	hookPaused func()
 }
 
 // Run starts the child and supervises it until it exits. It returns the exit
@@ -114,25 +149,23 @@ func (s *Supervisor) Run(ctx context.Context) (int, error) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
-	if s.ReportFile != "" {
-		env := cmd.Env
-		if env == nil {
-			env = os.Environ()
-		}
-		cmd.Env = append(env, EnvMetricsFile+"="+s.ReportFile)
-	}
-	if err := cmd.Start(); err != nil {
-		code := ExitCannotExecute
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
-			code = ExitNotFound
-		}
-		return code, fmt.Errorf("start %s: %w", cmd.Path, err)
-	}
-	s.pgid = cmd.Process.Pid
-	logger.Info("Started the agent", "pid", s.pgid, "command", cmd.Args)
+	setParentDeathSignal(cmd.SysProcAttr)
+	cmd.Env = s.childEnv(cmd.Env)
 
+	started := make(chan error, 1)
 	exited := make(chan int, 1)
 	go func() {
+		// The parent-death signal is sent when the thread that started the
+		// child ends, not the process: the runtime ends a thread when a
+		// goroutine locked to it returns. This goroutine keeps its thread,
+		// and no other goroutine runs there, until the child is reaped.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		err := cmd.Wait()
 		code := exitCode(cmd.ProcessState)
 		if cmd.ProcessState == nil {
@@ -141,6 +174,17 @@ func (s *Supervisor) Run(ctx context.Context) (int, error) {
 		}
 		exited <- code
 	}()
+	if err := <-started; err != nil {
+		code := ExitCannotExecute
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			code = ExitNotFound
+		}
+		return code, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	s.mu.Lock()
+	s.pgid = cmd.Process.Pid
+	s.mu.Unlock()
+	logger.Info("Started the agent", "pid", cmd.Process.Pid, "command", cmd.Args)
 
 	var stopped chan error
 	cancelBeacon := func() {}
@@ -171,6 +215,8 @@ func (s *Supervisor) Run(ctx context.Context) (int, error) {
 		select {
 		case code := <-exited:
 			logger.Info("Agent exited", "exit_code", code)
+			// Sentinel hears "stopped" only once nothing of the agent runs.
+			s.stopLeftovers(logger, shutdownTimeout)
 			final(code)
 			return code, nil
 
@@ -218,22 +264,51 @@ func (s *Supervisor) finalTimeout() time.Duration {
 	return DefaultFinalHeartbeatTimeout
 }
 
+// childEnv is env (nil: the process's) as the child gets it: without
+// beacon's credentials, with the agent id and the report file.
+func (s *Supervisor) childEnv(env []string) []string {
+	if env == nil {
+		env = os.Environ()
+	}
+	out := make([]string, 0, len(env)+2)
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if slices.Contains(withheldEnv, k) ||
+			(k == EnvMetricsFile && s.ReportFile != "") || (k == EnvAgentID && s.Beacon != nil) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	if s.Beacon != nil {
+		out = append(out, EnvAgentID+"="+s.Beacon.AgentID)
+	}
+	if s.ReportFile != "" {
+		out = append(out, EnvMetricsFile+"="+s.ReportFile)
+	}
+	return out
+}
+
 // apply carries out pause and resume on the child's process group.
 func (s *Supervisor) apply(logger *slog.Logger, c Command) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	switch c {
 	case CommandPause:
-		if err := s.signalGroup(syscall.SIGSTOP); err != nil {
+		if err := s.signalLocked(syscall.SIGSTOP); err != nil {
 			logger.Warn("Cannot pause the agent", "err", err)
 			return
 		}
-		s.paused.Store(true)
+		if s.hookPaused != nil {
+			s.hookPaused()
+		}
+		s.paused = true
 		logger.Info("Paused the agent (SIGSTOP)", "pgid", s.pgid)
 	case CommandResume:
-		if err := s.signalGroup(syscall.SIGCONT); err != nil {
+		if err := s.signalLocked(syscall.SIGCONT); err != nil {
 			logger.Warn("Cannot resume the agent", "err", err)
 			return
 		}
-		s.paused.Store(false)
+		s.paused = false
 		logger.Info("Resumed the agent (SIGCONT)", "pgid", s.pgid)
 	}
 }
@@ -247,44 +322,98 @@ func (s *Supervisor) forward(logger *slog.Logger, sig os.Signal) {
 		return
 	}
 	logger.Info("Forwarding signal to the agent", "signal", sig.String())
-	if err := s.signalGroup(ssig); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.signalLocked(ssig); err != nil {
 		logger.Debug("Cannot forward signal", "signal", sig.String(), "err", err)
 	}
 	switch ssig {
 	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
-		if s.paused.Swap(false) {
-			_ = s.signalGroup(syscall.SIGCONT)
-		}
+		s.continueLocked()
 	}
 }
 
 // terminate sends SIGTERM to the child's process group, SIGKILL once timeout
-// has passed without the child exiting, and returns the child's exit code.
-// Whatever is left of the group when the child exits is killed: the kill
-// switch leaves nothing running.
+// has passed while anything of the group still runs, and returns the child's
+// exit code. The kill switch leaves nothing running.
 func (s *Supervisor) terminate(logger *slog.Logger, exited <-chan int, timeout time.Duration) int {
-	_ = s.signalGroup(syscall.SIGTERM)
-	if s.paused.Swap(false) {
-		_ = s.signalGroup(syscall.SIGCONT) // a stopped process cannot act on SIGTERM
-	}
+	deadline := time.Now().Add(timeout)
+	s.signalTerm()
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		select {
 		case code := <-exited:
-			_ = s.signalGroup(syscall.SIGKILL) // stragglers of the group
+			s.drainGroup(logger, deadline)
 			return code
 		case sig := <-s.Signals:
 			s.forward(logger, sig)
 		case <-t.C:
 			logger.Warn("Agent did not exit in time; killing it (SIGKILL)", "timeout", timeout, "pgid", s.pgid)
-			_ = s.signalGroup(syscall.SIGKILL)
+			s.signal(syscall.SIGKILL)
 			return <-exited
 		}
 	}
 }
 
-func (s *Supervisor) signalGroup(sig syscall.Signal) error {
+// stopLeftovers ends what the child left running in its process group once
+// it exited by itself (a background job of a shell, a helper): SIGTERM, and
+// SIGKILL after timeout.
+func (s *Supervisor) stopLeftovers(logger *slog.Logger, timeout time.Duration) {
+	if !groupRunning(s.pgid) {
+		return
+	}
+	logger.Warn("The agent left processes running in its process group; stopping them", "pgid", s.pgid, "shutdown_timeout", timeout)
+	s.signalTerm()
+	s.drainGroup(logger, time.Now().Add(timeout))
+}
+
+// drainGroup waits, until deadline, for the rest of the child's process group
+// to exit once the child has, and kills what is still running then.
+func (s *Supervisor) drainGroup(logger *slog.Logger, deadline time.Time) {
+	poll := time.NewTicker(groupPollInterval)
+	defer poll.Stop()
+	for groupRunning(s.pgid) {
+		if !time.Now().Before(deadline) {
+			logger.Warn("Processes of the agent's group did not exit in time; killing them (SIGKILL)", "pgid", s.pgid)
+			s.signal(syscall.SIGKILL)
+			return
+		}
+		select {
+		case <-poll.C:
+		case sig := <-s.Signals:
+			s.forward(logger, sig)
+		}
+	}
+}
+
+// signalTerm sends SIGTERM to the group, and SIGCONT should it be paused: a
+// stopped process cannot act on SIGTERM.
+func (s *Supervisor) signalTerm() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.signalLocked(syscall.SIGTERM)
+	s.continueLocked()
+}
+
+// continueLocked continues a paused group.
+func (s *Supervisor) continueLocked() {
+	if s.paused {
+		_ = s.signalLocked(syscall.SIGCONT)
+		s.paused = false
+	}
+}
+
+// signal sends sig to the child's process group, ignoring failures: the
+// group may be gone.
+func (s *Supervisor) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_ = s.signalLocked(sig)
+}
+
+// signalLocked sends sig to the child's process group; s.mu is held.
+func (s *Supervisor) signalLocked(sig syscall.Signal) error {
 	if s.pgid <= 0 {
 		return errors.New("no child")
 	}

@@ -238,3 +238,66 @@ func TestSupervisorForwardsSignals(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "USR1\n", string(b))
 }
+
+// TestSupervisorPauseRacesSignal: a SIGTERM forwarded while a pause is being
+// applied still gets its SIGCONT, or the agent would stay stopped with the
+// signal it must act on pending.
+func TestSupervisorPauseRacesSignal(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	sigs := make(chan os.Signal, 1)
+	logger, _ := newTestLogger()
+	s := &Supervisor{
+		Cmd:     exec.Command("sh", "-c", `trap 'exit 0' TERM; echo $$ > `+pidFile+`; while :; do sleep 0.05; done`),
+		Signals: sigs,
+		Logger:  logger,
+	}
+	forwarded := make(chan struct{})
+	s.hookPaused = func() {
+		// SIGSTOP has reached the group; the SIGTERM comes now. Without the
+		// lock it is forwarded (with no SIGCONT: not paused yet) before the
+		// pause is recorded; with it, it waits for the pause to be recorded.
+		go func() {
+			s.forward(logger, syscall.SIGTERM)
+			close(forwarded)
+		}()
+		select {
+		case <-forwarded:
+		case <-time.After(200 * time.Millisecond): // blocked by the lock, as it must be
+		}
+	}
+	done := startSupervisor(t, context.Background(), s)
+	pid := waitPID(t, pidFile)
+	s.apply(logger, CommandPause)
+	<-forwarded
+	select {
+	case r := <-done:
+		require.Equal(t, 0, r.code, "the agent acted on SIGTERM")
+	case <-time.After(5 * time.Second):
+		require.Equal(t, "T", procState(t, pid))
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-done
+		t.Fatal("the agent stayed stopped with SIGTERM pending")
+	}
+}
+
+// TestSupervisorLeftovers: what the child leaves running in its group is
+// stopped before the final heartbeat; the exit code stays the child's.
+func TestSupervisorLeftovers(t *testing.T) {
+	srv := newScriptedServer(t, func(r request) answer { return okAnswer(0.02, "") })
+	cfg, _ := testConfig(t, srv.URL)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	cmd := exec.Command("sh", "-c", `sleep 300 & echo $! > `+pidFile+`; exit 7`)
+	res := waitResult(t, startSupervisor(t, context.Background(), &Supervisor{Cmd: cmd, Beacon: &cfg, ShutdownTimeout: time.Hour}))
+	require.NoError(t, res.err)
+	require.Equal(t, 7, res.code)
+	pid := waitPID(t, pidFile)
+	st := procState(t, pid)
+	require.True(t, st == "" || st == "Z", "the background process is gone, not %q", st)
+	var last request
+	for len(srv.reqs) > 0 {
+		last = <-srv.reqs
+	}
+	require.Equal(t, StatusShutdown, last.Body.Status)
+	require.Equal(t, float64(7), last.Raw["exit_code"])
+}

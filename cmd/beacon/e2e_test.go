@@ -226,10 +226,23 @@ func cleanEnv(extra ...string) []string {
 // startBeacon runs the beacon binary with args in env (see cleanEnv).
 func startBeacon(t *testing.T, env []string, args ...string) *beaconProc {
 	t.Helper()
+	return startBeaconWith(t, nil, env, args...)
+}
+
+// startBeaconWith is startBeacon with setup applied to the command before it
+// starts.
+func startBeaconWith(t *testing.T, setup func(*exec.Cmd), env []string, args ...string) *beaconProc {
+	t.Helper()
 	p := &beaconProc{cmd: exec.Command(beaconBin, args...), stderr: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout = p.stderr
 	p.cmd.Stderr = p.stderr
+	// A process left behind holding the output pipe must fail the test, not
+	// hang it.
+	p.cmd.WaitDelay = 5 * time.Second
+	if setup != nil {
+		setup(p.cmd)
+	}
 	require.NoError(t, p.cmd.Start())
 	go func() {
 		_ = p.cmd.Wait()
@@ -291,6 +304,13 @@ func waitFile(t *testing.T, path string) string {
 		return err == nil && strings.HasSuffix(s, "\n")
 	}, 15*time.Second, 10*time.Millisecond, "%s never written", path)
 	return strings.TrimSpace(s)
+}
+
+// gone reports whether process pid has ended (a zombie has: no signal
+// reaches it, and its new parent may not reap it soon).
+func gone(pid string) bool {
+	st := procState(pid)
+	return st == "" || st == "Z" || st == "X"
 }
 
 // procState is the state letter of /proc/<pid>/stat ("" when gone).

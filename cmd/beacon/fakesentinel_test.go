@@ -27,6 +27,8 @@ type fakeSentinel struct {
 	agents   map[string]*fakeAgent
 	tokens   map[string]string // runtime token → agent id
 	failCode int               // when set, heartbeats are answered with it
+	// failShutdown answers the next shutdownFails shutdown heartbeats.
+	failShutdown, shutdownFails int
 }
 
 type fakeAgent struct {
@@ -51,6 +53,13 @@ func (f *fakeSentinel) setFail(code int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failCode = code
+}
+
+// failShutdowns answers the next n shutdown heartbeats with code.
+func (f *fakeSentinel) failShutdowns(code, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failShutdown, f.shutdownFails = code, n
 }
 
 // auths returns the credentials agent id presented, in order.
@@ -127,6 +136,11 @@ func (f *fakeSentinel) heartbeat(w http.ResponseWriter, r *http.Request, id stri
 	defer f.mu.Unlock()
 	if f.failCode != 0 {
 		writeError(w, f.failCode, "scripted failure")
+		return
+	}
+	if hb.Status == beacon.StatusShutdown && f.shutdownFails > 0 {
+		f.shutdownFails--
+		writeError(w, f.failShutdown, "scripted failure")
 		return
 	}
 	isKey := tok == f.apiKey

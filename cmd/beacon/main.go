@@ -32,6 +32,17 @@ const exitUsage = 2
 func main() { os.Exit(run()) }
 
 func run() int {
+	// A closed stdout or stderr (a log pipe gone) must not kill beacon with
+	// SIGPIPE and leave the agent unsupervised: with SIGPIPE notified, such a
+	// write only fails. Notify, not Ignore: an ignored signal would stay
+	// ignored in the child across exec. Nothing reads the channel.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	// The agent runs as the same user: keep it from reading the credentials
+	// in /proc/<beacon>/environ or beacon's memory.
+	if err := protectCredentials(); err != nil {
+		fmt.Fprintf(os.Stderr, "beacon: warning: cannot protect the credentials from the agent: %v\n", err)
+	}
+
 	// Arguments of the child are never expanded from @files.
 	kingpin.EnableFileExpansion = false
 
