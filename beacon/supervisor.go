@@ -102,6 +102,10 @@ type Supervisor struct {
 	mu     sync.Mutex
 	pgid   int
 	paused bool
+	// stopping is set once the group was asked to stop (a forwarded
+	// SIGTERM, a revocation, terminate): a pause then would freeze an
+	// agent that is shutting down, with nothing left to continue it.
+	stopping bool
 	// hookPaused, when set, runs after SIGSTOP reached the group, before
 	// the pause is recorded (tests).
 	hookPaused func()
@@ -150,6 +154,13 @@ func (s *Supervisor) Run(ctx context.Context) (int, error) {
 	}
 	cmd.SysProcAttr.Setpgid = true
 	setParentDeathSignal(cmd.SysProcAttr)
+	if cmd.WaitDelay == 0 {
+		// With outputs that are not files, Wait also waits for the pipes to
+		// close, which a leftover process of the group keeps open: without
+		// a delay, the child's exit would not be seen until the leftovers
+		// end, and they would never be stopped.
+		cmd.WaitDelay = time.Second
+	}
 	cmd.Env = s.childEnv(cmd.Env)
 
 	started := make(chan error, 1)
@@ -294,6 +305,10 @@ func (s *Supervisor) apply(logger *slog.Logger, c Command) {
 	defer s.mu.Unlock()
 	switch c {
 	case CommandPause:
+		if s.stopping {
+			logger.Info("Not pausing the agent: it is stopping")
+			return
+		}
 		if err := s.signalLocked(syscall.SIGSTOP); err != nil {
 			logger.Warn("Cannot pause the agent", "err", err)
 			return
@@ -329,6 +344,7 @@ func (s *Supervisor) forward(logger *slog.Logger, sig os.Signal) {
 	}
 	switch ssig {
 	case syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT:
+		s.stopping = true
 		s.continueLocked()
 	}
 }
@@ -393,6 +409,7 @@ func (s *Supervisor) signalTerm() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_ = s.signalLocked(syscall.SIGTERM)
+	s.stopping = true
 	s.continueLocked()
 }
 

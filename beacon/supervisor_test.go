@@ -1,6 +1,7 @@
 package beacon
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -268,8 +269,18 @@ func TestSupervisorPauseRacesSignal(t *testing.T) {
 	}
 	done := startSupervisor(t, context.Background(), s)
 	pid := waitPID(t, pidFile)
+	// The child can write its pid before Run records the group.
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.pgid == pid
+	}, 10*time.Second, 5*time.Millisecond)
 	s.apply(logger, CommandPause)
-	<-forwarded
+	select {
+	case <-forwarded:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the forwarded SIGTERM never completed")
+	}
 	select {
 	case r := <-done:
 		require.Equal(t, 0, r.code, "the agent acted on SIGTERM")
@@ -300,4 +311,50 @@ func TestSupervisorLeftovers(t *testing.T) {
 	}
 	require.Equal(t, StatusShutdown, last.Body.Status)
 	require.Equal(t, float64(7), last.Raw["exit_code"])
+}
+
+// With outputs that are not files (an SDK user capturing them), the child's
+// exit is still seen at once, so its leftovers are stopped within the
+// shutdown timeout instead of being waited for.
+func TestSupervisorLeftoversWithPipedOutput(t *testing.T) {
+	srv := newScriptedServer(t, func(r request) answer { return okAnswer(0.02, "") })
+	cfg, _ := testConfig(t, srv.URL)
+	cmd := exec.Command("sh", "-c", `sleep 300 & exit 7`)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	res := waitResult(t, startSupervisor(t, context.Background(), &Supervisor{Cmd: cmd, Beacon: &cfg, ShutdownTimeout: 500 * time.Millisecond}))
+	require.NoError(t, res.err)
+	require.Equal(t, 7, res.code)
+	require.Less(t, time.Since(start), 30*time.Second, "the leftover sleep 300 was stopped, not waited for")
+}
+
+// A pause that arrives after the agent was asked to stop is ignored: it
+// would freeze a stopping agent with nothing left to continue it.
+func TestSupervisorNoPauseWhileStopping(t *testing.T) {
+	logger, _ := newTestLogger()
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	sigs := make(chan os.Signal, 1)
+	s := &Supervisor{
+		Cmd:     exec.Command("sh", "-c", `trap 'sleep 0.3; exit 0' TERM; echo $$ > `+pidFile+`; while :; do sleep 0.05; done`),
+		Signals: sigs,
+		Logger:  logger,
+	}
+	done := startSupervisor(t, context.Background(), s)
+	pid := waitPID(t, pidFile)
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.pgid == pid
+	}, 10*time.Second, 5*time.Millisecond)
+	s.forward(logger, syscall.SIGTERM)
+	s.apply(logger, CommandPause)
+	select {
+	case r := <-done:
+		require.Equal(t, 0, r.code, "the agent finished its SIGTERM handler")
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-done
+		t.Fatal("the stopping agent was frozen by the pause")
+	}
 }
