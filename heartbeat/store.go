@@ -259,7 +259,8 @@ type BeatResult struct {
 	// PreviousBeat is the last heartbeat before this one (zero for a new agent).
 	PreviousBeat time.Time
 	Registered   bool
-	// Revoked is set when the agent is revoked: the beat was not recorded.
+	// Revoked is set when the agent is revoked: the beat was recorded, but the
+	// answer is the revocation, with no token and no command.
 	Revoked bool
 	// Command is carried by this answer (CommandNone if none), with its sequence.
 	Command    Command

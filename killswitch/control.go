@@ -440,7 +440,10 @@ func (c *Control) Reinstate(k heartbeat.Key) (bool, error) {
 		return false, nil
 	}
 	// The store's bit goes first: were the revocation gone from c first, a
-	// beat in between would be answered revoked with no reason to give.
+	// beat in between would be answered revoked with no reason to give. The
+	// price, accepted: if the journal then fails, beats in that moment were
+	// answered as reinstated while the revocation stands (it applies again
+	// from the next beat).
 	store := c.storeOf()
 	store.SetRevoked(k, false)
 	if err := c.commit(entry{Op: opReinstate, Tenant: k.Tenant, Agent: k.AgentID, At: time.Now().UTC()}); err != nil {

@@ -115,15 +115,19 @@ func TestE2ELeftovers(t *testing.T) {
 		background string // runs in the background of the child
 		minLived   time.Duration
 	}{
-		{"ends on SIGTERM", "exec sleep 300", 0},
-		{"ignores SIGTERM", "trap '' TERM; while :; do sleep 0.05; done", 500 * time.Millisecond},
+		// The background writes its pid once its trap is set, and the child
+		// exits only then: otherwise beacon's SIGTERM could reach the inner
+		// shell before its trap and the test would race.
+		{"ends on SIGTERM", `echo \$\$ > PIDFILE; exec sleep 300`, 0},
+		{"ignores SIGTERM", `trap '' TERM; echo \$\$ > PIDFILE; while :; do sleep 0.05; done`, 500 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			s := startSentinel(t)
 			pidFile := filepath.Join(t.TempDir(), "pid")
 			id := "leaver-" + strings.ReplaceAll(tc.name, " ", "-")
-			child := fmt.Sprintf(`sh -c "%s" & echo $! > %s; exit 7`, tc.background, pidFile)
+			background := strings.ReplaceAll(tc.background, "PIDFILE", pidFile)
+			child := fmt.Sprintf(`sh -c "%s" & until [ -s %s ]; do sleep 0.01; done; exit 7`, background, pidFile)
 			p := startBeacon(t, cleanEnv(), agentArgs(s, id, "--shutdown-timeout", "500ms", "--cmd", child)...)
 			started := time.Now()
 			require.Equal(t, 7, p.wait(t), "the exit code is the child's")
