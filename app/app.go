@@ -182,7 +182,7 @@ func New(o Options) (*App, error) {
 func adminSettings(cfg *config.Config) *killswitch.Settings {
 	return &killswitch.Settings{
 		Credentials:            auth.NewCredentials(cfg),
-		Thresholds:             heartbeat.Thresholds{SilentAfter: cfg.Heartbeat.SilentAfter, ZombieAfter: cfg.Heartbeat.ZombieAfter},
+		Thresholds:             heartbeat.ThresholdsOf(cfg.Heartbeat),
 		DefaultShutdownTimeout: time.Duration(cfg.Bridge.KillSwitch.ShutdownTimeout),
 	}
 }
@@ -352,8 +352,7 @@ func (a *App) routes() http.Handler {
 
 	metrics := collector.New(a.store, collector.Options{
 		Thresholds: func() heartbeat.Thresholds {
-			h := a.cfg.Load().Heartbeat
-			return heartbeat.Thresholds{SilentAfter: h.SilentAfter, ZombieAfter: h.ZombieAfter}
+			return heartbeat.ThresholdsOf(a.cfg.Load().Heartbeat)
 		},
 		Tenants:    func() []string { return a.cfg.Load().TenantIDs() },
 		Now:        a.opts.Now,

@@ -61,7 +61,7 @@ type Settings struct {
 func SettingsFromConfig(cfg *config.Config) *Settings {
 	h := cfg.Heartbeat
 	return &Settings{
-		Thresholds:             Thresholds{SilentAfter: h.SilentAfter, ZombieAfter: h.ZombieAfter},
+		Thresholds:             ThresholdsOf(h),
 		DefaultInterval:        time.Duration(h.DefaultInterval),
 		MinInterval:            time.Duration(h.MinInterval),
 		MaxInterval:            time.Duration(h.MaxInterval),

@@ -1,6 +1,10 @@
 package heartbeat
 
-import "time"
+import (
+	"time"
+
+	"github.com/agentsentinel/sentinel/config"
+)
 
 // State is an agent's liveness state as defined by SPEC 2.3.
 type State uint8
@@ -43,6 +47,11 @@ func ParseState(name string) (State, bool) {
 type Thresholds struct {
 	SilentAfter int
 	ZombieAfter int
+}
+
+// ThresholdsOf returns the thresholds a heartbeat configuration sets.
+func ThresholdsOf(h config.HeartbeatConfig) Thresholds {
+	return Thresholds{SilentAfter: h.SilentAfter, ZombieAfter: h.ZombieAfter}
 }
 
 // MissedBeats is floor((now − last) / interval), never negative.

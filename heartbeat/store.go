@@ -348,7 +348,7 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 			version = blobString(blob, strVersion)
 		}
 		if !req.HasPlatform {
-			platform = sh.platform(r)
+			platform = blobPlatform(blob, r)
 		} else {
 			r.platform, r.pid = platform.Type, platform.PID
 		}
@@ -406,9 +406,9 @@ func (sh *shard) insert(h uint64) *record {
 	return r
 }
 
-// platform decodes r's platform; its strings borrow from the arena.
-func (sh *shard) platform(r *record) Platform {
-	blob := sh.arena[r.blobOff : r.blobOff+r.blobLen]
+// blobPlatform decodes r's platform from its blob; the strings borrow
+// from the blob's memory.
+func blobPlatform(blob []byte, r *record) Platform {
 	return Platform{
 		Type:         r.platform,
 		ContainerID:  blobString(blob, strContainerID),
@@ -429,22 +429,10 @@ func (sh *shard) platform(r *record) Platform {
 func decode(a *Agent, r *record, arena []byte) {
 	blob := arena[r.blobOff : r.blobOff+r.blobLen]
 	*a = Agent{
-		Key:     Key{Tenant: blobString(blob, strTenant), AgentID: blobString(blob, strAgentID)},
-		Status:  r.status,
-		Version: blobString(blob, strVersion),
-		Platform: Platform{
-			Type:         r.platform,
-			ContainerID:  blobString(blob, strContainerID),
-			Image:        blobString(blob, strImage),
-			PodName:      blobString(blob, strPodName),
-			Namespace:    blobString(blob, strNamespace),
-			Node:         blobString(blob, strNode),
-			FunctionName: blobString(blob, strFunctionName),
-			Region:       blobString(blob, strRegion),
-			Hostname:     blobString(blob, strHostname),
-			OS:           blobString(blob, strOS),
-			PID:          r.pid,
-		},
+		Key:           Key{Tenant: blobString(blob, strTenant), AgentID: blobString(blob, strAgentID)},
+		Status:        r.status,
+		Version:       blobString(blob, strVersion),
+		Platform:      blobPlatform(blob, r),
 		RegisteredAt:  time.Unix(0, r.registered).UTC(),
 		LastHeartbeat: time.Unix(0, r.lastBeat).UTC(),
 		Interval:      time.Duration(r.interval),
