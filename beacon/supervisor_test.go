@@ -269,12 +269,7 @@ func TestSupervisorPauseRacesSignal(t *testing.T) {
 	}
 	done := startSupervisor(t, context.Background(), s)
 	pid := waitPID(t, pidFile)
-	// The child can write its pid before Run records the group.
-	require.Eventually(t, func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.pgid == pid
-	}, 10*time.Second, 5*time.Millisecond)
+	waitGroup(t, s, pid)
 	s.apply(logger, CommandPause)
 	select {
 	case <-forwarded:
@@ -342,11 +337,7 @@ func TestSupervisorNoPauseWhileStopping(t *testing.T) {
 	}
 	done := startSupervisor(t, context.Background(), s)
 	pid := waitPID(t, pidFile)
-	require.Eventually(t, func() bool {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.pgid == pid
-	}, 10*time.Second, 5*time.Millisecond)
+	waitGroup(t, s, pid)
 	s.forward(logger, syscall.SIGTERM)
 	s.apply(logger, CommandPause)
 	select {
@@ -357,4 +348,15 @@ func TestSupervisorNoPauseWhileStopping(t *testing.T) {
 		<-done
 		t.Fatal("the stopping agent was frozen by the pause")
 	}
+}
+
+// waitGroup waits until Run has recorded the child's process group: the
+// child can write its pid file before that.
+func waitGroup(t *testing.T, s *Supervisor, pid int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.pgid == pid
+	}, 10*time.Second, 5*time.Millisecond)
 }
