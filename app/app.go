@@ -28,6 +28,7 @@ import (
 	"github.com/agentsentinel/sentinel/auth"
 	"github.com/agentsentinel/sentinel/collector"
 	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/jsonapi"
 	"github.com/agentsentinel/sentinel/killswitch"
@@ -351,7 +352,7 @@ func (a *App) routes() http.Handler {
 	}).Register(mux)
 
 	metrics := collector.New(a.store, collector.Options{
-		Thresholds: func() heartbeat.Thresholds {
+		Thresholds: func() fleet.Thresholds {
 			return heartbeat.ThresholdsOf(a.cfg.Load().Heartbeat)
 		},
 		Tenants:    func() []string { return a.cfg.Load().TenantIDs() },

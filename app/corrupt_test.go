@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentsentinel/sentinel/app"
-	"github.com/agentsentinel/sentinel/heartbeat"
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/storage"
 
 	"github.com/agentsentinel/sentinel/internal/testutil"
@@ -215,7 +215,7 @@ func requireFixtureState(t *testing.T, s *running, a4Revoked bool) {
 	t.Helper()
 	require.Equal(t, 4, s.app.Store().Len())
 	for _, id := range []string{"a1", "a2"} {
-		a, ok := s.app.Store().Get(heartbeat.Key{Tenant: "acme", AgentID: id})
+		a, ok := s.app.Store().Get(fleet.Key{Tenant: "acme", AgentID: id})
 		require.True(t, ok)
 		require.True(t, a.Revoked, id)
 		d := s.installation(id).json(t)

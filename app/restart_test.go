@@ -7,11 +7,12 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
-func acme(id string) heartbeat.Key   { return heartbeat.Key{Tenant: "acme", AgentID: id} }
-func globex(id string) heartbeat.Key { return heartbeat.Key{Tenant: "globex", AgentID: id} }
+func acme(id string) fleet.Key   { return fleet.Key{Tenant: "acme", AgentID: id} }
+func globex(id string) fleet.Key { return fleet.Key{Tenant: "globex", AgentID: id} }
 
 // refreshed returns the refreshed_token of a heartbeat answer and its version.
 func refreshed(t *testing.T, m map[string]any) (string, float64) {
@@ -63,16 +64,16 @@ func TestGracefulRestartKeepsHotState(t *testing.T) {
 	s.beat("g1", newG1, map[string]any{"heartbeat_interval_seconds": 30})
 	e.clock.Advance(11) // odd nanoseconds everywhere
 
-	ids := []heartbeat.Key{acme("a1"), acme("a2"), acme("done"), acme("quiet"), globex("g1")}
+	ids := []fleet.Key{acme("a1"), acme("a2"), acme("done"), acme("quiet"), globex("g1")}
 	type observed struct {
-		agents  map[heartbeat.Key]heartbeat.Agent
+		agents  map[fleet.Key]heartbeat.Agent
 		details map[string]map[string]any
 		series  []string
 		fleet   []string
 	}
 	observe := func(s *running) observed {
 		t.Helper()
-		o := observed{agents: map[heartbeat.Key]heartbeat.Agent{}, details: map[string]map[string]any{}}
+		o := observed{agents: map[fleet.Key]heartbeat.Agent{}, details: map[string]map[string]any{}}
 		for _, k := range ids {
 			a, ok := s.app.Store().Get(k)
 			require.True(t, ok, "agent %s missing", k)
@@ -198,7 +199,7 @@ func TestCrashAfterSnapshot(t *testing.T) {
 	require.True(t, ok)
 	require.Equal(t, snapshotted.LastHeartbeat, got.LastHeartbeat)
 	require.Equal(t, 10.0, got.Metrics.RequestsHandled)
-	require.Equal(t, heartbeat.CommandTerminate, got.Command, "journaled command applied to a snapshotted agent")
+	require.Equal(t, fleet.CommandTerminate, got.Command, "journaled command applied to a snapshotted agent")
 	er, ok := s2.app.Store().Get(acme("early-revoked"))
 	require.True(t, ok)
 	require.True(t, er.Revoked, "journaled revocation applied to a snapshotted agent")

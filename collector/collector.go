@@ -28,13 +28,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
 // Options wires the collector to the application.
 type Options struct {
 	// Thresholds returns the current silent_after/zombie_after (reloadable).
-	Thresholds func() heartbeat.Thresholds
+	Thresholds func() fleet.Thresholds
 	// Tenants returns the configured tenant ids: each gets a sentinel_agents
 	// series per state, 0 when it has no agent in that state, so that no
 	// series vanishes when the last agent of a state leaves it.
@@ -51,7 +52,7 @@ type Options struct {
 
 // DefaultThresholds are SPEC 8's silent_after and zombie_after, used when
 // Options.Thresholds is nil.
-var DefaultThresholds = heartbeat.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+var DefaultThresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
 
 // Collector exposes a heartbeat.Store. It is safe for concurrent use.
 type Collector struct {
@@ -77,7 +78,7 @@ type Collector struct {
 // DefaultThresholds, no configured tenants, time.Now.
 func New(store *heartbeat.Store, opts Options) *Collector {
 	if opts.Thresholds == nil {
-		opts.Thresholds = func() heartbeat.Thresholds { return DefaultThresholds }
+		opts.Thresholds = func() fleet.Thresholds { return DefaultThresholds }
 	}
 	if opts.Tenants == nil {
 		opts.Tenants = func() []string { return nil }
@@ -122,7 +123,7 @@ const (
 	// numValueFamilies counts the per-agent families that carry a value.
 	numValueFamilies = famInfo
 	numInfoLabels    = 13
-	numStates        = 5 // len(heartbeat.States)
+	numStates        = 5 // len(fleet.States)
 )
 
 var (
@@ -211,23 +212,23 @@ func labelValue(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
-// fleet counts agents per tenant and state for sentinel_agents.
-type fleet struct {
+// fleetCounts counts agents per tenant and state for sentinel_agents.
+type fleetCounts struct {
 	counts map[string]*[numStates]int
 }
 
-// stateIndex maps a heartbeat.State to its position in heartbeat.States.
+// stateIndex maps a fleet.State to its position in fleet.States.
 var stateIndex = func() (idx [numStates]int) {
-	if len(heartbeat.States) != numStates {
-		panic("collector: numStates does not match heartbeat.States")
+	if len(fleet.States) != numStates {
+		panic("collector: numStates does not match fleet.States")
 	}
-	for i, s := range heartbeat.States {
+	for i, s := range fleet.States {
 		idx[s] = i
 	}
 	return idx
 }()
 
-func (f *fleet) reset(tenants []string) {
+func (f *fleetCounts) reset(tenants []string) {
 	if f.counts == nil {
 		f.counts = make(map[string]*[numStates]int)
 	}
@@ -239,7 +240,7 @@ func (f *fleet) reset(tenants []string) {
 
 // add counts one agent. tenant may borrow from a view: it is cloned when it
 // becomes a map key.
-func (f *fleet) add(tenant string, s heartbeat.State) {
+func (f *fleetCounts) add(tenant string, s fleet.State) {
 	c, ok := f.counts[tenant]
 	if !ok {
 		c = new([numStates]int)
@@ -251,7 +252,7 @@ func (f *fleet) add(tenant string, s heartbeat.State) {
 }
 
 // tenants returns the counted tenants, sorted.
-func (f *fleet) tenants() []string {
+func (f *fleetCounts) tenants() []string {
 	ts := make([]string, 0, len(f.counts))
 	for t := range f.counts {
 		ts = append(ts, t)
@@ -274,7 +275,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	view := c.store.Snapshot(nil)
 	now, th := c.opts.Now(), c.opts.Thresholds()
 	var (
-		fl     fleet
+		fl     fleetCounts
 		vals   [numValueFamilies]float64
 		labels [numInfoLabels]string
 	)
@@ -298,7 +299,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	})
 	for _, t := range fl.tenants() {
 		counts := fl.counts[t]
-		for i, s := range heartbeat.States {
+		for i, s := range fleet.States {
 			ch <- prometheus.MustNewConstMetric(c.descs[famAgents], prometheus.GaugeValue,
 				float64(counts[i]), s.String(), labelValue(t))
 		}

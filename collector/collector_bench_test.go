@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
@@ -50,7 +51,7 @@ func selfRegistry() *prometheus.Registry {
 func newBenchCollector(s *heartbeat.Store) *Collector {
 	clock := &fakeClock{t: epoch}
 	return New(s, Options{
-		Thresholds: func() heartbeat.Thresholds { return thresholds },
+		Thresholds: func() fleet.Thresholds { return thresholds },
 		Tenants:    func() []string { return []string{"acme", "globex", "initech", "umbrella"} },
 		Now:        clock.Now,
 	})

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
@@ -18,7 +19,7 @@ func fiveStates(t *testing.T) *heartbeat.Store {
 	s := heartbeat.NewStore(10_000, nil)
 	beat := func(id string, ago time.Duration, mod func(*heartbeat.BeatRequest)) {
 		req := &heartbeat.BeatRequest{
-			Key:      heartbeat.Key{Tenant: "acme", AgentID: id},
+			Key:      fleet.Key{Tenant: "acme", AgentID: id},
 			Time:     epoch.Add(-ago),
 			Interval: time.Minute,
 		}
@@ -61,13 +62,13 @@ func fiveStates(t *testing.T) *heartbeat.Store {
 	})
 	// REVOKED: beat ten seconds ago, then the kill switch.
 	beat("revoked-1", 10*time.Second, nil)
-	require.True(t, s.SetRevoked(heartbeat.Key{Tenant: "acme", AgentID: "revoked-1"}, true))
+	require.True(t, s.SetRevoked(fleet.Key{Tenant: "acme", AgentID: "revoked-1"}, true))
 	return s
 }
 
 func newTestCollector(s *heartbeat.Store, clock *fakeClock, tenants ...string) *Collector {
 	return New(s, Options{
-		Thresholds: func() heartbeat.Thresholds { return thresholds },
+		Thresholds: func() fleet.Thresholds { return thresholds },
 		Tenants:    func() []string { return tenants },
 		Now:        clock.Now,
 	})
@@ -157,26 +158,26 @@ func TestCollectFiveStates(t *testing.T) {
 // silent_after and zombie_after, to the nanosecond.
 func TestCollectStateBoundaries(t *testing.T) {
 	s := heartbeat.NewStore(10, nil)
-	_, err := s.Beat(&heartbeat.BeatRequest{Key: heartbeat.Key{Tenant: "acme", AgentID: "a"}, Time: epoch, Interval: time.Minute}, thresholds)
+	_, err := s.Beat(&heartbeat.BeatRequest{Key: fleet.Key{Tenant: "acme", AgentID: "a"}, Time: epoch, Interval: time.Minute}, thresholds)
 	require.NoError(t, err)
 	clock := &fakeClock{}
 	c := newTestCollector(s, clock)
 	for _, tc := range []struct {
 		age  time.Duration
-		want heartbeat.State
+		want fleet.State
 	}{
-		{0, heartbeat.StateActive},
-		{5*time.Minute - 1, heartbeat.StateActive},
-		{5 * time.Minute, heartbeat.StateSilent},
-		{15*time.Minute - 1, heartbeat.StateSilent},
-		{15 * time.Minute, heartbeat.StateZombie},
-		{24 * time.Hour, heartbeat.StateZombie},
+		{0, fleet.StateActive},
+		{5*time.Minute - 1, fleet.StateActive},
+		{5 * time.Minute, fleet.StateSilent},
+		{15*time.Minute - 1, fleet.StateSilent},
+		{15 * time.Minute, fleet.StateZombie},
+		{24 * time.Hour, fleet.StateZombie},
 	} {
 		t.Run(tc.age.String(), func(t *testing.T) {
 			clock.t = epoch.Add(tc.age)
 			var want strings.Builder
 			want.WriteString("# HELP sentinel_agents Number of agents per tenant and state.\n# TYPE sentinel_agents gauge\n")
-			for _, st := range heartbeat.States {
+			for _, st := range fleet.States {
 				v := "0"
 				if st == tc.want {
 					v = "1"
@@ -252,7 +253,7 @@ func TestForgottenAgentDisappears(t *testing.T) {
 	require.Equal(t, len(perAgent)+1, count("silent-1"))
 	require.Equal(t, len(perAgent), count("zombie-1"))
 
-	require.True(t, s.Delete(heartbeat.Key{Tenant: "acme", AgentID: "zombie-1"}))
+	require.True(t, s.Delete(fleet.Key{Tenant: "acme", AgentID: "zombie-1"}))
 	require.Zero(t, count("zombie-1"))
 	require.Equal(t, len(perAgent)+1, count("silent-1"))
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
@@ -271,7 +272,7 @@ sentinel_agents{state="REVOKED",tenant="acme"} 1
 func TestUnconfiguredTenant(t *testing.T) {
 	clock := &fakeClock{t: epoch}
 	s := heartbeat.NewStore(10, nil)
-	_, err := s.Beat(&heartbeat.BeatRequest{Key: heartbeat.Key{Tenant: "old", AgentID: "a"}, Time: epoch, Interval: time.Minute}, thresholds)
+	_, err := s.Beat(&heartbeat.BeatRequest{Key: fleet.Key{Tenant: "old", AgentID: "a"}, Time: epoch, Interval: time.Minute}, thresholds)
 	require.NoError(t, err)
 	c := newTestCollector(s, clock, "acme")
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
@@ -294,11 +295,11 @@ sentinel_agents{state="REVOKED",tenant="old"} 0
 func TestThresholdsReload(t *testing.T) {
 	clock := &fakeClock{t: epoch.Add(3 * time.Minute)}
 	s := heartbeat.NewStore(10, nil)
-	_, err := s.Beat(&heartbeat.BeatRequest{Key: heartbeat.Key{Tenant: "acme", AgentID: "a"}, Time: epoch, Interval: time.Minute}, thresholds)
+	_, err := s.Beat(&heartbeat.BeatRequest{Key: fleet.Key{Tenant: "acme", AgentID: "a"}, Time: epoch, Interval: time.Minute}, thresholds)
 	require.NoError(t, err)
 	th := thresholds
-	c := New(s, Options{Thresholds: func() heartbeat.Thresholds { return th }, Now: clock.Now})
-	th = heartbeat.Thresholds{SilentAfter: 2, ZombieAfter: 3}
+	c := New(s, Options{Thresholds: func() fleet.Thresholds { return th }, Now: clock.Now})
+	th = fleet.Thresholds{SilentAfter: 2, ZombieAfter: 3}
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
 # HELP sentinel_agent_lease_expiry_timestamp_seconds Unix time at which the agent's lease ends: last heartbeat + interval * silent_after.
 # TYPE sentinel_agent_lease_expiry_timestamp_seconds gauge

@@ -7,13 +7,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
 // epoch is the fake clock's start: 2025-01-01T00:00:00Z.
 var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-var thresholds = heartbeat.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+var thresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
 
 // fakeClock is a settable clock for Options.Now.
 type fakeClock struct{ t time.Time }
@@ -24,7 +25,7 @@ func (c *fakeClock) Now() time.Time { return c.t }
 func k8sBeat(tenant string, i int, at time.Time) *heartbeat.BeatRequest {
 	pod := fmt.Sprintf("agent-worker-7d9f8b6c5-%05d", i)
 	return &heartbeat.BeatRequest{
-		Key:      heartbeat.Key{Tenant: tenant, AgentID: fmt.Sprintf("agent-%07d", i)},
+		Key:      fleet.Key{Tenant: tenant, AgentID: fmt.Sprintf("agent-%07d", i)},
 		Time:     at,
 		Interval: 30 * time.Second,
 		Status:   heartbeat.StatusHealthy,

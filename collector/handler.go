@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/jsonapi"
 )
@@ -137,7 +138,7 @@ type scrape struct {
 	// fams[i] holds the sample lines of families[i], without HELP and TYPE.
 	fams   [numFamilies][]byte
 	labels []byte // the {agent_id,tenant} label set of the current agent
-	fleet  fleet
+	fleet  fleetCounts
 }
 
 func (c *Collector) getScrape() *scrape {
@@ -231,7 +232,7 @@ func (c *Collector) render(sc *scrape) {
 	b := sc.fams[famAgents]
 	for _, t := range sc.fleet.tenants() {
 		counts := sc.fleet.counts[t]
-		for i, s := range heartbeat.States {
+		for i, s := range fleet.States {
 			b = append(b, families[famAgents].name...)
 			b = append(b, `{state="`...)
 			b = append(b, s.String()...)

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
@@ -48,7 +49,7 @@ func variedFleet(t *testing.T) *heartbeat.Store {
 	}
 	for i, w := range weird {
 		_, err := s.Beat(&heartbeat.BeatRequest{
-			Key: heartbeat.Key{Tenant: w.tenant, AgentID: w.id}, Time: epoch.Add(-time.Duration(i) * time.Hour),
+			Key: fleet.Key{Tenant: w.tenant, AgentID: w.id}, Time: epoch.Add(-time.Duration(i) * time.Hour),
 			Interval: 45 * time.Second, Status: heartbeat.StatusStarting, Version: w.version,
 			Platform: w.p, HasPlatform: true,
 			Uptime: math.Inf(1), HasUptime: i == 0,
@@ -258,7 +259,7 @@ func TestHandlerForget(t *testing.T) {
 	_, body := scrapeHandler(t, h)
 	require.Equal(t, 7, strings.Count(body, `agent_id="silent-1"`))
 	require.Equal(t, 6, strings.Count(body, `agent_id="zombie-1"`))
-	require.True(t, s.Delete(heartbeat.Key{Tenant: "acme", AgentID: "zombie-1"}))
+	require.True(t, s.Delete(fleet.Key{Tenant: "acme", AgentID: "zombie-1"}))
 	_, body = scrapeHandler(t, h)
 	require.Equal(t, 7, strings.Count(body, `agent_id="silent-1"`))
 	require.NotContains(t, body, "zombie-1")
@@ -405,7 +406,7 @@ func TestHandlerMaxScrapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := &fakeClock{t: epoch}
 			c := New(fiveStates(t), Options{
-				Thresholds: func() heartbeat.Thresholds { return thresholds },
+				Thresholds: func() fleet.Thresholds { return thresholds },
 				Now:        clock.Now, MaxScrapes: tc.max,
 			})
 			h := c.Handler(selfCounters(t), nil)

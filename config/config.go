@@ -48,7 +48,29 @@ type Config struct {
 	AdminTokens     []promconfig.Secret `yaml:"admin_tokens,omitempty"`
 	AdminTokenFiles []string            `yaml:"admin_token_files,omitempty"`
 	Tenants         []TenantConfig      `yaml:"tenants"`
+	Storage         StorageConfig       `yaml:"storage"`
+	Metrics         MetricsConfig       `yaml:"metrics"`
 	Bridge          BridgeConfig        `yaml:"bridge"`
+}
+
+// StorageConfig chooses where durable state lives (SPEC 9, 10).
+type StorageConfig struct {
+	// Postgres, when set, replaces the embedded store under --storage.path
+	// with a PostgreSQL database that any number of replicas share.
+	Postgres *PostgresConfig `yaml:"postgres,omitempty"`
+}
+
+// PostgresConfig is the shared PostgreSQL database of SPEC 10.
+type PostgresConfig struct {
+	DSN     promconfig.Secret `yaml:"dsn,omitempty"`
+	DSNFile string            `yaml:"dsn_file,omitempty"`
+}
+
+// MetricsConfig protects /metrics (SPEC 8).
+type MetricsConfig struct {
+	// BearerToken, when set, is required from scrapers; absent, /metrics is open.
+	BearerToken     promconfig.Secret `yaml:"bearer_token,omitempty"`
+	BearerTokenFile string            `yaml:"bearer_token_file,omitempty"`
 }
 
 // HeartbeatConfig sets the liveness rules of SPEC 2.3.
@@ -83,6 +105,18 @@ type TenantConfig struct {
 	AdminTokens     []promconfig.Secret `yaml:"admin_tokens,omitempty"`
 	AdminTokenFiles []string            `yaml:"admin_token_files,omitempty"`
 	Webhook         *WebhookConfig      `yaml:"webhook,omitempty"`
+	// MaxAgents caps the tenant's agents; 0 means only the global
+	// heartbeat.max_agents applies.
+	MaxAgents int `yaml:"max_agents,omitempty"`
+	// Heartbeat overrides the global thresholds for the tenant's agents.
+	Heartbeat *TenantHeartbeatConfig `yaml:"heartbeat,omitempty"`
+}
+
+// TenantHeartbeatConfig holds a tenant's own thresholds; a zero field takes
+// the global value.
+type TenantHeartbeatConfig struct {
+	SilentAfter int `yaml:"silent_after,omitempty"`
+	ZombieAfter int `yaml:"zombie_after,omitempty"`
 }
 
 // WebhookConfig is where a tenant's signed webhooks go (SPEC 6.1).
@@ -91,6 +125,9 @@ type WebhookConfig struct {
 	Secrets     []promconfig.Secret `yaml:"secrets,omitempty"`
 	SecretFiles []string            `yaml:"secret_files,omitempty"`
 	MaxAge      Duration            `yaml:"max_age"`
+	Timeout     Duration            `yaml:"timeout"`
+	// HTTPConfig is the client's TLS, proxy and authorization settings.
+	HTTPConfig promconfig.HTTPClientConfig `yaml:"http_config,omitempty"`
 }
 
 // BridgeConfig configures the Alertmanager bridge (SPEC 6).
@@ -116,6 +153,7 @@ var DefaultKillSwitchConfig = KillSwitchConfig{
 // Defaults of SPEC 8 for sections that have no defaults struct.
 const (
 	DefaultWebhookMaxAge   = Duration(24 * time.Hour)
+	DefaultWebhookTimeout  = Duration(10 * time.Second)
 	DefaultWatchdogTimeout = Duration(5 * time.Minute)
 )
 
@@ -170,8 +208,13 @@ func Parse(content []byte, baseDir string) (*Config, error) {
 		return nil, redactTypeError(err)
 	}
 	for i := range cfg.Tenants {
-		if w := cfg.Tenants[i].Webhook; w != nil && w.MaxAge == 0 {
-			w.MaxAge = DefaultWebhookMaxAge
+		if w := cfg.Tenants[i].Webhook; w != nil {
+			if w.MaxAge == 0 {
+				w.MaxAge = DefaultWebhookMaxAge
+			}
+			if w.Timeout == 0 {
+				w.Timeout = DefaultWebhookTimeout
+			}
 		}
 	}
 	if err := cfg.resolveFiles(baseDir); err != nil {
@@ -244,6 +287,26 @@ func (c *Config) resolveFiles(baseDir string) error {
 			return err
 		}
 		c.Bridge.BearerToken = s
+	}
+	if c.Metrics.BearerTokenFile != "" {
+		if c.Metrics.BearerToken != "" {
+			return errors.New("metrics: at most one of bearer_token and bearer_token_file may be set")
+		}
+		s, err := readSecretFile(c.Metrics.BearerTokenFile, baseDir, "metrics.bearer_token_file")
+		if err != nil {
+			return err
+		}
+		c.Metrics.BearerToken = s
+	}
+	if pg := c.Storage.Postgres; pg != nil && pg.DSNFile != "" {
+		if pg.DSN != "" {
+			return errors.New("storage.postgres: at most one of dsn and dsn_file may be set")
+		}
+		s, err := readSecretFile(pg.DSNFile, baseDir, "storage.postgres.dsn_file")
+		if err != nil {
+			return err
+		}
+		pg.DSN = s
 	}
 	return nil
 }
@@ -351,7 +414,41 @@ func (c *Config) validate() error {
 			if w.MaxAge <= 0 {
 				return fmt.Errorf("%s.webhook.max_age must be positive", where)
 			}
+			if w.Timeout <= 0 {
+				return fmt.Errorf("%s.webhook.timeout must be positive", where)
+			}
+			if err := w.HTTPConfig.Validate(); err != nil {
+				return fmt.Errorf("%s.webhook.http_config: %w", where, err)
+			}
 		}
+		if t.MaxAgents < 0 {
+			return fmt.Errorf("%s.max_agents must not be negative (0: only heartbeat.max_agents applies)", where)
+		}
+		if th := t.Heartbeat; th != nil {
+			silent, zombie := c.Heartbeat.SilentAfter, c.Heartbeat.ZombieAfter
+			if th.SilentAfter != 0 {
+				silent = th.SilentAfter
+			}
+			if th.ZombieAfter != 0 {
+				zombie = th.ZombieAfter
+			}
+			switch {
+			case th.SilentAfter < 0 || th.ZombieAfter < 0:
+				return fmt.Errorf("%s.heartbeat: silent_after and zombie_after must be positive", where)
+			case zombie <= silent:
+				return fmt.Errorf("%s.heartbeat: zombie_after (%d) must be greater than silent_after (%d)", where, zombie, silent)
+			case c.Heartbeat.MaxInterval > MaxSpan/Duration(zombie):
+				return fmt.Errorf("%s.heartbeat: heartbeat.max_interval (%s) times zombie_after (%d) must not exceed %s", where, c.Heartbeat.MaxInterval, zombie, MaxSpan)
+			}
+		}
+	}
+	if c.Metrics.BearerToken != "" {
+		if err := claim(c.Metrics.BearerToken, "metrics.bearer_token"); err != nil {
+			return err
+		}
+	}
+	if pg := c.Storage.Postgres; pg != nil && pg.DSN == "" {
+		return errors.New("storage.postgres: one of dsn or dsn_file is required")
 	}
 	if c.Bridge.BearerToken != "" {
 		if err := claim(c.Bridge.BearerToken, "bridge.bearer_token"); err != nil {

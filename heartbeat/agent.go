@@ -2,25 +2,10 @@ package heartbeat
 
 import (
 	"fmt"
-	"regexp"
 	"time"
+
+	"github.com/agentsentinel/sentinel/fleet"
 )
-
-// Key identifies an agent: the tenant comes from the credential, the agent id
-// from the path, query or event source.
-type Key struct {
-	Tenant  string
-	AgentID string
-}
-
-func (k Key) String() string { return k.Tenant + "/" + k.AgentID }
-
-// agentIDPattern is the contract of SPEC 1: anything else is refused with 400
-// and never becomes a label value.
-var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
-
-// ValidAgentID reports whether id may be used as an agent id.
-func ValidAgentID(id string) bool { return agentIDPattern.MatchString(id) }
 
 // Status is the agent-reported health of SPEC 2.1.
 type Status uint8
@@ -107,41 +92,11 @@ type ReportedMetrics struct {
 	AvgLatencyMs    float64
 }
 
-// Command is a kill-switch command delivered in heartbeat answers.
-type Command uint8
-
-// Commands of SPEC 3.
-const (
-	CommandNone Command = iota
-	CommandPause
-	CommandResume
-	CommandTerminate
-)
-
-var commandNames = [...]string{"", "pause", "resume", "terminate"}
-
-func (c Command) String() string {
-	if int(c) < len(commandNames) {
-		return commandNames[c]
-	}
-	return ""
-}
-
-// ParseCommand parses a command name; the empty string is not a command.
-func ParseCommand(s string) (Command, bool) {
-	for i, n := range commandNames[1:] {
-		if n == s {
-			return Command(i + 1), true
-		}
-	}
-	return CommandNone, false
-}
-
 // Agent is one agent's hot state as handed out by the store. It is a copy:
 // changing it changes nothing in the store. An Agent passed to a View
 // callback borrows its strings from the view and must not outlive it.
 type Agent struct {
-	Key
+	fleet.Key
 	Status        Status
 	Version       string
 	Platform      Platform
@@ -159,18 +114,18 @@ type Agent struct {
 	Stopped bool
 	Revoked bool
 	// Command is the pending kill-switch command, CommandNone if none.
-	Command Command
+	Command fleet.Command
 	// TokenVersion is the newest runtime-token version issued to the agent.
 	TokenVersion uint32
 }
 
 // State derives the agent's state at now (SPEC 2.3).
-func (a *Agent) State(now time.Time, t Thresholds) State {
+func (a *Agent) State(now time.Time, t fleet.Thresholds) fleet.State {
 	switch {
 	case a.Revoked:
-		return StateRevoked
+		return fleet.StateRevoked
 	case a.Stopped:
-		return StateStopped
+		return fleet.StateStopped
 	default:
 		return t.Liveness(a.MissedBeats(now))
 	}
@@ -178,5 +133,5 @@ func (a *Agent) State(now time.Time, t Thresholds) State {
 
 // MissedBeats is floor((now − last heartbeat) / interval).
 func (a *Agent) MissedBeats(now time.Time) int64 {
-	return MissedBeats(now, a.LastHeartbeat, a.Interval)
+	return fleet.MissedBeats(now, a.LastHeartbeat, a.Interval)
 }

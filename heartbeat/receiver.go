@@ -19,34 +19,26 @@ import (
 
 	"github.com/agentsentinel/sentinel/auth"
 	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/jsonapi"
 )
-
-// Revocation is a kill-switch revocation as heartbeat answers carry it.
-type Revocation struct {
-	Reason          string
-	ShutdownTimeout time.Duration
-	RevokedAt       time.Time
-	// Source is "admin" or "alert:<name>".
-	Source string
-}
 
 // KillSwitch is the durable kill-switch state the receiver consults. Both
 // methods are called on the heartbeat path and must not wait for a disk.
 type KillSwitch interface {
 	// Revocation returns the revocation of a revoked agent.
-	Revocation(Key) (Revocation, bool)
+	Revocation(fleet.Key) (fleet.Revocation, bool)
 	// CommandAcknowledged records that the agent acknowledged command seq.
-	CommandAcknowledged(k Key, seq uint32)
+	CommandAcknowledged(k fleet.Key, seq uint32)
 	// AgentRegistered records a registration, so that the kill switch still
 	// knows the agent if sentinel crashes before the next snapshot.
-	AgentRegistered(k Key, at time.Time)
+	AgentRegistered(k fleet.Key, at time.Time)
 }
 
 // Settings is the reloadable part of the configuration the receiver uses.
 // It is immutable once built; a reload swaps in a new one.
 type Settings struct {
-	Thresholds         Thresholds
+	Thresholds         fleet.Thresholds
 	DefaultInterval    time.Duration
 	MinInterval        time.Duration
 	MaxInterval        time.Duration
@@ -237,7 +229,7 @@ type metricsBody struct {
 type beat struct {
 	proto     protocol
 	principal auth.Principal
-	key       Key
+	key       fleet.Key
 	body      beatBody
 	shutdown  bool // agent.shutdown event: the final signal whatever the body says
 	settings  *Settings
@@ -245,7 +237,7 @@ type beat struct {
 
 	res      BeatResult
 	interval time.Duration
-	state    State
+	state    fleet.State
 	token    string // runtime token issued by this beat
 	tokenExp time.Time
 	tokenVer uint32
@@ -299,7 +291,7 @@ func (rc *Receiver) authenticate(w http.ResponseWriter, r *http.Request, b *beat
 
 // authorizeAgent checks that the principal may beat agent id and sets the key.
 func (rc *Receiver) authorizeAgent(w http.ResponseWriter, b *beat, id string) bool {
-	if !ValidAgentID(id) {
+	if !fleet.ValidAgentID(id) {
 		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "invalid agent id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 		return false
 	}
@@ -307,7 +299,7 @@ func (rc *Receiver) authorizeAgent(w http.ResponseWriter, b *beat, id string) bo
 		rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "runtime token is bound to another agent")
 		return false
 	}
-	b.key = Key{Tenant: b.principal.Tenant, AgentID: id}
+	b.key = fleet.Key{Tenant: b.principal.Tenant, AgentID: id}
 	return true
 }
 
@@ -420,25 +412,25 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 	}
 	if res.Revoked {
 		rc.count(b.proto, resultRevoked)
-		b.state = StateRevoked
+		b.state = fleet.StateRevoked
 		return true
 	}
 	rc.count(b.proto, resultAccepted)
 	switch {
 	case req.Status == StatusShutdown:
-		b.state = StateStopped
+		b.state = fleet.StateStopped
 		if req.HasExitCode {
 			rc.logger.Info("agent stopped", "tenant", b.key.Tenant, "agent_id", b.key.AgentID, "exit_code", req.ExitCode)
 		} else {
 			rc.logger.Info("agent stopped", "tenant", b.key.Tenant, "agent_id", b.key.AgentID)
 		}
-	case res.Previous == StateZombie:
-		b.state = StateRecovered
+	case res.Previous == fleet.StateZombie:
+		b.state = fleet.StateRecovered
 		rc.logger.Info("agent recovered", "tenant", b.key.Tenant, "agent_id", b.key.AgentID,
 			"outage", b.now.Sub(res.PreviousBeat).Round(time.Millisecond), "last_heartbeat", res.PreviousBeat)
 	default:
-		b.state = StateActive
-		if res.Previous == StateSilent {
+		b.state = fleet.StateActive
+		if res.Previous == fleet.StateSilent {
 			rc.logger.Info("agent active again", "tenant", b.key.Tenant, "agent_id", b.key.AgentID,
 				"outage", b.now.Sub(res.PreviousBeat).Round(time.Millisecond))
 		}
@@ -576,9 +568,9 @@ func (rc *Receiver) appendBeaconAnswer(out []byte, b *beat) []byte {
 	out = append(out, `{"installation_id":`...)
 	out = appendJSONString(out, b.key.AgentID)
 	switch b.state {
-	case StateRevoked:
+	case fleet.StateRevoked:
 		return rc.appendRevocation(out, b)
-	case StateStopped:
+	case fleet.StateStopped:
 		return append(out, `,"lease_renewed":false,"state":"STOPPED"}`...)
 	}
 	out = append(out, `,"lease_renewed":true,"state":"`...)
@@ -630,15 +622,15 @@ func (rc *Receiver) appendABSAnswer(out []byte, b *beat) []byte {
 	out = append(out, `","agentId":`...)
 	out = appendJSONString(out, b.key.AgentID)
 	switch b.state {
-	case StateRevoked:
+	case fleet.StateRevoked:
 		return rc.appendRevocationFields(out, b)
-	case StateStopped:
+	case fleet.StateStopped:
 		return out
 	}
 	out = append(out, `,"nextDeadline":"`...)
 	out = appendTime(out, b.now.Add(b.interval))
 	out = append(out, '"')
-	if b.res.Command != CommandNone {
+	if b.res.Command != fleet.CommandNone {
 		out = append(out, `,"command":`...)
 		out = appendCommand(out, b.res.Command)
 	}
@@ -658,7 +650,7 @@ func (rc *Receiver) appendRevocationFields(out []byte, b *beat) []byte {
 	if !ok {
 		// Reinstated between the beat and this answer: still answer revoked,
 		// with the configured grace; the next heartbeat renews the lease.
-		rev = Revocation{Reason: "Revoked by the kill switch", ShutdownTimeout: b.settings.DefaultShutdownTimeout}
+		rev = fleet.Revocation{Reason: "Revoked by the kill switch", ShutdownTimeout: b.settings.DefaultShutdownTimeout}
 	}
 	out = append(out, `,"revoked":true,"reason":`...)
 	out = appendJSONString(out, rev.Reason)
@@ -666,8 +658,8 @@ func (rc *Receiver) appendRevocationFields(out []byte, b *beat) []byte {
 	return strconv.AppendInt(out, rev.ShutdownTimeout.Milliseconds(), 10)
 }
 
-func appendCommand(out []byte, c Command) []byte {
-	if c == CommandNone {
+func appendCommand(out []byte, c fleet.Command) []byte {
+	if c == fleet.CommandNone {
 		return append(out, "null"...)
 	}
 	out = append(out, '"')

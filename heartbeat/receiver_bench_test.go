@@ -13,14 +13,15 @@ import (
 
 	"github.com/agentsentinel/sentinel/auth"
 	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/fleet"
 )
 
 // noKillSwitch is a KillSwitch with nothing revoked, for benchmarks.
 type noKillSwitch struct{}
 
-func (noKillSwitch) Revocation(Key) (Revocation, bool) { return Revocation{}, false }
-func (noKillSwitch) CommandAcknowledged(Key, uint32)   {}
-func (noKillSwitch) AgentRegistered(Key, time.Time)    {}
+func (noKillSwitch) Revocation(fleet.Key) (fleet.Revocation, bool) { return fleet.Revocation{}, false }
+func (noKillSwitch) CommandAcknowledged(fleet.Key, uint32)         {}
+func (noKillSwitch) AgentRegistered(fleet.Key, time.Time)          {}
 
 const benchBody = `{"status":"healthy","uptime_seconds":3600,"heartbeat_interval_seconds":60,"version":"1.4.2",
 "platform":{"type":"kubernetes","pod_name":"my-agent-7f8a9b-xyz","namespace":"production","node":"node-pool-1-abc"},

@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentsentinel/sentinel/auth"
 	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/jsonapi"
 )
@@ -567,7 +568,7 @@ func TestStateTransitions(t *testing.T) {
 		t.Run(proto.name, func(t *testing.T) {
 			e := newEnv(t)
 			token := e.register("agent-1") // interval 60 s at t0
-			state := func() heartbeat.State {
+			state := func() fleet.State {
 				ag, ok := e.agent("acme", "agent-1")
 				require.True(t, ok)
 				return ag.State(e.clock.Now(), thresholds)
@@ -584,19 +585,19 @@ func TestStateTransitions(t *testing.T) {
 			at := func(d time.Duration) { e.clock.Set(last.Add(d)) }
 
 			at(4*time.Minute + 59*time.Second)
-			require.Equal(t, heartbeat.StateActive, state(), "4 missed")
+			require.Equal(t, fleet.StateActive, state(), "4 missed")
 			at(5 * time.Minute)
-			require.Equal(t, heartbeat.StateSilent, state(), "5 missed")
+			require.Equal(t, fleet.StateSilent, state(), "5 missed")
 			beat("ACTIVE") // SILENT → ACTIVE
 			last = e.clock.Now()
-			require.Equal(t, heartbeat.StateActive, state())
+			require.Equal(t, fleet.StateActive, state())
 
 			at(14*time.Minute + 59*time.Second)
-			require.Equal(t, heartbeat.StateSilent, state(), "14 missed")
+			require.Equal(t, fleet.StateSilent, state(), "14 missed")
 			at(15 * time.Minute)
-			require.Equal(t, heartbeat.StateZombie, state(), "15 missed")
+			require.Equal(t, fleet.StateZombie, state(), "15 missed")
 			at(3 * time.Hour)
-			require.Equal(t, heartbeat.StateZombie, state())
+			require.Equal(t, fleet.StateZombie, state())
 			beat("RECOVERED") // ZOMBIE → RECOVERED
 			last = e.clock.Now()
 			at(time.Minute)
@@ -621,7 +622,7 @@ func TestShutdown(t *testing.T) {
 	// A stopped agent raises no liveness state however long it stays away.
 	e.clock.Advance(24 * time.Hour)
 	ag, _ = e.agent("acme", "agent-1")
-	require.Equal(t, heartbeat.StateStopped, ag.State(e.clock.Now(), thresholds))
+	require.Equal(t, fleet.StateStopped, ag.State(e.clock.Now(), thresholds))
 
 	// A later heartbeat starts it again, as ACTIVE, not RECOVERED.
 	a = e.beacon("agent-1", token, `{"status":"starting"}`)
@@ -630,7 +631,7 @@ func TestShutdown(t *testing.T) {
 	require.Equal(t, true, a.body["lease_renewed"])
 	ag, _ = e.agent("acme", "agent-1")
 	require.False(t, ag.Stopped)
-	require.Equal(t, heartbeat.StateActive, ag.State(e.clock.Now(), thresholds))
+	require.Equal(t, fleet.StateActive, ag.State(e.clock.Now(), thresholds))
 
 	// ABS: the answer is the status and the id.
 	a = e.abs("agent-1", token, `{"status":"shutdown"}`)
@@ -658,8 +659,8 @@ func TestShutdown(t *testing.T) {
 func TestRevokedAnswer(t *testing.T) {
 	e := newEnv(t)
 	token := e.register("agent-1")
-	k := heartbeat.Key{Tenant: "acme", AgentID: "agent-1"}
-	_, changed, err := e.control.Revoke(k, heartbeat.Revocation{Reason: "runaway spend", ShutdownTimeout: 2500 * time.Millisecond, RevokedAt: t0, Source: "admin"})
+	k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
+	_, changed, err := e.control.Revoke(k, fleet.Revocation{Reason: "runaway spend", ShutdownTimeout: 2500 * time.Millisecond, RevokedAt: t0, Source: "admin"})
 	require.NoError(t, err)
 	require.True(t, changed)
 	e.clock.Advance(time.Minute)
@@ -690,7 +691,7 @@ func TestRevokedAnswer(t *testing.T) {
 	// answer stays the revocation.
 	ag, _ := e.agent("acme", "agent-1")
 	require.Equal(t, e.clock.Now(), ag.LastHeartbeat)
-	require.Equal(t, heartbeat.StateRevoked, ag.State(e.clock.Now(), thresholds))
+	require.Equal(t, fleet.StateRevoked, ag.State(e.clock.Now(), thresholds))
 	require.Equal(t, float64(2), e.heartbeats("beacon", "revoked"))
 	require.Equal(t, float64(1), e.heartbeats("abs", "revoked"))
 	require.Equal(t, float64(1), e.heartbeats("events", "revoked"))
@@ -717,8 +718,8 @@ func TestRevokedAnswer(t *testing.T) {
 func TestRevokedSurvivesRestart(t *testing.T) {
 	e := newEnv(t)
 	token := e.register("agent-1")
-	_, _, err := e.control.Revoke(heartbeat.Key{Tenant: "acme", AgentID: "agent-1"},
-		heartbeat.Revocation{Reason: "stop", ShutdownTimeout: time.Second, RevokedAt: t0, Source: "admin"})
+	_, _, err := e.control.Revoke(fleet.Key{Tenant: "acme", AgentID: "agent-1"},
+		fleet.Revocation{Reason: "stop", ShutdownTimeout: time.Second, RevokedAt: t0, Source: "admin"})
 	require.NoError(t, err)
 	e.restart(false)
 	require.Zero(t, e.store.Len())
@@ -730,8 +731,8 @@ func TestRevokedSurvivesRestart(t *testing.T) {
 func TestCommandDelivery(t *testing.T) {
 	e := newEnv(t)
 	token := e.register("agent-1")
-	k := heartbeat.Key{Tenant: "acme", AgentID: "agent-1"}
-	issue := func(c heartbeat.Command) {
+	k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
+	issue := func(c fleet.Command) {
 		t.Helper()
 		_, err := e.control.Command(k, c, e.clock.Now())
 		require.NoError(t, err)
@@ -744,7 +745,7 @@ func TestCommandDelivery(t *testing.T) {
 		require.Equal(t, want, a.body["command"], a.raw)
 	}
 
-	issue(heartbeat.CommandPause)
+	issue(fleet.CommandPause)
 	beacon("pause") // carried
 	_, pending := e.control.PendingCommand(k)
 	require.True(t, pending, "pending until a later beat acknowledges it")
@@ -754,14 +755,14 @@ func TestCommandDelivery(t *testing.T) {
 	beacon(nil)
 
 	// A newer command replaces one carried but not yet acknowledged.
-	issue(heartbeat.CommandPause)
+	issue(fleet.CommandPause)
 	beacon("pause")
-	issue(heartbeat.CommandTerminate)
+	issue(fleet.CommandTerminate)
 	beacon("terminate")
 	beacon(nil)
 
 	// ABS carries it too, and leaves the field out when there is none.
-	issue(heartbeat.CommandResume)
+	issue(fleet.CommandResume)
 	a := e.abs("agent-1", token, "")
 	require.Equal(t, "resume", a.str("command"), a.raw)
 	require.Equal(t, "ACTIVE", a.str("status"))
@@ -783,8 +784,8 @@ func TestCommandRedeliveredAfterCrash(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			token := e.register("agent-1")
-			k := heartbeat.Key{Tenant: "acme", AgentID: "agent-1"}
-			_, err := e.control.Command(k, heartbeat.CommandTerminate, t0)
+			k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
+			_, err := e.control.Command(k, fleet.CommandTerminate, t0)
 			require.NoError(t, err)
 			a := e.beacon("agent-1", token, "")
 			require.Equal(t, "terminate", a.body["command"], a.raw)

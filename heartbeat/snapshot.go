@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"time"
+
+	"github.com/agentsentinel/sentinel/fleet"
 )
 
 // The snapshot payload holds the hot state of SPEC 9 (registrations, last
@@ -121,7 +123,7 @@ func (s *Store) DecodeSnapshot(r io.Reader) (time.Time, int, error) {
 			return takenAt, int(i), fmt.Errorf("snapshot agent %d: %w", i, unexpected(err))
 		}
 		a := Agent{
-			Key:     Key{Tenant: string(strs[strTenant]), AgentID: string(strs[strAgentID])},
+			Key:     fleet.Key{Tenant: string(strs[strTenant]), AgentID: string(strs[strAgentID])},
 			Version: string(strs[strVersion]),
 			Platform: Platform{
 				ContainerID: string(strs[strContainerID]), Image: string(strs[strImage]),
@@ -149,7 +151,7 @@ func (s *Store) DecodeSnapshot(r io.Reader) (time.Time, int, error) {
 		a.HasUptime = flags&snapHasUptime != 0
 		a.HasMetrics = flags&snapHasMetrics != 0
 		a.HasExitCode = flags&snapHasExitCode != 0
-		if !ValidAgentID(a.AgentID) || a.Tenant == "" || int(a.Status) >= len(statusNames) ||
+		if !fleet.ValidAgentID(a.AgentID) || a.Tenant == "" || int(a.Status) >= len(statusNames) ||
 			int(a.Platform.Type) >= len(platformNames) || a.Interval <= 0 {
 			return takenAt, int(i), fmt.Errorf("snapshot agent %d (%s): invalid record", i, a.Key)
 		}

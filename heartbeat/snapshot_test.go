@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/stretchr/testify/require"
 )
 
@@ -29,8 +30,8 @@ func snapshotFleet(t *testing.T) *Store {
 	return s
 }
 
-func agentsOf(s *Store) map[Key]Agent {
-	m := map[Key]Agent{}
+func agentsOf(s *Store) map[fleet.Key]Agent {
+	m := map[fleet.Key]Agent{}
 	s.Each(func(a *Agent) bool {
 		c := *a
 		c.cloneStrings()

@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 	"unsafe"
+
+	"github.com/agentsentinel/sentinel/fleet"
 )
 
 // ErrTooManyAgents is returned when registering one more agent would exceed
@@ -68,7 +70,7 @@ type record struct {
 	flags        uint16
 	status       Status
 	platform     PlatformType
-	command      Command
+	command      fleet.Command
 	registered   int64 // unix nanoseconds
 	lastBeat     int64 // unix nanoseconds
 	interval     int64 // nanoseconds
@@ -93,7 +95,7 @@ type shard struct {
 // created by a heartbeat: it returns the durable kill-switch state the new
 // record must start with (a revocation or command issued before the agent's
 // registration was snapshotted survives a crash this way).
-type NewAgentHook func(Key) (revoked bool, cmd Command, cmdSeq uint32)
+type NewAgentHook func(fleet.Key) (revoked bool, cmd fleet.Command, cmdSeq uint32)
 
 // Store holds the hot state of every agent in memory.
 //
@@ -132,7 +134,7 @@ func (s *Store) SetLimit(maxAgents int) { s.limit.Store(int64(maxAgents)) }
 // Len returns the number of agents.
 func (s *Store) Len() int { return int(s.count.Load()) }
 
-func (s *Store) hash(k Key) uint64 {
+func (s *Store) hash(k fleet.Key) uint64 {
 	var h maphash.Hash
 	h.SetSeed(s.seed)
 	h.WriteString(k.Tenant)
@@ -144,7 +146,7 @@ func (s *Store) hash(k Key) uint64 {
 func (s *Store) shardOf(h uint64) *shard { return &s.shards[h>>56] }
 
 // find returns the slot of k, or -1. The shard lock must be held.
-func (sh *shard) find(h uint64, k Key) int {
+func (sh *shard) find(h uint64, k fleet.Key) int {
 	for next := sh.index[h]; next != 0; {
 		slot := next - 1
 		r := &sh.records[slot]
@@ -175,7 +177,7 @@ func blobString(blob []byte, i int) string {
 }
 
 // appendBlob encodes the strings of an agent in blob order.
-func appendBlob(b []byte, k Key, version string, p *Platform) []byte {
+func appendBlob(b []byte, k fleet.Key, version string, p *Platform) []byte {
 	for _, s := range [numStrings]string{
 		k.Tenant, k.AgentID, version, p.ContainerID, p.Image, p.PodName, p.Namespace,
 		p.Node, p.FunctionName, p.Region, p.Hostname, p.OS,
@@ -226,7 +228,7 @@ func (sh *shard) compact() {
 
 // BeatRequest is an accepted heartbeat, already validated by its protocol.
 type BeatRequest struct {
-	Key      Key
+	Key      fleet.Key
 	Time     time.Time
 	Interval time.Duration
 	Status   Status
@@ -255,7 +257,7 @@ type BeatRequest struct {
 // BeatResult tells the protocol layer how to answer a heartbeat.
 type BeatResult struct {
 	// Previous is the agent's state just before this beat (ACTIVE for a new agent).
-	Previous State
+	Previous fleet.State
 	// PreviousBeat is the last heartbeat before this one (zero for a new agent).
 	PreviousBeat time.Time
 	Registered   bool
@@ -263,7 +265,7 @@ type BeatResult struct {
 	// answer is the revocation, with no token and no command.
 	Revoked bool
 	// Command is carried by this answer (CommandNone if none), with its sequence.
-	Command    Command
+	Command    fleet.Command
 	CommandSeq uint32
 	// AckedCommandSeq is the sequence of a command this beat acknowledged (it
 	// arrived after the answer that carried it), 0 if none.
@@ -275,7 +277,7 @@ type BeatResult struct {
 // Beat records a heartbeat, registering the agent if it is new. It returns
 // ErrTooManyAgents when a new agent would exceed max_agents. It is O(1) and
 // touches only the agent's shard.
-func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
+func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
 	h := s.hash(req.Key)
 	sh := s.shardOf(h)
 	var res BeatResult
@@ -302,7 +304,7 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 		var blob [2 + 2*MaxStringLen + numStrings]byte
 		sh.setBlob(r, appendBlob(blob[:0], req.Key, "", &Platform{}))
 		res.Registered = true
-		res.Previous = StateActive
+		res.Previous = fleet.StateActive
 	} else {
 		r = &sh.records[slot]
 		prev := r.agentState(req.Time, t)
@@ -318,7 +320,7 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 	revoked := r.flags&flagRevoked != 0
 	if revoked {
 		res.Revoked = true
-		res.Previous = StateRevoked
+		res.Previous = fleet.StateRevoked
 	}
 
 	r.lastBeat = req.Time.UnixNano()
@@ -366,10 +368,10 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 
 	// At-least-once delivery: a command stays pending until a beat arrives
 	// after the answer that carried it.
-	if r.command != CommandNone {
+	if r.command != fleet.CommandNone {
 		if r.flags&flagCommandCarried != 0 {
 			res.AckedCommandSeq = r.commandSeq
-			r.command, r.commandSeq = CommandNone, 0
+			r.command, r.commandSeq = fleet.CommandNone, 0
 			r.flags &^= flagCommandCarried
 		} else {
 			res.Command, res.CommandSeq = r.command, r.commandSeq
@@ -379,14 +381,14 @@ func (s *Store) Beat(req *BeatRequest, t Thresholds) (BeatResult, error) {
 	return res, nil
 }
 
-func (r *record) agentState(now time.Time, t Thresholds) State {
+func (r *record) agentState(now time.Time, t fleet.Thresholds) fleet.State {
 	switch {
 	case r.flags&flagRevoked != 0:
-		return StateRevoked
+		return fleet.StateRevoked
 	case r.flags&flagStopped != 0:
-		return StateStopped
+		return fleet.StateStopped
 	}
-	return t.Liveness(MissedBeats(now, time.Unix(0, r.lastBeat), time.Duration(r.interval)))
+	return t.Liveness(fleet.MissedBeats(now, time.Unix(0, r.lastBeat), time.Duration(r.interval)))
 }
 
 // insert adds an empty used record for hash h and returns it. The caller
@@ -429,7 +431,7 @@ func blobPlatform(blob []byte, r *record) Platform {
 func decode(a *Agent, r *record, arena []byte) {
 	blob := arena[r.blobOff : r.blobOff+r.blobLen]
 	*a = Agent{
-		Key:           Key{Tenant: blobString(blob, strTenant), AgentID: blobString(blob, strAgentID)},
+		Key:           fleet.Key{Tenant: blobString(blob, strTenant), AgentID: blobString(blob, strAgentID)},
 		Status:        r.status,
 		Version:       blobString(blob, strVersion),
 		Platform:      blobPlatform(blob, r),
@@ -461,7 +463,7 @@ func (a *Agent) cloneStrings() {
 }
 
 // Get returns a copy of the agent's state.
-func (s *Store) Get(k Key) (Agent, bool) {
+func (s *Store) Get(k fleet.Key) (Agent, bool) {
 	h := s.hash(k)
 	sh := s.shardOf(h)
 	sh.mu.RLock()
@@ -477,7 +479,7 @@ func (s *Store) Get(k Key) (Agent, bool) {
 }
 
 // Delete forgets an agent; its series disappear from the next scrape.
-func (s *Store) Delete(k Key) bool {
+func (s *Store) Delete(k fleet.Key) bool {
 	h := s.hash(k)
 	sh := s.shardOf(h)
 	sh.mu.Lock()
@@ -508,7 +510,7 @@ func (s *Store) Delete(k Key) bool {
 }
 
 // update applies fn to the agent's record under its shard lock.
-func (s *Store) update(k Key, fn func(*record)) bool {
+func (s *Store) update(k fleet.Key, fn func(*record)) bool {
 	h := s.hash(k)
 	sh := s.shardOf(h)
 	sh.mu.Lock()
@@ -522,7 +524,7 @@ func (s *Store) update(k Key, fn func(*record)) bool {
 }
 
 // SetRevoked marks the agent revoked or reinstated; false if it is unknown.
-func (s *Store) SetRevoked(k Key, revoked bool) bool {
+func (s *Store) SetRevoked(k fleet.Key, revoked bool) bool {
 	return s.update(k, func(r *record) {
 		if revoked {
 			r.flags |= flagRevoked
@@ -534,7 +536,7 @@ func (s *Store) SetRevoked(k Key, revoked bool) bool {
 
 // SetCommand makes cmd the agent's pending command, replacing any older one;
 // false if the agent is unknown.
-func (s *Store) SetCommand(k Key, cmd Command, seq uint32) bool {
+func (s *Store) SetCommand(k fleet.Key, cmd fleet.Command, seq uint32) bool {
 	return s.update(k, func(r *record) {
 		r.command, r.commandSeq = cmd, seq
 		r.flags &^= flagCommandCarried

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agentsentinel/sentinel/fleet"
 )
 
 // stK8sBeat fills req with a realistic heartbeat of Kubernetes agent i:
@@ -14,7 +16,7 @@ func stK8sBeat(req *BeatRequest, i int, at time.Time) {
 	n := strconv.Itoa(i)
 	pod := "agent-worker-7d9f8b6c5-" + n
 	*req = BeatRequest{
-		Key:      Key{Tenant: [...]string{"acme", "globex", "initech"}[i%3], AgentID: "agent-" + n},
+		Key:      fleet.Key{Tenant: [...]string{"acme", "globex", "initech"}[i%3], AgentID: "agent-" + n},
 		Time:     at,
 		Interval: 30 * time.Second,
 		Status:   StatusHealthy,

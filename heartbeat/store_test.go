@@ -12,15 +12,16 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 var (
 	stT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	stTh = Thresholds{SilentAfter: 5, ZombieAfter: 15}
+	stTh = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
 )
 
-func stKey(id string) Key { return Key{Tenant: "acme", AgentID: id} }
+func stKey(id string) fleet.Key { return fleet.Key{Tenant: "acme", AgentID: id} }
 
 // beat is a minimal heartbeat of id at t with a 10 s interval.
 func stBeat(id string, t time.Time) *BeatRequest {
@@ -34,14 +35,14 @@ func stMustBeat(t *testing.T, s *Store, req *BeatRequest) BeatResult {
 	return res
 }
 
-func stMustGet(t *testing.T, s *Store, k Key) Agent {
+func stMustGet(t *testing.T, s *Store, k fleet.Key) Agent {
 	t.Helper()
 	a, ok := s.Get(k)
 	require.True(t, ok, "agent %s", k)
 	return a
 }
 
-func stState(t *testing.T, s *Store, k Key, now time.Time, th Thresholds) State {
+func stState(t *testing.T, s *Store, k fleet.Key, now time.Time, th fleet.Thresholds) fleet.State {
 	t.Helper()
 	a := stMustGet(t, s, k)
 	return a.State(now, th)
@@ -70,7 +71,7 @@ func TestStoreBeatRegisterGet(t *testing.T) {
 
 	req := stFullBeat("a", stT0)
 	res := stMustBeat(t, s, req)
-	require.Equal(t, BeatResult{Registered: true, Previous: StateActive}, res)
+	require.Equal(t, BeatResult{Registered: true, Previous: fleet.StateActive}, res)
 	require.Equal(t, 1, s.Len())
 	want := Agent{
 		Key: stKey("a"), Status: StatusHealthy, Version: "1.4.2", Platform: req.Platform,
@@ -119,7 +120,7 @@ func TestStoreBeatRegisterGet(t *testing.T) {
 			at = at.Add(time.Second)
 			res := stMustBeat(t, s, tc.req(at))
 			require.False(t, res.Registered)
-			require.Equal(t, StateActive, res.Previous)
+			require.Equal(t, fleet.StateActive, res.Previous)
 			require.Equal(t, prev.LastHeartbeat, res.PreviousBeat)
 			want := prev
 			want.LastHeartbeat = at
@@ -153,15 +154,15 @@ func TestStoreGetIsACopy(t *testing.T) {
 func TestStoreStateTransitions(t *testing.T) {
 	tests := []struct {
 		age  time.Duration
-		want State
+		want fleet.State
 	}{
-		{0, StateActive},
-		{-time.Hour, StateActive}, // clock skew: never negative missed beats
-		{49*time.Second + 999*time.Millisecond, StateActive},
-		{50 * time.Second, StateSilent}, // exactly 5 missed
-		{149*time.Second + 999999999, StateSilent},
-		{150 * time.Second, StateZombie}, // exactly 15 missed
-		{24 * time.Hour, StateZombie},
+		{0, fleet.StateActive},
+		{-time.Hour, fleet.StateActive}, // clock skew: never negative missed beats
+		{49*time.Second + 999*time.Millisecond, fleet.StateActive},
+		{50 * time.Second, fleet.StateSilent}, // exactly 5 missed
+		{149*time.Second + 999999999, fleet.StateSilent},
+		{150 * time.Second, fleet.StateZombie}, // exactly 15 missed
+		{24 * time.Hour, fleet.StateZombie},
 	}
 	for _, tc := range tests {
 		t.Run(tc.age.String(), func(t *testing.T) {
@@ -172,7 +173,7 @@ func TestStoreStateTransitions(t *testing.T) {
 			// The next beat reports the state it found.
 			res := stMustBeat(t, s, stBeat("a", stT0.Add(tc.age)))
 			require.Equal(t, tc.want, res.Previous)
-			require.Equal(t, StateActive, stState(t, s, stKey("a"), stT0.Add(tc.age), stTh))
+			require.Equal(t, fleet.StateActive, stState(t, s, stKey("a"), stT0.Add(tc.age), stTh))
 		})
 	}
 }
@@ -185,61 +186,61 @@ func TestStoreStoppedAndRevoked(t *testing.T) {
 		req := stBeat("a", stT0.Add(time.Second))
 		req.Status, req.ExitCode, req.HasExitCode = StatusShutdown, 3, true
 		res := stMustBeat(t, s, req)
-		require.Equal(t, StateActive, res.Previous)
+		require.Equal(t, fleet.StateActive, res.Previous)
 		a := stMustGet(t, s, stKey("a"))
 		require.True(t, a.Stopped)
 		require.Equal(t, StatusShutdown, a.Status)
 		require.Equal(t, int64(3), a.ExitCode)
 		// Stopped forever, however long it stays quiet.
-		require.Equal(t, StateStopped, a.State(stT0.Add(1000*time.Hour), stTh))
+		require.Equal(t, fleet.StateStopped, a.State(stT0.Add(1000*time.Hour), stTh))
 	})
 	t.Run("next beat starts it again", func(t *testing.T) {
 		res := stMustBeat(t, s, stBeat("a", stT0.Add(time.Hour)))
-		require.Equal(t, StateStopped, res.Previous)
+		require.Equal(t, fleet.StateStopped, res.Previous)
 		a := stMustGet(t, s, stKey("a"))
 		require.False(t, a.Stopped)
 		require.Equal(t, StatusUnknown, a.Status) // shutdown is not carried over
-		require.Equal(t, StateActive, a.State(stT0.Add(time.Hour), stTh))
+		require.Equal(t, fleet.StateActive, a.State(stT0.Add(time.Hour), stTh))
 	})
 	t.Run("revoked beats are recorded but answered revoked", func(t *testing.T) {
 		require.True(t, s.SetRevoked(stKey("a"), true))
-		require.True(t, s.SetCommand(stKey("a"), CommandPause, 7))
+		require.True(t, s.SetCommand(stKey("a"), fleet.CommandPause, 7))
 		req := stFullBeat("a", stT0.Add(2*time.Hour))
 		req.Version, req.Status, req.IssueToken = "9.9.9", StatusUnhealthy, true
 		res := stMustBeat(t, s, req)
-		require.Equal(t, BeatResult{Previous: StateRevoked, PreviousBeat: stT0.Add(time.Hour), Revoked: true}, res,
+		require.Equal(t, BeatResult{Previous: fleet.StateRevoked, PreviousBeat: stT0.Add(time.Hour), Revoked: true}, res,
 			"no token and no command for a revoked agent")
 		after := stMustGet(t, s, stKey("a"))
 		require.True(t, after.Revoked)
 		require.Equal(t, "9.9.9", after.Version)
 		require.Equal(t, stT0.Add(2*time.Hour), after.LastHeartbeat, "seen alive: a reinstatement must not find it ZOMBIE")
-		require.Equal(t, CommandPause, after.Command, "the command waits for the reinstatement")
-		require.Equal(t, StateRevoked, stState(t, s, stKey("a"), stT0.Add(2*time.Hour), stTh))
-		require.True(t, s.SetCommand(stKey("a"), CommandNone, 0))
+		require.Equal(t, fleet.CommandPause, after.Command, "the command waits for the reinstatement")
+		require.Equal(t, fleet.StateRevoked, stState(t, s, stKey("a"), stT0.Add(2*time.Hour), stTh))
+		require.True(t, s.SetCommand(stKey("a"), fleet.CommandNone, 0))
 	})
 	t.Run("reinstated beats are recorded", func(t *testing.T) {
 		require.True(t, s.SetRevoked(stKey("a"), false))
 		res := stMustBeat(t, s, stBeat("a", stT0.Add(3*time.Hour)))
 		require.False(t, res.Revoked)
-		require.Equal(t, StateZombie, res.Previous) // quiet since the hour mark: RECOVERED for the receiver
+		require.Equal(t, fleet.StateZombie, res.Previous) // quiet since the hour mark: RECOVERED for the receiver
 		require.Equal(t, stT0.Add(3*time.Hour), stMustGet(t, s, stKey("a")).LastHeartbeat)
 	})
 	t.Run("unknown agents", func(t *testing.T) {
 		require.False(t, s.SetRevoked(stKey("nobody"), true))
-		require.False(t, s.SetCommand(stKey("nobody"), CommandPause, 1))
+		require.False(t, s.SetCommand(stKey("nobody"), fleet.CommandPause, 1))
 		require.False(t, s.Delete(stKey("nobody")))
 	})
 }
 
 func TestStoreNewAgentHook(t *testing.T) {
-	s := NewStore(10, func(k Key) (bool, Command, uint32) {
+	s := NewStore(10, func(k fleet.Key) (bool, fleet.Command, uint32) {
 		switch k.AgentID {
 		case "revoked":
-			return true, CommandNone, 0
+			return true, fleet.CommandNone, 0
 		case "commanded":
-			return false, CommandTerminate, 7
+			return false, fleet.CommandTerminate, 7
 		}
-		return false, CommandNone, 0
+		return false, fleet.CommandNone, 0
 	})
 	res := stMustBeat(t, s, stBeat("revoked", stT0))
 	require.True(t, res.Registered)
@@ -249,37 +250,37 @@ func TestStoreNewAgentHook(t *testing.T) {
 	require.Equal(t, stT0, a.LastHeartbeat) // registration is still when it was seen
 
 	res = stMustBeat(t, s, stBeat("commanded", stT0))
-	require.Equal(t, CommandTerminate, res.Command)
+	require.Equal(t, fleet.CommandTerminate, res.Command)
 	require.Equal(t, uint32(7), res.CommandSeq)
 }
 
 func TestStoreCommandDelivery(t *testing.T) {
 	type step struct {
-		set     Command // SetCommand before the beat, when not CommandNone
+		set     fleet.Command // SetCommand before the beat, when not CommandNone
 		seq     uint32
-		carried Command
+		carried fleet.Command
 		carSeq  uint32
 		acked   uint32
-		pending Command // Agent.Command after the beat
+		pending fleet.Command // Agent.Command after the beat
 	}
 	tests := []struct {
 		name  string
 		steps []step
 	}{
 		{"carried once, acknowledged by the next beat", []step{
-			{set: CommandPause, seq: 1, carried: CommandPause, carSeq: 1, pending: CommandPause},
+			{set: fleet.CommandPause, seq: 1, carried: fleet.CommandPause, carSeq: 1, pending: fleet.CommandPause},
 			{acked: 1},
 			{},
 		}},
 		{"a newer command replaces a carried one", []step{
-			{set: CommandPause, seq: 1, carried: CommandPause, carSeq: 1, pending: CommandPause},
-			{set: CommandTerminate, seq: 2, carried: CommandTerminate, carSeq: 2, pending: CommandTerminate},
+			{set: fleet.CommandPause, seq: 1, carried: fleet.CommandPause, carSeq: 1, pending: fleet.CommandPause},
+			{set: fleet.CommandTerminate, seq: 2, carried: fleet.CommandTerminate, carSeq: 2, pending: fleet.CommandTerminate},
 			{acked: 2},
 		}},
 		{"a newer command before delivery", []step{
-			{set: CommandPause, seq: 1, carried: CommandPause, carSeq: 1, pending: CommandPause},
+			{set: fleet.CommandPause, seq: 1, carried: fleet.CommandPause, carSeq: 1, pending: fleet.CommandPause},
 			{acked: 1},
-			{set: CommandResume, seq: 2, carried: CommandResume, carSeq: 2, pending: CommandResume},
+			{set: fleet.CommandResume, seq: 2, carried: fleet.CommandResume, carSeq: 2, pending: fleet.CommandResume},
 			{acked: 2},
 		}},
 	}
@@ -288,7 +289,7 @@ func TestStoreCommandDelivery(t *testing.T) {
 			s := NewStore(10, nil)
 			stMustBeat(t, s, stBeat("a", stT0))
 			for i, st := range tc.steps {
-				if st.set != CommandNone {
+				if st.set != fleet.CommandNone {
 					require.True(t, s.SetCommand(stKey("a"), st.set, st.seq))
 					require.Equal(t, st.set, stMustGet(t, s, stKey("a")).Command)
 				}
@@ -303,17 +304,17 @@ func TestStoreCommandDelivery(t *testing.T) {
 	t.Run("a command set twice before a beat is carried once", func(t *testing.T) {
 		s := NewStore(10, nil)
 		stMustBeat(t, s, stBeat("a", stT0))
-		require.True(t, s.SetCommand(stKey("a"), CommandPause, 1))
-		require.True(t, s.SetCommand(stKey("a"), CommandTerminate, 2))
+		require.True(t, s.SetCommand(stKey("a"), fleet.CommandPause, 1))
+		require.True(t, s.SetCommand(stKey("a"), fleet.CommandTerminate, 2))
 		res := stMustBeat(t, s, stBeat("a", stT0.Add(time.Second)))
-		require.Equal(t, CommandTerminate, res.Command)
+		require.Equal(t, fleet.CommandTerminate, res.Command)
 		require.Equal(t, uint32(2), res.CommandSeq)
 	})
 }
 
 // forceCollision links a record for k into the chain of hash h, as a
 // 64-bit hash collision would: real collisions cannot be produced on purpose.
-func stForceCollision(s *Store, h uint64, k Key) {
+func stForceCollision(s *Store, h uint64, k fleet.Key) {
 	sh := s.shardOf(h)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -581,7 +582,7 @@ func TestStoreRestoreRoundTrip(t *testing.T) {
 			src.SetRevoked(req.Key, true)
 		}
 		if i%17 == 0 {
-			src.SetCommand(req.Key, CommandPause, uint32(i))
+			src.SetCommand(req.Key, fleet.CommandPause, uint32(i))
 		}
 	}
 	var agents []Agent
@@ -669,7 +670,7 @@ func TestStoreConcurrent(t *testing.T) {
 				case 1:
 					s.SetRevoked(stKey(id), i%2 == 0)
 				case 2:
-					s.SetCommand(stKey(id), CommandPause, uint32(i))
+					s.SetCommand(stKey(id), fleet.CommandPause, uint32(i))
 				case 3:
 					s.Get(stKey(fmt.Sprintf("stable-%d", i%1000)))
 				}
@@ -707,7 +708,7 @@ func TestStoreConcurrent(t *testing.T) {
 // store must keep it, byte for byte, and turn it SILENT and ZOMBIE on time.
 func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 	const (
-		fleet     = 200_000
+		fleetSize = 200_000
 		workers   = 2
 		cacheSize = 32 << 20
 	)
@@ -717,7 +718,7 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 	if testutil.RaceEnabled {
 		rounds = 2
 	}
-	s := NewStore(fleet+1, nil)
+	s := NewStore(fleetSize+1, nil)
 	silentReq := stFullBeat("silent-one", stT0)
 	silentReq.Platform.Image = "registry.example.com/silent/agent@sha256:" + strings.Repeat("5", 64)
 	silentReq.Version = "0.9.1-rc.3+build.77"
@@ -731,7 +732,7 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 	for i := range variants {
 		variants[i] = fmt.Sprintf("%03d-", i) + strings.Repeat(string(rune('a'+i%26)), 220)
 	}
-	ids := make([]string, fleet)
+	ids := make([]string, fleetSize)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("flood-%06d", i)
 	}
@@ -744,7 +745,7 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 			var bytes int64
 			for r := range rounds {
 				req.Time = stT0.Add(time.Duration(r+1) * 10 * time.Second)
-				for i := w; i < fleet; i += workers {
+				for i := w; i < fleetSize; i += workers {
 					rev := (r + i%4) / 4 // changes every 4th round
 					v := func(f int) string { return variants[(i+rev*7+f*13)%len(variants)] }
 					req.Key.AgentID = ids[i]
@@ -765,10 +766,10 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Equal(t, fleet+1, s.Len())
+	require.Equal(t, fleetSize+1, s.Len())
 	require.Greater(t, payload.Load(), int64(16*cacheSize), "the flood must dwarf a cache")
 	t.Logf("%d heartbeats, %d MB of payload (%.0fx a 32 MB cache)",
-		fleet*rounds, payload.Load()>>20, float64(payload.Load())/cacheSize)
+		fleetSize*rounds, payload.Load()>>20, float64(payload.Load())/cacheSize)
 
 	// Exactly intact: last heartbeat, platform, version, everything.
 	got := stMustGet(t, s, stKey("silent-one"))
@@ -789,18 +790,18 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 	// It turns SILENT at exactly 5 missed 30 s beats and ZOMBIE at 15.
 	for _, tc := range []struct {
 		at   time.Duration
-		want State
+		want fleet.State
 	}{
-		{150*time.Second - 1, StateActive},
-		{150 * time.Second, StateSilent},
-		{450*time.Second - 1, StateSilent},
-		{450 * time.Second, StateZombie},
+		{150*time.Second - 1, fleet.StateActive},
+		{150 * time.Second, fleet.StateSilent},
+		{450*time.Second - 1, fleet.StateSilent},
+		{450 * time.Second, fleet.StateZombie},
 	} {
 		require.Equal(t, tc.want, got.State(stT0.Add(tc.at), stTh), tc.at)
 	}
 	// The flood agents hold their latest beat too: the store is no cache.
-	for _, i := range []int{0, 1, fleet / 2, fleet - 1} {
-		a := stMustGet(t, s, Key{Tenant: "flood", AgentID: ids[i]})
+	for _, i := range []int{0, 1, fleetSize / 2, fleetSize - 1} {
+		a := stMustGet(t, s, fleet.Key{Tenant: "flood", AgentID: ids[i]})
 		require.Equal(t, stT0.Add(time.Duration(rounds)*10*time.Second), a.LastHeartbeat)
 		require.Equal(t, variants[(i+(rounds-1+i%4)/4*7+2*13)%len(variants)], a.Platform.Image)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/agentsentinel/sentinel/auth"
 	"github.com/agentsentinel/sentinel/collector"
 	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/killswitch"
 	"github.com/agentsentinel/sentinel/storage"
@@ -42,7 +43,7 @@ const (
 // (whole seconds) are exactly now + token_ttl.
 var t0 = time.Date(2026, 2, 3, 12, 0, 0, 0, time.UTC)
 
-var thresholds = heartbeat.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+var thresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
 
 // testConfig is the YAML configuration of the test environment: two tenants,
 // a global admin and a bridge token. Intervals are clamped to [10s, 10m].
@@ -139,7 +140,7 @@ func (e *env) start(snapshot []byte) {
 		Settings: func() *killswitch.Settings { return adminSettings },
 	}).Register(e.mux)
 	metrics := collector.New(e.store, collector.Options{
-		Thresholds: func() heartbeat.Thresholds { return thresholds },
+		Thresholds: func() fleet.Thresholds { return thresholds },
 		Tenants:    func() []string { return e.cfg.TenantIDs() },
 		Now:        e.clock.Now,
 	})
@@ -251,7 +252,7 @@ func (e *env) register(id string) string {
 }
 
 func (e *env) agent(tenant, id string) (heartbeat.Agent, bool) {
-	return e.store.Get(heartbeat.Key{Tenant: tenant, AgentID: id})
+	return e.store.Get(fleet.Key{Tenant: tenant, AgentID: id})
 }
 
 // counter returns the value of the counter name{labels} in the registry, or

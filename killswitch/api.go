@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentsentinel/sentinel/auth"
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/jsonapi"
 )
@@ -20,7 +21,7 @@ import (
 // Settings is the reloadable configuration of the admin API.
 type Settings struct {
 	Credentials            *auth.Credentials
-	Thresholds             heartbeat.Thresholds
+	Thresholds             fleet.Thresholds
 	DefaultShutdownTimeout time.Duration
 }
 
@@ -126,20 +127,20 @@ func (a *API) admin(w http.ResponseWriter, r *http.Request, tenantRequired bool)
 // agentRequest checks the method and the admin token of a request about
 // the agent {id} of the path and resolves the agent's key, answering 405,
 // 401, 403, 400 or 404 (unknown tenant) itself when it returns false.
-func (a *API) agentRequest(w http.ResponseWriter, r *http.Request, methods ...string) (heartbeat.Key, *Settings, bool) {
+func (a *API) agentRequest(w http.ResponseWriter, r *http.Request, methods ...string) (fleet.Key, *Settings, bool) {
 	if !jsonapi.AllowMethods(w, r, methods...) {
-		return heartbeat.Key{}, nil, false
+		return fleet.Key{}, nil, false
 	}
 	tenant, s, ok := a.admin(w, r, true)
 	if !ok {
-		return heartbeat.Key{}, nil, false
+		return fleet.Key{}, nil, false
 	}
 	id := r.PathValue("id")
-	if !heartbeat.ValidAgentID(id) {
+	if !fleet.ValidAgentID(id) {
 		jsonapi.Error(w, http.StatusBadRequest, "invalid agent id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-		return heartbeat.Key{}, nil, false
+		return fleet.Key{}, nil, false
 	}
-	return heartbeat.Key{Tenant: tenant, AgentID: id}, s, true
+	return fleet.Key{Tenant: tenant, AgentID: id}, s, true
 }
 
 // decodeStrict reads an admin request body; unknown fields are errors here,
@@ -176,12 +177,12 @@ type revokeRequest struct {
 }
 
 // revocation validates a revoke request body into a revocation.
-func (a *API) revocation(w http.ResponseWriter, r *http.Request, s *Settings) (heartbeat.Revocation, bool) {
+func (a *API) revocation(w http.ResponseWriter, r *http.Request, s *Settings) (fleet.Revocation, bool) {
 	var req revokeRequest
 	if !decodeStrict(w, r, &req) {
-		return heartbeat.Revocation{}, false
+		return fleet.Revocation{}, false
 	}
-	rev := heartbeat.Revocation{Reason: req.Reason, ShutdownTimeout: s.DefaultShutdownTimeout, RevokedAt: a.now(), Source: "admin"}
+	rev := fleet.Revocation{Reason: req.Reason, ShutdownTimeout: s.DefaultShutdownTimeout, RevokedAt: a.now(), Source: "admin"}
 	if rev.Reason == "" {
 		rev.Reason = DefaultRevokeReason
 	}
@@ -206,7 +207,7 @@ type revocationJSON struct {
 	Source            string    `json:"source"`
 }
 
-func toRevocationJSON(r heartbeat.Revocation) *revocationJSON {
+func toRevocationJSON(r fleet.Revocation) *revocationJSON {
 	return &revocationJSON{Reason: r.Reason, ShutdownTimeoutMs: r.ShutdownTimeout.Milliseconds(), RevokedAt: r.RevokedAt.UTC(), Source: r.Source}
 }
 
@@ -293,7 +294,7 @@ func (a *API) serveCommand(w http.ResponseWriter, r *http.Request) {
 		jsonapi.Error(w, http.StatusBadRequest, `"command" is required: pause, resume or terminate`)
 		return
 	}
-	cmd, ok := heartbeat.ParseCommand(req.Command)
+	cmd, ok := fleet.ParseCommand(req.Command)
 	if !ok {
 		jsonapi.Errorf(w, http.StatusUnprocessableEntity, "unsupported command %q; supported: pause, resume, terminate", req.Command)
 		return
@@ -451,16 +452,16 @@ func (a *API) serveList(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	var filter *heartbeat.State
+	var filter *fleet.State
 	if v := q.Get("state"); v != "" {
-		st, ok := heartbeat.ParseState(strings.ToUpper(v))
+		st, ok := fleet.ParseState(strings.ToUpper(v))
 		if !ok {
 			jsonapi.Errorf(w, http.StatusBadRequest, "unknown state %q; use ACTIVE, SILENT, ZOMBIE, STOPPED or REVOKED", v)
 			return
 		}
 		filter = &st
 	}
-	var after heartbeat.Key
+	var after fleet.Key
 	if v := q.Get("cursor"); v != "" {
 		raw, err := base64.RawURLEncoding.DecodeString(v)
 		t, id, found := strings.Cut(string(raw), "\x00")
@@ -468,11 +469,11 @@ func (a *API) serveList(w http.ResponseWriter, r *http.Request) {
 			jsonapi.Error(w, http.StatusBadRequest, "malformed cursor")
 			return
 		}
-		after = heartbeat.Key{Tenant: t, AgentID: id}
+		after = fleet.Key{Tenant: t, AgentID: id}
 	}
 	now := a.now()
 	var page []summary
-	less := func(x, y heartbeat.Key) int {
+	less := func(x, y fleet.Key) int {
 		if c := strings.Compare(x.Tenant, y.Tenant); c != 0 {
 			return c
 		}
@@ -492,13 +493,13 @@ func (a *API) serveList(w http.ResponseWriter, r *http.Request) {
 		if after.AgentID != "" && less(ag.Key, after) <= 0 {
 			return true
 		}
-		if len(page) > limit && less(ag.Key, heartbeat.Key{Tenant: page[limit].Tenant, AgentID: page[limit].InstallationID}) >= 0 {
+		if len(page) > limit && less(ag.Key, fleet.Key{Tenant: page[limit].Tenant, AgentID: page[limit].InstallationID}) >= 0 {
 			return true
 		}
 		sm := newSummary(ag, s, now)
 		sm.InstallationID, sm.Tenant = strings.Clone(sm.InstallationID), strings.Clone(sm.Tenant)
 		i, _ := slices.BinarySearchFunc(page, sm, func(e, t summary) int {
-			return less(heartbeat.Key{Tenant: e.Tenant, AgentID: e.InstallationID}, heartbeat.Key{Tenant: t.Tenant, AgentID: t.InstallationID})
+			return less(fleet.Key{Tenant: e.Tenant, AgentID: e.InstallationID}, fleet.Key{Tenant: t.Tenant, AgentID: t.InstallationID})
 		})
 		page = slices.Insert(page, i, sm)
 		if len(page) > limit+1 {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/jsonapi"
 )
@@ -559,7 +560,7 @@ func TestAPIListStateFilter(t *testing.T) {
 	}
 	_, err := e.store.Beat(&heartbeat.BeatRequest{Key: key("acme", "x1"), Time: t0, Interval: time.Minute, Status: heartbeat.StatusShutdown}, thresholds)
 	require.NoError(t, err)
-	_, err = e.control.RevokeAll([]heartbeat.Key{key("acme", "r1"), key("acme", "r2"), key("acme", "s3")}, adminRevocation("r", t0))
+	_, err = e.control.RevokeAll([]fleet.Key{key("acme", "r1"), key("acme", "r2"), key("acme", "s3")}, adminRevocation("r", t0))
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -633,7 +634,7 @@ func TestAPIDetail(t *testing.T) {
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 	e.clock.Advance(2*time.Minute + 10*time.Second) // 4 missed beats of 30 s
 
-	_, err := e.control.Command(key("acme", "a1"), heartbeat.CommandPause, e.clock.Now())
+	_, err := e.control.Command(key("acme", "a1"), fleet.CommandPause, e.clock.Now())
 	require.NoError(t, err)
 	d := e.do(http.MethodGet, "/api/v1/installations/a1", acmeAdmin, "")
 	require.Equal(t, http.StatusOK, d.status, d.raw)
@@ -752,7 +753,7 @@ func TestKillSwitchRacesWithHeartbeats(t *testing.T) {
 		ag, ok := e.agent("acme", "a1")
 		require.True(t, ok, "the beat registered it afresh")
 		require.False(t, ag.Revoked)
-		require.Equal(t, heartbeat.CommandNone, ag.Command)
+		require.Equal(t, fleet.CommandNone, ag.Command)
 		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
 		require.Equal(t, true, b.body["lease_renewed"], b.raw)
 		require.Nil(t, b.body["command"])

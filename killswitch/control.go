@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
@@ -55,7 +56,7 @@ const (
 
 // PendingCommand is a command waiting for its acknowledgement.
 type PendingCommand struct {
-	Command  heartbeat.Command
+	Command  fleet.Command
 	Seq      uint32
 	IssuedAt time.Time
 }
@@ -82,14 +83,14 @@ type Control struct {
 	compact sync.RWMutex
 
 	mu          sync.RWMutex
-	revocations map[heartbeat.Key]heartbeat.Revocation
-	commands    map[heartbeat.Key]PendingCommand
-	forgotten   map[heartbeat.Key]time.Time
+	revocations map[fleet.Key]fleet.Revocation
+	commands    map[fleet.Key]PendingCommand
+	forgotten   map[fleet.Key]time.Time
 	// lost holds agents whose registration is journaled but who are not in
 	// the store: registered after the last snapshot of a crashed sentinel
 	// and not back yet. The kill switch still knows them: revoke, command
 	// and revoke-all reach them, and take effect when they beat again.
-	lost map[heartbeat.Key]time.Time
+	lost map[fleet.Key]time.Time
 	seq  uint32
 
 	revocationsTotal *prometheus.CounterVec
@@ -104,10 +105,10 @@ func New(j Journal, logger *slog.Logger, reg prometheus.Registerer) *Control {
 		journal:     j,
 		logger:      logger,
 		seed:        maphash.MakeSeed(),
-		revocations: make(map[heartbeat.Key]heartbeat.Revocation),
-		commands:    make(map[heartbeat.Key]PendingCommand),
-		forgotten:   make(map[heartbeat.Key]time.Time),
-		lost:        make(map[heartbeat.Key]time.Time),
+		revocations: make(map[fleet.Key]fleet.Revocation),
+		commands:    make(map[fleet.Key]PendingCommand),
+		forgotten:   make(map[fleet.Key]time.Time),
+		lost:        make(map[fleet.Key]time.Time),
 		revocationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_revocations_total",
 			Help: "Agents revoked by the kill switch, by source (admin, alert).",
@@ -139,17 +140,17 @@ func (c *Control) Replay(recs [][]byte) error {
 
 // apply changes the maps for e; c.mu is held.
 func (c *Control) apply(e *entry) error {
-	k := heartbeat.Key{Tenant: e.Tenant, AgentID: e.Agent}
+	k := fleet.Key{Tenant: e.Tenant, AgentID: e.Agent}
 	switch e.Op {
 	case opRevoke:
-		c.revocations[k] = heartbeat.Revocation{
+		c.revocations[k] = fleet.Revocation{
 			Reason: e.Reason, ShutdownTimeout: time.Duration(e.TimeoutMs) * time.Millisecond,
 			RevokedAt: e.At, Source: e.Source,
 		}
 	case opReinstate:
 		delete(c.revocations, k)
 	case opCommand:
-		cmd, ok := heartbeat.ParseCommand(e.Command)
+		cmd, ok := fleet.ParseCommand(e.Command)
 		if !ok {
 			return fmt.Errorf("unknown command %q", e.Command)
 		}
@@ -199,7 +200,7 @@ func (c *Control) SyncStore(store *heartbeat.Store) {
 	for k, pc := range commands {
 		store.SetCommand(k, pc.Command, pc.Seq)
 	}
-	var back []heartbeat.Key
+	var back []fleet.Key
 	for _, k := range lost {
 		if _, ok := store.Get(k); ok {
 			back = append(back, k)
@@ -262,7 +263,7 @@ func (c *Control) Compact(snapshotAt time.Time) error {
 // JournalSize is the journal's size in bytes.
 func (c *Control) JournalSize() int64 { return c.journal.Size() }
 
-func (c *Control) stripe(k heartbeat.Key) *sync.Mutex {
+func (c *Control) stripe(k fleet.Key) *sync.Mutex {
 	return &c.stripes[maphash.String(c.seed, k.Tenant+"\x00"+k.AgentID)%uint64(len(c.stripes))]
 }
 
@@ -292,7 +293,7 @@ func (c *Control) commit(entries ...entry) error {
 
 // NewAgent is the store's NewAgentHook: an agent re-created after a restart
 // starts with its journaled revocation and command.
-func (c *Control) NewAgent(k heartbeat.Key) (bool, heartbeat.Command, uint32) {
+func (c *Control) NewAgent(k fleet.Key) (bool, fleet.Command, uint32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.lost, k) // back in the store
@@ -302,7 +303,7 @@ func (c *Control) NewAgent(k heartbeat.Key) (bool, heartbeat.Command, uint32) {
 }
 
 // Revocation implements heartbeat.KillSwitch.
-func (c *Control) Revocation(k heartbeat.Key) (heartbeat.Revocation, bool) {
+func (c *Control) Revocation(k fleet.Key) (fleet.Revocation, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	r, ok := c.revocations[k]
@@ -310,7 +311,7 @@ func (c *Control) Revocation(k heartbeat.Key) (heartbeat.Revocation, bool) {
 }
 
 // PendingCommand returns the agent's pending command.
-func (c *Control) PendingCommand(k heartbeat.Key) (PendingCommand, bool) {
+func (c *Control) PendingCommand(k fleet.Key) (PendingCommand, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	pc, ok := c.commands[k]
@@ -320,7 +321,7 @@ func (c *Control) PendingCommand(k heartbeat.Key) (PendingCommand, bool) {
 // CommandAcknowledged implements heartbeat.KillSwitch. Losing the
 // acknowledgement in a crash only redelivers the command (at least once), so
 // it is journaled without waiting.
-func (c *Control) CommandAcknowledged(k heartbeat.Key, seq uint32) {
+func (c *Control) CommandAcknowledged(k fleet.Key, seq uint32) {
 	e := entry{Op: opAck, Tenant: k.Tenant, Agent: k.AgentID, Seq: seq, At: time.Now().UTC()}
 	c.mu.Lock()
 	_ = c.apply(&e)
@@ -332,13 +333,13 @@ func (c *Control) CommandAcknowledged(k heartbeat.Key, seq uint32) {
 // AgentRegistered implements heartbeat.KillSwitch. It never waits for the
 // disk: a registration lost in a crash only means the agent is unknown until
 // its next heartbeat, as SPEC 9 allows.
-func (c *Control) AgentRegistered(k heartbeat.Key, at time.Time) {
+func (c *Control) AgentRegistered(k fleet.Key, at time.Time) {
 	b, _ := json.Marshal(&entry{Op: opRegister, Tenant: k.Tenant, Agent: k.AgentID, At: at.UTC()})
 	c.journal.AppendAsync(b)
 }
 
 // Known reports whether the agent is in the store or lost (see Control.lost).
-func (c *Control) Known(k heartbeat.Key) bool {
+func (c *Control) Known(k fleet.Key) bool {
 	if _, ok := c.storeOf().Get(k); ok {
 		return true
 	}
@@ -350,11 +351,11 @@ func (c *Control) Known(k heartbeat.Key) bool {
 
 // Keys returns every agent of tenant the kill switch knows: those in the
 // store and the lost ones.
-func (c *Control) Keys(tenant string) []heartbeat.Key {
-	var keys []heartbeat.Key
+func (c *Control) Keys(tenant string) []fleet.Key {
+	var keys []fleet.Key
 	c.storeOf().Each(func(a *heartbeat.Agent) bool {
 		if a.Tenant == tenant {
-			keys = append(keys, heartbeat.Key{Tenant: strings.Clone(a.Tenant), AgentID: strings.Clone(a.AgentID)})
+			keys = append(keys, fleet.Key{Tenant: strings.Clone(a.Tenant), AgentID: strings.Clone(a.AgentID)})
 		}
 		return true
 	})
@@ -370,7 +371,7 @@ func (c *Control) Keys(tenant string) []heartbeat.Key {
 
 // Revoke revokes an agent; an agent already revoked keeps its first
 // revocation (idempotent), reported by the false second result.
-func (c *Control) Revoke(k heartbeat.Key, r heartbeat.Revocation) (heartbeat.Revocation, bool, error) {
+func (c *Control) Revoke(k fleet.Key, r fleet.Revocation) (fleet.Revocation, bool, error) {
 	mu := c.stripe(k)
 	mu.Lock()
 	defer mu.Unlock()
@@ -378,7 +379,7 @@ func (c *Control) Revoke(k heartbeat.Key, r heartbeat.Revocation) (heartbeat.Rev
 		return old, false, nil
 	}
 	if err := c.commit(revokeEntry(k, r)); err != nil {
-		return heartbeat.Revocation{}, false, err
+		return fleet.Revocation{}, false, err
 	}
 	c.storeOf().SetRevoked(k, true)
 	c.revocationsTotal.WithLabelValues(sourceLabel(r.Source)).Inc()
@@ -386,7 +387,7 @@ func (c *Control) Revoke(k heartbeat.Key, r heartbeat.Revocation) (heartbeat.Rev
 	return r, true, nil
 }
 
-func revokeEntry(k heartbeat.Key, r heartbeat.Revocation) entry {
+func revokeEntry(k fleet.Key, r fleet.Revocation) entry {
 	return entry{Op: opRevoke, Tenant: k.Tenant, Agent: k.AgentID, At: r.RevokedAt, Reason: r.Reason,
 		TimeoutMs: r.ShutdownTimeout.Milliseconds(), Source: r.Source}
 }
@@ -400,14 +401,14 @@ func sourceLabel(source string) string {
 
 // RevokeAll revokes every given agent not revoked yet, in one durable
 // journal write, and returns how many it revoked.
-func (c *Control) RevokeAll(keys []heartbeat.Key, r heartbeat.Revocation) (int, error) {
+func (c *Control) RevokeAll(keys []fleet.Key, r fleet.Revocation) (int, error) {
 	// Stripes are taken in index order to avoid deadlocks with single revokes.
 	for i := range c.stripes {
 		c.stripes[i].Lock()
 		defer c.stripes[i].Unlock()
 	}
 	var entries []entry
-	var revoked []heartbeat.Key
+	var revoked []fleet.Key
 	c.mu.RLock()
 	for _, k := range keys {
 		if _, ok := c.revocations[k]; !ok {
@@ -432,7 +433,7 @@ func (c *Control) RevokeAll(keys []heartbeat.Key, r heartbeat.Revocation) (int, 
 }
 
 // Reinstate lifts a revocation; false if the agent was not revoked.
-func (c *Control) Reinstate(k heartbeat.Key) (bool, error) {
+func (c *Control) Reinstate(k fleet.Key) (bool, error) {
 	mu := c.stripe(k)
 	mu.Lock()
 	defer mu.Unlock()
@@ -455,7 +456,7 @@ func (c *Control) Reinstate(k heartbeat.Key) (bool, error) {
 }
 
 // Command makes cmd the agent's pending command, replacing an older one.
-func (c *Control) Command(k heartbeat.Key, cmd heartbeat.Command, at time.Time) (PendingCommand, error) {
+func (c *Control) Command(k fleet.Key, cmd fleet.Command, at time.Time) (PendingCommand, error) {
 	mu := c.stripe(k)
 	mu.Lock()
 	defer mu.Unlock()
@@ -478,7 +479,7 @@ func (c *Control) Command(k heartbeat.Key, cmd heartbeat.Command, at time.Time) 
 // stamped later than the tombstone then cannot hold the agent, which is what
 // lets Compact drop tombstones older than the snapshot. If the journal write
 // fails, the agent is put back.
-func (c *Control) Forget(k heartbeat.Key, now func() time.Time) (bool, error) {
+func (c *Control) Forget(k fleet.Key, now func() time.Time) (bool, error) {
 	mu := c.stripe(k)
 	mu.Lock()
 	defer mu.Unlock()
@@ -510,7 +511,7 @@ func (c *Control) Forget(k heartbeat.Key, now func() time.Time) (bool, error) {
 	// revocation and command the commit has just erased: clear them.
 	if _, back := store.Get(k); back {
 		store.SetRevoked(k, false)
-		store.SetCommand(k, heartbeat.CommandNone, 0)
+		store.SetCommand(k, fleet.CommandNone, 0)
 	}
 	c.logger.Info("agent forgotten", "tenant", k.Tenant, "agent_id", k.AgentID)
 	return true, nil

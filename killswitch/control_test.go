@@ -9,11 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
-func adminRevocation(reason string, at time.Time) heartbeat.Revocation {
-	return heartbeat.Revocation{Reason: reason, ShutdownTimeout: 5 * time.Second, RevokedAt: at, Source: "admin"}
+func adminRevocation(reason string, at time.Time) fleet.Revocation {
+	return fleet.Revocation{Reason: reason, ShutdownTimeout: 5 * time.Second, RevokedAt: at, Source: "admin"}
 }
 
 func TestControlRevokeIdempotent(t *testing.T) {
@@ -45,7 +46,7 @@ func TestControlRevokeIdempotent(t *testing.T) {
 
 	// Revocations by an alert are counted apart.
 	e.beat("acme", "a2")
-	_, _, err = e.control.Revoke(key("acme", "a2"), heartbeat.Revocation{Reason: "zombie", RevokedAt: t0, Source: "alert:AgentZombie"})
+	_, _, err = e.control.Revoke(key("acme", "a2"), fleet.Revocation{Reason: "zombie", RevokedAt: t0, Source: "alert:AgentZombie"})
 	require.NoError(t, err)
 	require.Equal(t, float64(1), e.counter("sentinel_revocations_total", map[string]string{"source": "alert"}))
 	require.Equal(t, float64(1), e.counter("sentinel_revocations_total", map[string]string{"source": "admin"}))
@@ -87,20 +88,20 @@ func TestControlCommand(t *testing.T) {
 	e.beat("acme", "a1")
 	k := key("acme", "a1")
 
-	pc1, err := e.control.Command(k, heartbeat.CommandPause, t0)
+	pc1, err := e.control.Command(k, fleet.CommandPause, t0)
 	require.NoError(t, err)
-	require.Equal(t, PendingCommand{Command: heartbeat.CommandPause, Seq: pc1.Seq, IssuedAt: t0}, pc1)
+	require.Equal(t, PendingCommand{Command: fleet.CommandPause, Seq: pc1.Seq, IssuedAt: t0}, pc1)
 	require.NotZero(t, pc1.Seq)
 
 	// A newer command replaces the pending one, with a newer sequence.
-	pc2, err := e.control.Command(k, heartbeat.CommandTerminate, t0.Add(time.Second))
+	pc2, err := e.control.Command(k, fleet.CommandTerminate, t0.Add(time.Second))
 	require.NoError(t, err)
 	require.Greater(t, pc2.Seq, pc1.Seq)
 	got, ok := e.control.PendingCommand(k)
 	require.True(t, ok)
 	require.Equal(t, pc2, got)
 	ag, _ := e.agent("acme", "a1")
-	require.Equal(t, heartbeat.CommandTerminate, ag.Command)
+	require.Equal(t, fleet.CommandTerminate, ag.Command)
 
 	// An acknowledgement of the replaced command does not remove the new one.
 	e.control.CommandAcknowledged(k, pc1.Seq)
@@ -114,7 +115,7 @@ func TestControlCommand(t *testing.T) {
 
 	// Sequences are per Control, not per agent.
 	e.beat("acme", "a2")
-	pc3, err := e.control.Command(key("acme", "a2"), heartbeat.CommandResume, t0)
+	pc3, err := e.control.Command(key("acme", "a2"), fleet.CommandResume, t0)
 	require.NoError(t, err)
 	require.Greater(t, pc3.Seq, pc2.Seq)
 }
@@ -125,7 +126,7 @@ func TestControlForget(t *testing.T) {
 	k := key("acme", "a1")
 	_, _, err := e.control.Revoke(k, adminRevocation("r", t0))
 	require.NoError(t, err)
-	_, err = e.control.Command(k, heartbeat.CommandPause, t0)
+	_, err = e.control.Command(k, fleet.CommandPause, t0)
 	require.NoError(t, err)
 
 	at := t0.Add(time.Minute)
@@ -175,7 +176,7 @@ func TestControlRevokeAll(t *testing.T) {
 	_, _, err := e.control.Revoke(key("acme", "a2"), adminRevocation("first", t0))
 	require.NoError(t, err)
 
-	keys := []heartbeat.Key{key("acme", "a1"), key("acme", "a2"), key("acme", "a3")}
+	keys := []fleet.Key{key("acme", "a1"), key("acme", "a2"), key("acme", "a3")}
 	n, err := e.control.RevokeAll(keys, adminRevocation("all", t0.Add(time.Minute)))
 	require.NoError(t, err)
 	require.Equal(t, 2, n, "a2 was revoked already")
@@ -212,24 +213,24 @@ func populate(t *testing.T, e *env) {
 	must := func(err error) { t.Helper(); require.NoError(t, err) }
 	_, _, err := c.Revoke(key("acme", "a0"), adminRevocation("cost", t0))
 	must(err)
-	_, _, err = c.Revoke(key("globex", "g0"), heartbeat.Revocation{Reason: "zombie", ShutdownTimeout: 1500 * time.Millisecond, RevokedAt: t0, Source: "alert:AgentZombie"})
+	_, _, err = c.Revoke(key("globex", "g0"), fleet.Revocation{Reason: "zombie", ShutdownTimeout: 1500 * time.Millisecond, RevokedAt: t0, Source: "alert:AgentZombie"})
 	must(err)
 	_, _, err = c.Revoke(key("acme", "a1"), adminRevocation("tmp", t0))
 	must(err)
 	_, err = c.Reinstate(key("acme", "a1"))
 	must(err)
-	_, err = c.Command(key("acme", "a2"), heartbeat.CommandPause, t0)
+	_, err = c.Command(key("acme", "a2"), fleet.CommandPause, t0)
 	must(err)
-	_, err = c.Command(key("acme", "a2"), heartbeat.CommandTerminate, t0.Add(time.Second))
+	_, err = c.Command(key("acme", "a2"), fleet.CommandTerminate, t0.Add(time.Second))
 	must(err)
-	pc, err := c.Command(key("acme", "a3"), heartbeat.CommandResume, t0)
+	pc, err := c.Command(key("acme", "a3"), fleet.CommandResume, t0)
 	must(err)
 	c.CommandAcknowledged(key("acme", "a3"), pc.Seq)
-	_, err = c.Command(key("globex", "g1"), heartbeat.CommandPause, t0)
+	_, err = c.Command(key("globex", "g1"), fleet.CommandPause, t0)
 	must(err)
 	_, err = c.Forget(key("acme", "a4"), func() time.Time { return t0.Add(time.Minute) })
 	must(err)
-	_, err = c.RevokeAll([]heartbeat.Key{key("globex", "g2"), key("globex", "g3"), key("globex", "g0")}, adminRevocation("all", t0.Add(2*time.Minute)))
+	_, err = c.RevokeAll([]fleet.Key{key("globex", "g2"), key("globex", "g3"), key("globex", "g0")}, adminRevocation("all", t0.Add(2*time.Minute)))
 	must(err)
 	// Forgotten, registered again, then revoked: the revocation outlives the forget.
 	_, _, err = c.Revoke(key("acme", "a5"), adminRevocation("before forget", t0))
@@ -258,17 +259,17 @@ func TestControlReplay(t *testing.T) {
 	for _, tc := range []struct {
 		tenant, id string
 		revoked    bool
-		command    heartbeat.Command
+		command    fleet.Command
 	}{
-		{"acme", "a0", true, heartbeat.CommandNone},
-		{"acme", "a1", false, heartbeat.CommandNone},
-		{"acme", "a2", false, heartbeat.CommandTerminate},
-		{"acme", "a3", false, heartbeat.CommandNone},
-		{"acme", "a5", true, heartbeat.CommandNone},
-		{"globex", "g0", true, heartbeat.CommandNone},
-		{"globex", "g1", false, heartbeat.CommandPause},
-		{"globex", "g2", true, heartbeat.CommandNone},
-		{"globex", "g4", false, heartbeat.CommandNone},
+		{"acme", "a0", true, fleet.CommandNone},
+		{"acme", "a1", false, fleet.CommandNone},
+		{"acme", "a2", false, fleet.CommandTerminate},
+		{"acme", "a3", false, fleet.CommandNone},
+		{"acme", "a5", true, fleet.CommandNone},
+		{"globex", "g0", true, fleet.CommandNone},
+		{"globex", "g1", false, fleet.CommandPause},
+		{"globex", "g2", true, fleet.CommandNone},
+		{"globex", "g4", false, fleet.CommandNone},
 	} {
 		ag, ok := e.agent(tc.tenant, tc.id)
 		require.True(t, ok, tc.id)
@@ -279,7 +280,7 @@ func TestControlReplay(t *testing.T) {
 	require.False(t, ok)
 
 	// New sequences continue after the replayed ones.
-	pc, err := e.control.Command(key("acme", "a1"), heartbeat.CommandPause, t0)
+	pc, err := e.control.Command(key("acme", "a1"), fleet.CommandPause, t0)
 	require.NoError(t, err)
 	for _, old := range want.Commands {
 		require.Greater(t, pc.Seq, old.Seq)
@@ -376,7 +377,7 @@ func TestControlCompact(t *testing.T) {
 	require.True(t, ag.Revoked)
 
 	// Writes after a compaction are kept too.
-	_, err := e.control.Command(key("acme", "a0"), heartbeat.CommandPause, t0)
+	_, err := e.control.Command(key("acme", "a0"), fleet.CommandPause, t0)
 	require.NoError(t, err)
 	want = stateOf(e.control)
 	e.restart(e.snapshot())
@@ -397,7 +398,7 @@ func TestControlJournalFailure(t *testing.T) {
 	}
 	_, _, err := e.control.Revoke(key("acme", "a2"), adminRevocation("r", t0))
 	require.NoError(t, err)
-	_, err = e.control.Command(key("acme", "a3"), heartbeat.CommandPause, t0)
+	_, err = e.control.Command(key("acme", "a3"), fleet.CommandPause, t0)
 	require.NoError(t, err)
 
 	wantState := stateOf(e.control)
@@ -411,12 +412,12 @@ func TestControlJournalFailure(t *testing.T) {
 	_, changed, err := e.control.Revoke(key("acme", "a1"), adminRevocation("x", t0))
 	require.ErrorIs(t, err, errDiskFull)
 	require.False(t, changed)
-	_, err = e.control.RevokeAll([]heartbeat.Key{key("acme", "a1"), key("acme", "a3")}, adminRevocation("x", t0))
+	_, err = e.control.RevokeAll([]fleet.Key{key("acme", "a1"), key("acme", "a3")}, adminRevocation("x", t0))
 	require.ErrorIs(t, err, errDiskFull)
 	ok, err := e.control.Reinstate(key("acme", "a2"))
 	require.ErrorIs(t, err, errDiskFull)
 	require.False(t, ok)
-	_, err = e.control.Command(key("acme", "a1"), heartbeat.CommandTerminate, t0)
+	_, err = e.control.Command(key("acme", "a1"), fleet.CommandTerminate, t0)
 	require.ErrorIs(t, err, errDiskFull)
 	ok, err = e.control.Forget(key("acme", "a3"), func() time.Time { return t0 })
 	require.ErrorIs(t, err, errDiskFull)

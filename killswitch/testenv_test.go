@@ -22,6 +22,7 @@ import (
 
 	"github.com/agentsentinel/sentinel/auth"
 	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/storage"
 
@@ -41,7 +42,7 @@ const (
 // t0 is the fake clock's start.
 var t0 = time.Date(2026, 2, 3, 12, 0, 0, 0, time.UTC)
 
-var thresholds = heartbeat.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+var thresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
 
 func testConfig(shutdownTimeout string) string {
 	return fmt.Sprintf(`
@@ -177,7 +178,7 @@ func (e *env) restart(snapshot []byte) {
 	e.start(snapshot)
 }
 
-func key(tenant, id string) heartbeat.Key { return heartbeat.Key{Tenant: tenant, AgentID: id} }
+func key(tenant, id string) fleet.Key { return fleet.Key{Tenant: tenant, AgentID: id} }
 
 // beat records a heartbeat of tenant/id at the clock's time directly in the
 // store (interval 1 m), registering the agent if needed.
@@ -193,9 +194,9 @@ func (e *env) agent(tenant, id string) (heartbeat.Agent, bool) { return e.store.
 
 // controlState is a deep copy of a Control's durable state.
 type controlState struct {
-	Revocations map[heartbeat.Key]heartbeat.Revocation
-	Commands    map[heartbeat.Key]PendingCommand
-	Forgotten   map[heartbeat.Key]time.Time
+	Revocations map[fleet.Key]fleet.Revocation
+	Commands    map[fleet.Key]PendingCommand
+	Forgotten   map[fleet.Key]time.Time
 }
 
 func stateOf(c *Control) controlState {

@@ -1,0 +1,128 @@
+// Package fleet holds the domain types that the receiver, the kill switch,
+// the ledger and the bridge all speak: an agent's key, its liveness state and
+// thresholds, kill-switch commands and revocations. It has no behaviour of
+// its own beyond parsing and deriving states.
+package fleet
+
+import (
+	"regexp"
+	"time"
+)
+
+// Key identifies an agent: the tenant comes from the credential, the agent id
+// from the path, query or event source.
+type Key struct {
+	Tenant  string
+	AgentID string
+}
+
+func (k Key) String() string { return k.Tenant + "/" + k.AgentID }
+
+// agentIDPattern is the contract of SPEC 1: anything else is refused with 400
+// and never becomes a label value.
+var agentIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$`)
+
+// ValidAgentID reports whether id may be used as an agent id.
+func ValidAgentID(id string) bool { return agentIDPattern.MatchString(id) }
+
+// Command is a kill-switch command delivered in heartbeat answers.
+type Command uint8
+
+// Commands of SPEC 3.
+const (
+	CommandNone Command = iota
+	CommandPause
+	CommandResume
+	CommandTerminate
+)
+
+var commandNames = [...]string{"", "pause", "resume", "terminate"}
+
+func (c Command) String() string {
+	if int(c) < len(commandNames) {
+		return commandNames[c]
+	}
+	return ""
+}
+
+// ParseCommand parses a command name; the empty string is not a command.
+func ParseCommand(s string) (Command, bool) {
+	for i, n := range commandNames[1:] {
+		if n == s {
+			return Command(i + 1), true
+		}
+	}
+	return CommandNone, false
+}
+
+// State is an agent's liveness state as defined by SPEC 2.3.
+type State uint8
+
+// The states of SPEC 2.3. RECOVERED is not a state an agent stays in: it is
+// the answer to the first heartbeat of an agent that had turned ZOMBIE.
+const (
+	StateActive State = iota
+	StateSilent
+	StateZombie
+	StateStopped
+	StateRevoked
+	StateRecovered
+)
+
+// States lists every state an agent can be observed in, in exposition order.
+var States = []State{StateActive, StateSilent, StateZombie, StateStopped, StateRevoked}
+
+var stateNames = [...]string{"ACTIVE", "SILENT", "ZOMBIE", "STOPPED", "REVOKED", "RECOVERED"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "UNKNOWN"
+}
+
+// ParseState parses a state name as used in the admin API's ?state= filter.
+func ParseState(name string) (State, bool) {
+	for i, n := range stateNames[:StateRecovered] {
+		if n == name {
+			return State(i), true
+		}
+	}
+	return 0, false
+}
+
+// Thresholds are the missed-beat counts at which an agent turns SILENT and
+// ZOMBIE (SPEC 8 heartbeat.silent_after and heartbeat.zombie_after).
+type Thresholds struct {
+	SilentAfter int
+	ZombieAfter int
+}
+
+// MissedBeats is floor((now − last) / interval), never negative.
+func MissedBeats(now, last time.Time, interval time.Duration) int64 {
+	if interval <= 0 || !now.After(last) {
+		return 0
+	}
+	return int64(now.Sub(last) / interval)
+}
+
+// Liveness derives ACTIVE, SILENT or ZOMBIE from the number of missed beats.
+func (t Thresholds) Liveness(missed int64) State {
+	switch {
+	case missed >= int64(t.ZombieAfter):
+		return StateZombie
+	case missed >= int64(t.SilentAfter):
+		return StateSilent
+	default:
+		return StateActive
+	}
+}
+
+// Revocation is a kill-switch revocation as heartbeat answers carry it.
+type Revocation struct {
+	Reason          string
+	ShutdownTimeout time.Duration
+	RevokedAt       time.Time
+	// Source is "admin" or "alert:<name>".
+	Source string
+}
