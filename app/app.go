@@ -183,7 +183,7 @@ func New(o Options) (*App, error) {
 func adminSettings(cfg *config.Config) *killswitch.Settings {
 	return &killswitch.Settings{
 		Credentials:            auth.NewCredentials(cfg),
-		Thresholds:             heartbeat.ThresholdsOf(cfg.Heartbeat),
+		Thresholds:             heartbeat.PolicyOf(cfg),
 		DefaultShutdownTimeout: time.Duration(cfg.Bridge.KillSwitch.ShutdownTimeout),
 	}
 }
@@ -352,9 +352,7 @@ func (a *App) routes() http.Handler {
 	}).Register(mux)
 
 	metrics := collector.New(a.store, collector.Options{
-		Thresholds: func() fleet.Thresholds {
-			return heartbeat.ThresholdsOf(a.cfg.Load().Heartbeat)
-		},
+		Thresholds: func() *fleet.ThresholdPolicy { return a.admin.Load().Thresholds },
 		Tenants:    func() []string { return a.cfg.Load().TenantIDs() },
 		Now:        a.opts.Now,
 		MaxScrapes: a.opts.MaxScrapes,

@@ -46,6 +46,8 @@ func TestLoadBad(t *testing.T) {
 		{"empty-secret-file-bad.yml", "tenants[0].webhook.secret_files: testdata/empty-secret.txt is empty"},
 		{"bearer-both-bad.yml", "bridge: at most one of bearer_token and bearer_token_file may be set"},
 		{"span-overflow-bad.yml", "heartbeat.max_interval (416d16h) times heartbeat.zombie_after (301) must not exceed 100y, the longest span sentinel computes"},
+		{"max-zombie-after-bad.yml", "heartbeat.max_zombie_after (1) must be at least 2"},
+		{"span-max-zombie-after-bad.yml", "heartbeat.max_interval (2y) times heartbeat.max_zombie_after (100) must not exceed 100y, the longest span sentinel computes"},
 		{"span-zombie-after-bad.yml", "heartbeat.max_interval (1h) times heartbeat.zombie_after (1000000) must not exceed 100y, the longest span sentinel computes"},
 		{"token-ttl-long-bad.yml", "heartbeat.token_ttl (101y) must not exceed 100y"},
 		// Type errors name the line and the types, never the value: it may be a secret.
@@ -105,7 +107,7 @@ func TestParseRedactsValues(t *testing.T) {
 
 // The longest span that fits is accepted.
 func TestParseMaxSpan(t *testing.T) {
-	cfg, err := config.Parse([]byte("heartbeat:\n  max_interval: 50y\n  silent_after: 1\n  zombie_after: 2\n  token_ttl: 100y\ntenants: [{id: acme}]\n"), t.TempDir())
+	cfg, err := config.Parse([]byte("heartbeat:\n  max_interval: 50y\n  silent_after: 1\n  zombie_after: 2\n  max_zombie_after: 2\n  token_ttl: 100y\ntenants: [{id: acme}]\n"), t.TempDir())
 	require.NoError(t, err)
 	require.Equal(t, config.MaxSpan, config.Duration(cfg.Heartbeat.ZombieAfter)*cfg.Heartbeat.MaxInterval)
 	require.Equal(t, config.MaxSpan, cfg.Heartbeat.TokenTTL)
@@ -143,6 +145,7 @@ func TestLoadMinimalAppliesDefaults(t *testing.T) {
 		MaxInterval:        config.Duration(time.Hour),
 		SilentAfter:        5,
 		ZombieAfter:        15,
+		MaxZombieAfter:     100,
 		TokenTTL:           config.Duration(2160 * time.Hour),
 		TokenRefreshBefore: config.Duration(168 * time.Hour),
 		MaxAgents:          1000000,
@@ -188,6 +191,7 @@ func requireFilesGood(t *testing.T, cfg *config.Config) {
 		MaxInterval:        config.Duration(10 * time.Minute),
 		SilentAfter:        3,
 		ZombieAfter:        9,
+		MaxZombieAfter:     100,
 		TokenTTL:           config.Duration(720 * time.Hour),
 		TokenRefreshBefore: config.Duration(24 * time.Hour),
 		MaxAgents:          500,

@@ -43,7 +43,7 @@ const (
 // (whole seconds) are exactly now + token_ttl.
 var t0 = time.Date(2026, 2, 3, 12, 0, 0, 0, time.UTC)
 
-var thresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+var thresholds = &fleet.ThresholdPolicy{Global: fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}}
 
 // testConfig is the YAML configuration of the test environment: two tenants,
 // a global admin and a bridge token. Intervals are clamped to [10s, 10m].
@@ -130,7 +130,7 @@ func (e *env) start(snapshot []byte) {
 	}, heartbeat.SettingsFromConfig(e.cfg))
 	adminSettings := &killswitch.Settings{
 		Credentials:            auth.NewCredentials(e.cfg),
-		Thresholds:             thresholds,
+		Thresholds:             heartbeat.PolicyOf(e.cfg),
 		DefaultShutdownTimeout: time.Duration(e.cfg.Bridge.KillSwitch.ShutdownTimeout),
 	}
 	e.mux = http.NewServeMux()
@@ -140,7 +140,7 @@ func (e *env) start(snapshot []byte) {
 		Settings: func() *killswitch.Settings { return adminSettings },
 	}).Register(e.mux)
 	metrics := collector.New(e.store, collector.Options{
-		Thresholds: func() fleet.Thresholds { return thresholds },
+		Thresholds: func() *fleet.ThresholdPolicy { return heartbeat.PolicyOf(e.cfg) },
 		Tenants:    func() []string { return e.cfg.TenantIDs() },
 		Now:        e.clock.Now,
 	})

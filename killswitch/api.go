@@ -21,7 +21,7 @@ import (
 // Settings is the reloadable configuration of the admin API.
 type Settings struct {
 	Credentials            *auth.Credentials
-	Thresholds             fleet.Thresholds
+	Thresholds             *fleet.ThresholdPolicy
 	DefaultShutdownTimeout time.Duration
 }
 
@@ -404,7 +404,7 @@ func (a *API) detail(ag *heartbeat.Agent, s *Settings, now time.Time) detail {
 	d := detail{
 		summary:        newSummary(ag, s, now),
 		RegisteredAt:   ag.RegisteredAt,
-		LeaseExpiresAt: ag.LastHeartbeat.Add(ag.Interval * time.Duration(s.Thresholds.SilentAfter)),
+		LeaseExpiresAt: ag.LeaseExpiry(s.Thresholds),
 		Version:        ag.Version,
 		Platform: platformJSON{
 			Type: p.Type.String(), ContainerID: p.ContainerID, Image: p.Image, PodName: p.PodName,
