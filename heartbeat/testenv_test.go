@@ -47,12 +47,17 @@ var thresholds = &fleet.ThresholdPolicy{Global: fleet.Thresholds{SilentAfter: 5,
 
 // testConfig is the YAML configuration of the test environment: two tenants,
 // a global admin and a bridge token. Intervals are clamped to [10s, 10m].
-func testConfig(maxAgents int) string {
+func testConfig(o envOptions) string {
+	globexHeartbeat := ""
+	if o.globexThresholds != "" {
+		globexHeartbeat = "\n    heartbeat: " + o.globexThresholds
+	}
 	return fmt.Sprintf(`
 heartbeat:
   min_interval: 10s
   max_interval: 10m
   max_agents: %d
+  max_zombie_after: 40
 admin_tokens: [%s]
 tenants:
   - id: acme
@@ -60,10 +65,10 @@ tenants:
     admin_tokens: [%s]
   - id: globex
     api_keys: [%s]
-    admin_tokens: [%s]
+    admin_tokens: [%s]%s
 bridge:
   bearer_token: %s
-`, maxAgents, globalAdmin, acmeKey, acmeAdmin, globexKey, globexAdmin, bridgeToken)
+`, o.maxAgents, globalAdmin, acmeKey, acmeAdmin, globexKey, globexAdmin, globexHeartbeat, bridgeToken)
 }
 
 // env is sentinel assembled as app.routes does it: configuration, store,
@@ -85,6 +90,8 @@ type env struct {
 
 type envOptions struct {
 	maxAgents int
+	// globexThresholds is the YAML of globex's heartbeat section, if any.
+	globexThresholds string
 }
 
 func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
@@ -93,7 +100,7 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 	for _, f := range opts {
 		f(&o)
 	}
-	cfg, err := config.Parse([]byte(testConfig(o.maxAgents)), t.TempDir())
+	cfg, err := config.Parse([]byte(testConfig(o)), t.TempDir())
 	require.NoError(t, err)
 	key := bytes.Repeat([]byte{0x5e}, auth.KeySize)
 	signer, err := auth.NewSigner(key)
@@ -105,6 +112,10 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 }
 
 func withMaxAgents(n int) func(*envOptions) { return func(o *envOptions) { o.maxAgents = n } }
+
+func withGlobexThresholds(yaml string) func(*envOptions) {
+	return func(o *envOptions) { o.globexThresholds = yaml }
+}
 
 // start opens the journal, replays it and builds everything else; snapshot,
 // when not nil, is restored into the new store first, as app.New does.
