@@ -108,6 +108,9 @@ func TestThresholdsAgree(t *testing.T) {
 		require.Equal(t, http.StatusOK, a.status, a.raw)
 		require.Equal(t, want, a.str("state"), "%s at %s", id, e.clock.Now())
 		require.Equal(t, rfc3339(t0.Add(time.Duration(lease[id])*10*time.Second)), a.str("lease_expires_at"))
+		require.Equal(t, rfc3339(t0.Add(time.Duration(zombie[id])*10*time.Second)), a.str("zombie_at"))
+		require.Equal(t, float64(lease[id]), a.body["silent_after"])
+		require.Equal(t, float64(zombie[id]), a.body["zombie_after"])
 
 		metrics := e.scrape()
 		for name, at := range map[string]int{
