@@ -1,23 +1,52 @@
 #!/usr/bin/env bash
-# Measures what the sentinel-agents rule group costs a real Prometheus at a
-# given fleet size: a synthetic sentinel exposition of N agents (99% beating,
-# 1% silent), scraped as REPLICAS sentinel replicas every 15s, the rules
-# evaluated every 15s; prints the group's and each rule's evaluation time as
-# Prometheus reports them, averaged over the run's last minutes.
+# Measures what sentinel's liveness rules (group sentinel-agents) cost a real
+# Prometheus at a given fleet size, for one or more versions of the rule file
+# side by side: each version's group is renamed (its recorded series and
+# alerts too) and all are evaluated by one Prometheus over the same data, so
+# they are compared under the same load. The data is a synthetic sentinel
+# exposition of AGENTS agents (99% beating, 1% silent) scraped as REPLICAS
+# sentinel replicas every 15s; rules are evaluated every 15s.
 #
-#   scripts/rules-cost.sh [RULE_FILE] [AGENTS] [SECONDS] [REPLICAS]
+#   scripts/rules-cost.sh [-a AGENTS] [-r REPLICAS] [-s SECONDS] NAME=RULE_FILE...
 #
-# Compare two rule files by running it once for each, e.g. the current one
-# and `git show main:alerts/sentinel.rules.yml > /tmp/old.rules.yml`.
+# e.g. git show main:alerts/sentinel.rules.yml >/tmp/main.yml
+#      scripts/rules-cost.sh before=/tmp/main.yml after=alerts/sentinel.rules.yml
 set -euo pipefail
 
-rules=$(realpath "${1:-alerts/sentinel.rules.yml}")
-agents=${2:-100000}
-seconds=${3:-240}
-replicas=${4:-1}
+agents=100000 replicas=1 seconds=300
+while getopts a:r:s: o; do
+  case $o in
+    a) agents=$OPTARG ;; r) replicas=$OPTARG ;; s) seconds=$OPTARG ;;
+    *) exit 2 ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ $# -ge 1 ] || { echo "usage: $0 [-a AGENTS] [-r REPLICAS] [-s SECONDS] NAME=RULE_FILE..." >&2; exit 2; }
+
 dir=$(mktemp -d)
 # Prometheus may take long to stop in the middle of a slow evaluation.
 trap 'kill -KILL $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+
+rule_files=""
+for v in "$@"; do
+  name=${v%%=*} file=${v#*=}
+  python3 - "$name" "$file" >"$dir/$name.rules.yml" <<'PY'
+import sys, yaml
+name, path = sys.argv[1], sys.argv[2]
+doc = yaml.safe_load(open(path))
+g = next(g for g in doc["groups"] if g["name"] == "sentinel-agents")
+g["name"] = "sentinel-agents-" + name
+for r in g["rules"]:
+    for k in ("record", "expr"):
+        if k in r:
+            r[k] = r[k].replace("sentinel:", "sentinel_" + name + ":")
+    if "alert" in r:
+        r["alert"] += "_" + name
+    r.pop("annotations", None)
+yaml.safe_dump({"groups": [g]}, sys.stdout, sort_keys=False)
+PY
+  rule_files="$rule_files\"$dir/$name.rules.yml\", "
+done
 
 python3 - "$agents" >"$dir/metrics" <<'PY'
 import sys, time
@@ -36,14 +65,14 @@ for name in ["last_heartbeat_timestamp_seconds", "heartbeat_interval_seconds",
         print(f"sentinel_agent_{name}{{{labels(i)}}} {v}")
 PY
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port) pport=$(free_port)
 (cd "$dir" && exec python3 -m http.server "$port" --bind 127.0.0.1 >/dev/null 2>&1) &
 targets="\"127.0.0.1:$port\""
 [ "$replicas" -ge 2 ] && targets="$targets, \"localhost:$port\""
 cat >"$dir/prometheus.yml" <<YML
 global: {scrape_interval: 15s, evaluation_interval: 15s, scrape_timeout: 14s}
-rule_files: ["$rules"]
+rule_files: [${rule_files%, }]
 scrape_configs:
   - job_name: sentinel
     metrics_path: /metrics
@@ -54,20 +83,17 @@ YML
 prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
   --web.listen-address="127.0.0.1:$pport" --log.level=warn >"$dir/prometheus.log" 2>&1 &
 sleep "$seconds"
+
 q() { curl -fsS "http://127.0.0.1:$pport/api/v1/query" --data-urlencode "query=$1" |
   python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print("%.3f" % float(r[0]["value"][1]) if r else "n/a")'; }
-group='rule_group=~".*;sentinel-agents"'
-echo "rules=$rules agents=$agents replicas=$replicas load=$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "agents=$agents replicas=$replicas run=${seconds}s load=$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "samples scraped per replica: $(q 'max(scrape_samples_scraped{job="sentinel"})')"
-echo "sentinel-agents group evaluation (s), mean of the last 2m: $(q "avg_over_time(prometheus_rule_group_last_duration_seconds{$group}[2m])")"
-echo "sentinel-agents group evaluation (s), max of the last 2m:  $(q "max_over_time(prometheus_rule_group_last_duration_seconds{$group}[2m])")"
-echo "missed group evaluations over the run: $(q "sum(prometheus_rule_group_iterations_missed_total{$group})")"
 echo "Prometheus resident memory (MB): $(q 'process_resident_memory_bytes{job="prometheus"} / 1e6')"
-echo "per rule, seconds at the last evaluation:"
-curl -fsS "http://127.0.0.1:$pport/api/v1/rules" | python3 -c '
-import json, sys
-for g in json.load(sys.stdin)["data"]["groups"]:
-    if g["name"] == "sentinel-agents":
-        print("  %-55s %.3f" % ("(group)", g["evaluationTime"]))
-        for r in g["rules"]:
-            print("  %-55s %.3f" % (r["name"], r["evaluationTime"]))'
+for v in "$@"; do
+  name=${v%%=*}
+  group="rule_group=~\".*;sentinel-agents-$name\""
+  echo "$name: group evaluation (s) mean $(q "avg_over_time(prometheus_rule_group_last_duration_seconds{$group}[3m])")," \
+    "max $(q "max_over_time(prometheus_rule_group_last_duration_seconds{$group}[3m])")," \
+    "evaluations $(q "sum(prometheus_rule_group_iterations_total{$group})")," \
+    "missed $(q "sum(prometheus_rule_group_iterations_missed_total{$group})")"
+done
