@@ -148,3 +148,47 @@ process.stdin.on("end", () => {
 `), 0o600))
 	runSnippet(t, docCases(t), dir, node, "run.js")
 }
+
+// The Go snippet, put in a main function as written, serves real
+// deliveries: it takes a delivery signed with its secret and answers 401 to
+// one signed with another.
+func TestDocsGoSnippet(t *testing.T) {
+	goTool := testutil.Tool(t, "go")
+	dir := t.TempDir()
+	src := "package main\n\nimport (\n\t\"io\"\n\t\"log\"\n\t\"net/http\"\n\t\"os\"\n\n\t\"github.com/agentsentinel/sentinel/webhook\"\n)\n\nfunc main() {\n" +
+		snippet(t, "go", "go") + "\tlog.Fatal(http.ListenAndServe(os.Getenv(\"ADDR\"), nil))\n}\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o600))
+	// An overlay puts the file in a package of this module without writing
+	// into the source tree.
+	pkgDir, err := filepath.Abs(filepath.Join("..", "internal", "docsnippet"))
+	require.NoError(t, err)
+	overlay, err := json.Marshal(map[string]any{"Replace": map[string]string{filepath.Join(pkgDir, "main.go"): filepath.Join(dir, "main.go")}})
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "overlay.json"), overlay, 0o600))
+	bin := filepath.Join(dir, "receiver")
+	out, err := exec.Command(goTool, "build", "-overlay", filepath.Join(dir, "overlay.json"), "-o", bin, "./"+filepath.Join("..", "internal", "docsnippet")).CombinedOutput()
+	require.NoError(t, err, "the Go snippet does not build:\n%s\n%s", out, src)
+
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("go-snippet-signing-key"))
+	addr := testutil.FreeAddr(t)
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "ADDR="+addr, "SENTINEL_WEBHOOK_SECRET="+secret)
+	logs := &testutil.SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	s := delivery.NewSender(delivery.Options{})
+	require.NoError(t, s.ApplyConfig(parseConfig(t,
+		tenantYAML("right", "http://"+addr+"/sentinel", []string{secret}, ""),
+		tenantYAML("wrong", "http://"+addr+"/sentinel", []string{"another-secret"}, ""))))
+	// The receiver needs a moment to listen: its first answers may be refused.
+	require.Eventually(t, func() bool {
+		return s.Send(t.Context(), "right", message(t, "right")).Outcome != delivery.Retry
+	}, 10*time.Second, 20*time.Millisecond, "the snippet's receiver never answered:\n%s", logs)
+	r := s.Send(t.Context(), "right", message(t, "right"))
+	require.Equal(t, http.StatusOK, r.StatusCode, "%v", r.Err)
+	r = s.Send(t.Context(), "wrong", message(t, "wrong"))
+	require.Equal(t, http.StatusUnauthorized, r.StatusCode)
+	require.Equal(t, delivery.Failed, r.Outcome)
+}
