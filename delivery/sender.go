@@ -97,7 +97,9 @@ func NewSender(o Options) *Sender {
 
 // ApplyConfig builds a client and signer for every tenant with a webhook
 // and swaps them all in at once. On error nothing changes, so a reload can
-// reject the configuration and keep the running one.
+// reject the configuration and keep the running one. Every client is built
+// anew (TLS files are read again); http_config.follow_redirects is
+// overridden: redirects are never followed.
 func (s *Sender) ApplyConfig(cfg *config.Config) error {
 	eps := make(map[string]*endpoint, len(cfg.Tenants))
 	for i, t := range cfg.Tenants {

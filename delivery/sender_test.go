@@ -355,6 +355,21 @@ func TestApplyConfig(t *testing.T) {
 	require.Equal(t, delivery.Delivered, s.Send(t.Context(), "other", message(t, "other")).Outcome)
 }
 
+// http_config.proxy_url sends deliveries through the proxy.
+func TestSendThroughProxy(t *testing.T) {
+	proxied := make(chan string, 1)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proxied <- r.URL.String() // a proxy sees the absolute target URL
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(proxy.Close)
+	target := "http://hooks.invalid/abs"
+	s, _, _ := newSender(t, parseConfig(t, tenantYAML("acme", target, []string{"s3cret"}, "http_config:\n  proxy_url: "+proxy.URL)))
+	r := s.Send(t.Context(), "acme", message(t, "acme"))
+	require.Equal(t, delivery.Delivered, r.Outcome, "%v", r.Err)
+	require.Equal(t, target, <-proxied)
+}
+
 func TestWebhookTest(t *testing.T) {
 	ep := newEndpoint(t, false)
 	ep.status.Store(http.StatusAccepted)
@@ -395,7 +410,7 @@ func TestRedactURL(t *testing.T) {
 // No credential of an endpoint ever appears in a result's error or a log
 // line, whatever goes wrong.
 func TestNoSecretInErrorsOrLogs(t *testing.T) {
-	secrets := []string{"URLPASSWORD", "URLUSER", "PATHSECRET", "QUERYSECRET", "SIGNINGSECRET", "BEARERSECRET", "BASICSECRET"}
+	secrets := []string{"URLPASSWORD", "URLUSER", "PATHSECRET", "QUERYSECRET", "SIGNINGSECRET", "BEARERSECRET", "BASICSECRET", "PROXYUSER", "PROXYPASSWORD"}
 	ep := newEndpoint(t, false)
 	slowURL, _ := hangingEndpoint(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -409,6 +424,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 	s, logs, _ := newSender(t, parseConfig(t,
 		tenantYAML("answers", secretURL(ep.URL), []string{"SIGNINGSECRET"}, "http_config:\n  authorization:\n    credentials: BEARERSECRET"),
 		tenantYAML("refused", secretURL("http://"+refused), []string{"SIGNINGSECRET"}, ""),
+		tenantYAML("proxy", secretURL(ep.URL), []string{"SIGNINGSECRET"}, "http_config:\n  proxy_url: http://PROXYUSER:PROXYPASSWORD@"+refused),
 		tenantYAML("hangs", secretURL(slowURL), []string{"SIGNINGSECRET"}, "timeout: 50ms\nhttp_config:\n  basic_auth:\n    username: u\n    password: BASICSECRET"),
 	))
 	var texts []string
@@ -417,7 +433,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 		ep.header.Store(http.Header{"Location": {secretURL(ep.URL)}})
 		texts = append(texts, fmt.Sprint(s.Send(t.Context(), "answers", message(t, "answers")).Err))
 	}
-	for _, tenant := range []string{"refused", "hangs"} {
+	for _, tenant := range []string{"refused", "proxy", "hangs"} {
 		r := s.Send(t.Context(), tenant, message(t, tenant))
 		require.Error(t, r.Err)
 		texts = append(texts, r.Err.Error(), fmt.Sprintf("%+v %#v", r, r.Err))
