@@ -122,13 +122,14 @@ func (b Backoff) NextDelay(attempts int) time.Duration {
 	if b.Rand != nil {
 		r = b.Rand
 	}
-	return time.Duration(float64(d) * (1 + b.Jitter*(2*r()-1)))
+	return max(time.Duration(float64(d)*(1+b.Jitter*(2*r()-1))), 0)
 }
 
 // Policy decides, after each attempt, whether and when a delivery is tried
 // again. It holds no state: the attempt count and the event's creation time
 // live with the event (the caller's outbox).
 type Policy struct {
+	// Strategy spaces the attempts; nil means DefaultBackoff.
 	Strategy RetryStrategy
 	// MaxAge is how long after its creation an event is still retried
 	// (webhook.max_age).
@@ -152,7 +153,11 @@ func (p Policy) Decide(r Result, attempts int, created, now time.Time) Decision 
 	if r.Outcome != Retry {
 		return Decision{Outcome: r.Outcome}
 	}
-	wait := max(p.Strategy.NextDelay(attempts), r.RetryAfter)
+	strategy := p.Strategy
+	if strategy == nil {
+		strategy = DefaultBackoff
+	}
+	wait := max(strategy.NextDelay(attempts), r.RetryAfter)
 	next := now.Add(wait)
 	if next.After(created.Add(p.MaxAge)) {
 		return Decision{Outcome: Failed, GaveUp: true}

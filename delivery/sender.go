@@ -254,8 +254,13 @@ func (ep *endpoint) redact(err error) error {
 			msg = strings.ReplaceAll(msg, p, "<redacted>")
 		}
 	}
+	// A signing secret never leaves sentinel (only its MACs do), so it cannot
+	// be in a transport error; scrub it anyway, unless it is so short that
+	// scrubbing would garble the message.
 	for _, s := range ep.secrets {
-		msg = strings.ReplaceAll(msg, s, "<redacted>")
+		if len(s) >= 8 {
+			msg = strings.ReplaceAll(msg, s, "<redacted>")
+		}
 	}
 	return &redactedError{msg: msg, cause: err}
 }
