@@ -614,6 +614,9 @@ func testChart(t *testing.T, c *chart) {
 			for _, f := range files {
 				require.Contains(t, c.notes, "--from-literal="+filepath.Base(f)+"=", "NOTES.txt")
 			}
+			if c.c.replicated {
+				require.Contains(t, c.notes, "--from-literal=dsn='postgres://", "the DSN is no random value")
+			}
 		}},
 		{"no secret in the ConfigMap", func(t *testing.T) {
 			for _, keys := range c.secrets {
