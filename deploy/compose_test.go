@@ -528,3 +528,41 @@ func lookTool(t *testing.T, name string) string {
 	require.NoError(t, err, "%s not found: run `make test-deps`", name)
 	return p
 }
+
+// TestComposeREADME checks the README's compose section against the stack:
+// the URLs it lists are the ports the stack publishes, and the demo keys it
+// quotes are those of secrets/.
+func TestComposeREADME(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	require.NoError(t, err)
+	section := regexp.MustCompile(`(?s)### Docker Compose\n(.*?)\n### `).FindSubmatch(readme)
+	require.NotNil(t, section, "README.md has a ### Docker Compose section")
+	text := string(section[1])
+
+	published := map[string]bool{}
+	for _, s := range loadCompose(t, "embedded").Services {
+		for _, p := range s.Ports {
+			published[p.Published] = true
+		}
+	}
+	urls := regexp.MustCompile(`http://localhost:(\d+)`).FindAllStringSubmatch(text, -1)
+	require.NotEmpty(t, urls)
+	var listed []string
+	for _, u := range urls {
+		require.True(t, published[u[1]], "README lists localhost:%s, which the stack does not publish", u[1])
+		listed = append(listed, u[1])
+	}
+	for port := range published {
+		require.Contains(t, listed, port, "the stack publishes %s, which the README does not list", port)
+	}
+
+	p := loadCompose(t, "embedded")
+	keys := regexp.MustCompile(`(KEY|ADMIN)=(\S+)`).FindAllStringSubmatch(text, -1)
+	require.Len(t, keys, 2, "the README quotes the demo KEY and ADMIN")
+	for _, m := range keys {
+		file := map[string]string{"KEY": "demo-api-key", "ADMIN": "demo-admin-token"}[m[1]]
+		b, err := os.ReadFile(p.Secrets[file].File)
+		require.NoError(t, err)
+		require.Equal(t, strings.TrimSpace(string(b)), strings.TrimRight(m[2], "`.,"), "README's %s is secrets/%s", m[1], file)
+	}
+}

@@ -618,6 +618,18 @@ func testChart(t *testing.T, c *chart) {
 				require.Contains(t, c.notes, "--from-literal=dsn='postgres://", "the DSN is no random value")
 			}
 		}},
+		{"defaults are those of deploy/kubernetes", func(t *testing.T) {
+			if c.c.name != "default" {
+				return
+			}
+			want := manifestConfig(t, loadManifests(t))
+			got := chartConfig(t, c)
+			require.Equal(t, want.Heartbeat, got.Heartbeat, "heartbeat thresholds of deploy/kubernetes")
+			require.Equal(t, want.Bridge.KillSwitch, got.Bridge.KillSwitch)
+			require.Equal(t, want.Bridge.Watchdog, got.Bridge.Watchdog)
+			require.Len(t, got.Tenants, len(want.Tenants))
+			require.Nil(t, got.Storage.Postgres, "the embedded store by default")
+		}},
 		{"no secret in the ConfigMap", func(t *testing.T) {
 			for _, keys := range c.secrets {
 				for _, v := range keys {
