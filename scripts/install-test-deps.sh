@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and a fresh machine lacks: the real Prometheus,
-# promtool, Alertmanager and amtool from Debian's packages. Idempotent: it does
-# nothing when the tools are already on PATH.
+# promtool, Alertmanager and amtool from Debian's packages, and helm (built
+# once with go install into $(go env GOPATH)/bin). Idempotent: it does
+# nothing when the tools are already there.
 set -euo pipefail
+
+# helm for deploy/'s chart tests: built from source once (~2 minutes), then
+# cached. The tests look for it on PATH and in $(go env GOPATH)/bin.
+HELM_MODULE=helm.sh/helm/v3/cmd/helm@v3.22.0
+gobin="$(go env GOPATH | cut -d: -f1)/bin"
+if ! command -v helm >/dev/null 2>&1 && [ ! -x "${gobin}/helm" ]; then
+  echo "install-test-deps: go install ${HELM_MODULE}" >&2
+  go install "${HELM_MODULE}"
+fi
 
 need=()
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
