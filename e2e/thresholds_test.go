@@ -128,7 +128,7 @@ func testThresholdsAgree(t *testing.T, s *stack, id, body string, silent, zombie
 
 	// Neither alert is early, and neither is later than a scrape and an
 	// evaluation (1s each) after its moment, with slack for a loaded box.
-	const lag = 3 * time.Second
+	const lag = 4 * time.Second
 	for _, c := range []struct {
 		a    promAlert
 		want time.Time
