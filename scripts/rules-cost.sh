@@ -2,8 +2,10 @@
 # Measures what sentinel's liveness rules (group sentinel-agents) cost a real
 # Prometheus at a given fleet size, for one or more versions of the rule file
 # side by side: each version's group is renamed (its recorded series and
-# alerts too) and all are evaluated by one Prometheus over the same data, so
-# they are compared under the same load. The data is a synthetic sentinel
+# alerts too) and all are evaluated by one Prometheus over the same data. It
+# prints each group's evaluation time and Prometheus' CPU use; on a shared
+# machine the wall-clock times follow the load, so compare CPU: run it once
+# per version and once with NAME=none (no rules) for the scrape's own cost. The data is a synthetic sentinel
 # exposition of AGENTS agents (99% beating, 1% silent) scraped as REPLICAS
 # sentinel replicas every 15s; rules are evaluated every 15s.
 #
@@ -30,6 +32,7 @@ trap 'kill -KILL $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 rule_files=""
 for v in "$@"; do
   name=${v%%=*} file=${v#*=}
+  [ "$file" = none ] && continue
   python3 - "$name" "$file" >"$dir/$name.rules.yml" <<'PY'
 import sys, yaml
 name, path = sys.argv[1], sys.argv[2]
@@ -89,8 +92,12 @@ q() { curl -fsS "http://127.0.0.1:$pport/api/v1/query" --data-urlencode "query=$
 echo "agents=$agents replicas=$replicas run=${seconds}s load=$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "samples scraped per replica: $(q 'max(scrape_samples_scraped{job="sentinel"})')"
 echo "Prometheus resident memory (MB): $(q 'process_resident_memory_bytes{job="prometheus"} / 1e6')"
+echo "Prometheus CPU (cores), mean of the last 3m: $(q 'rate(process_cpu_seconds_total{job="prometheus"}[3m])')"
+echo "Prometheus CPU seconds in total: $(q 'process_cpu_seconds_total{job="prometheus"}')"
+echo "rule group evaluations in total: $(q 'sum(prometheus_rule_group_iterations_total) - sum(prometheus_rule_group_iterations_missed_total) or vector(0)')"
 for v in "$@"; do
   name=${v%%=*}
+  [ "${v#*=}" = none ] && continue
   group="rule_group=~\".*;sentinel-agents-$name\""
   echo "$name: group evaluation (s) mean $(q "avg_over_time(prometheus_rule_group_last_duration_seconds{$group}[3m])")," \
     "max $(q "max_over_time(prometheus_rule_group_last_duration_seconds{$group}[3m])")," \
