@@ -13,8 +13,13 @@ import (
 )
 
 // ErrTooManyAgents is returned when registering one more agent would exceed
-// the configured max_agents. Existing agents are never evicted to make room.
+// the configured heartbeat.max_agents. Existing agents are never evicted to
+// make room.
 var ErrTooManyAgents = errors.New("agent limit reached")
+
+// ErrTenantTooManyAgents is returned when registering one more agent would
+// exceed its tenant's max_agents. Existing agents are never evicted.
+var ErrTenantTooManyAgents = errors.New("tenant agent limit reached")
 
 // numShards spreads agents over independently locked shards. 256 keeps
 // contention negligible on small machines while a shard of a 1M fleet (~4k
@@ -114,6 +119,7 @@ type Store struct {
 	shards  [numShards]shard
 	count   atomic.Int64
 	limit   atomic.Int64
+	tenants tenantCounts
 	onNewAg NewAgentHook
 }
 
@@ -287,8 +293,14 @@ func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
 	slot := sh.find(h, req.Key)
 	var r *record
 	if slot < 0 {
+		tc := s.tenants.get(req.Key.Tenant)
+		if lim := tc.limit.Load(); tc.n.Add(1) > lim && lim > 0 {
+			tc.n.Add(-1)
+			return res, ErrTenantTooManyAgents
+		}
 		if s.count.Add(1) > s.limit.Load() {
 			s.count.Add(-1)
+			tc.n.Add(-1)
 			return res, ErrTooManyAgents
 		}
 		r = sh.insert(h)
@@ -502,6 +514,7 @@ func (s *Store) Delete(k fleet.Key) bool {
 			*r = record{}
 			sh.free = append(sh.free, slot)
 			s.count.Add(-1)
+			s.tenants.get(k.Tenant).n.Add(-1)
 			return true
 		}
 		prevNext, next = next, r.next
@@ -557,6 +570,7 @@ func (s *Store) Restore(a *Agent) {
 	} else {
 		r = sh.insert(h)
 		s.count.Add(1)
+		s.tenants.get(a.Key.Tenant).n.Add(1)
 	}
 	r.registered = a.RegisteredAt.UnixNano()
 	r.lastBeat = a.LastHeartbeat.UnixNano()
