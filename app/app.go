@@ -165,6 +165,7 @@ func New(o Options) (*App, error) {
 		return nil, err
 	}
 	a.control.SyncStore(a.store)
+	a.dropRemovedTenants(cfg)
 	if err := a.control.Compact(snapshotAt); err != nil {
 		journal.Close()
 		return nil, err
@@ -328,6 +329,7 @@ func (a *App) Reload() error {
 	a.store.SetLimit(cfg.Heartbeat.MaxAgents)
 	a.receiver.SetSettings(heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
+	a.dropRemovedTenants(cfg)
 	a.reloadSuccess.Set(1)
 	a.reloadTime.SetToCurrentTime()
 	a.logger.Info("configuration reloaded", "file", a.opts.ConfigFile, "tenants", len(cfg.Tenants))
@@ -391,16 +393,7 @@ func (a *App) routes() http.Handler {
 		}
 		fmt.Fprintln(w, "Sentinel is Ready.")
 	})
-	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodPost, http.MethodPut) {
-			return
-		}
-		if err := a.Reload(); err != nil {
-			jsonapi.Errorf(w, http.StatusInternalServerError, "reload failed, the running configuration is kept: %v", err)
-			return
-		}
-		jsonapi.Write(w, http.StatusOK, map[string]string{"status": "reloaded"})
-	})
+	mux.HandleFunc("/-/reload", a.serveReload)
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "Sentinel",
 		Description: "Prometheus-native dead man's switch for AI agents",
@@ -415,13 +408,18 @@ func (a *App) routes() http.Handler {
 		a.logger.Error("landing page", "err", err)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/" && landing != nil {
-			landing.ServeHTTP(w, r)
+		if r.URL.Path != "/" {
+			jsonapi.Errorf(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
 			return
 		}
-		jsonapi.Errorf(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
+		if jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) && landing != nil {
+			landing.ServeHTTP(w, r)
+		}
 	})
-	return mux
+	// ServeMux would answer a non-canonical path with a redirect to the
+	// cleaned one, which a client may follow with its method: a DELETE of
+	// /api/v1/installations/a1/revoke/.. would forget a1.
+	return jsonapi.CanonicalPaths(mux)
 }
 
 // Run serves on the listeners of flags until ctx is done, snapshotting

@@ -187,11 +187,19 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 // SetSettings swaps in new settings (config reload), and the tenants'
 // agent limits with them.
 func (rc *Receiver) SetSettings(s *Settings) {
-	rc.settings.Store(s)
+	old := rc.settings.Swap(s)
 	rc.store.SetTenantLimits(s.TenantMaxAgents)
 	rc.events.retain(s.Credentials.HasTenant)
 	for _, id := range s.Credentials.Tenants() {
 		rc.refused.WithLabelValues(id)
+	}
+	if old != nil {
+		// A removed tenant leaves /metrics entirely.
+		for _, id := range old.Credentials.Tenants() {
+			if !s.Credentials.HasTenant(id) {
+				rc.refused.DeleteLabelValues(id)
+			}
+		}
 	}
 }
 
