@@ -39,6 +39,7 @@ const (
 	flagHasMetrics
 	flagHasExitCode
 	flagCommandCarried
+	flagPaused
 )
 
 // Indexes of the strings kept in a record's blob, in blob order.
@@ -383,11 +384,20 @@ func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
 	if r.command != fleet.CommandNone {
 		if r.flags&flagCommandCarried != 0 {
 			res.AckedCommandSeq = r.commandSeq
+			// Paused once the agent beats after being handed pause: the
+			// beat proves it got the answer (SPEC 3).
+			if r.command == fleet.CommandPause {
+				r.flags |= flagPaused
+			}
 			r.command, r.commandSeq = fleet.CommandNone, 0
 			r.flags &^= flagCommandCarried
 		} else {
 			res.Command, res.CommandSeq = r.command, r.commandSeq
 			r.flags |= flagCommandCarried
+			// Handing resume or terminate ends the pause at once.
+			if r.command != fleet.CommandPause {
+				r.flags &^= flagPaused
+			}
 		}
 	}
 	return res, nil
@@ -458,6 +468,7 @@ func decode(a *Agent, r *record, arena []byte) {
 		HasExitCode:   r.flags&flagHasExitCode != 0,
 		Stopped:       r.flags&flagStopped != 0,
 		Revoked:       r.flags&flagRevoked != 0,
+		Paused:        r.flags&flagPaused != 0,
 		Command:       r.command,
 		TokenVersion:  r.tokenVersion,
 	}
@@ -585,7 +596,7 @@ func (s *Store) Restore(a *Agent) {
 		flag uint16
 	}{
 		{a.Stopped, flagStopped}, {a.Revoked, flagRevoked}, {a.HasUptime, flagHasUptime},
-		{a.HasMetrics, flagHasMetrics}, {a.HasExitCode, flagHasExitCode},
+		{a.HasMetrics, flagHasMetrics}, {a.HasExitCode, flagHasExitCode}, {a.Paused, flagPaused},
 	} {
 		if f.set {
 			r.flags |= f.flag
