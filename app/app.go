@@ -52,6 +52,10 @@ const journalCompactBytes = 16 << 20
 // own rendered copy of the fleet (~160 MB at 100k agents).
 const DefaultMaxScrapes = 4
 
+// livenessSweepEvery is how often agents turning SILENT or ZOMBIE by
+// sentinel's own clock are looked for and logged.
+const livenessSweepEvery = 5 * time.Second
+
 // Options configure an App.
 type Options struct {
 	// ConfigFile is the YAML configuration (SPEC 8).
@@ -81,6 +85,7 @@ type App struct {
 	journal  *storage.Journal
 	control  *killswitch.Control
 	receiver *heartbeat.Receiver
+	liveness *heartbeat.LivenessLog
 	admin    atomic.Pointer[killswitch.Settings]
 	registry *prometheus.Registry
 	handler  http.Handler
@@ -176,6 +181,9 @@ func New(o Options) (*App, error) {
 		Logger: o.Logger, Now: o.Now,
 	}, heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
+	a.liveness = &heartbeat.LivenessLog{Store: a.store, Logger: o.Logger, Thresholds: func() fleet.Thresholds {
+		return heartbeat.ThresholdsOf(a.cfg.Load().Heartbeat)
+	}}
 	a.handler = a.routes()
 	a.ready.Store(true)
 	return a, nil
@@ -336,6 +344,10 @@ func (a *App) Reload() error {
 	return nil
 }
 
+// SweepLiveness logs the agents that turned SILENT or ZOMBIE since the last
+// sweep (Run calls it every few seconds).
+func (a *App) SweepLiveness() { a.liveness.Sweep(a.opts.Now()) }
+
 // Config returns the running configuration.
 func (a *App) Config() *config.Config { return a.cfg.Load() }
 
@@ -445,6 +457,8 @@ func (a *App) Run(ctx context.Context, flags *web.FlagConfig, listener net.Liste
 	}()
 	ticker := time.NewTicker(a.opts.SnapshotInterval)
 	defer ticker.Stop()
+	sweep := time.NewTicker(livenessSweepEvery)
+	defer sweep.Stop()
 	var runErr error
 loop:
 	for {
@@ -460,6 +474,8 @@ loop:
 			_ = a.Reload() // logged and exposed as a metric; the old config stays
 		case <-ticker.C:
 			_ = a.Snapshot() // logged and exposed as a metric
+		case <-sweep.C:
+			a.SweepLiveness()
 		}
 	}
 	a.ready.Store(false)

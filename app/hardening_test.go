@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -124,4 +125,20 @@ func TestRemovedTenant(t *testing.T) {
 	require.Zero(t, s.app.Store().TenantLen("globex"))
 	require.False(t, strings.Contains(s.metrics(), `tenant="globex"`), "globex series left in /metrics")
 	require.Contains(t, e.logs.String(), "agents of tenants no longer configured were dropped")
+}
+
+// Agents turning SILENT and ZOMBIE by sentinel's clock are logged once each.
+func TestLivenessTransitionsLogged(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	s := e.start()
+	s.register("quiet", acmeKey, nil) // interval 10s
+	e.clock.Advance(51 * time.Second)
+	s.app.SweepLiveness()
+	s.app.SweepLiveness()
+	require.Equal(t, 1, strings.Count(e.logs.String(), "agent turned SILENT"), e.logs.String())
+	e.clock.Advance(100 * time.Second)
+	s.app.SweepLiveness()
+	require.Equal(t, 1, strings.Count(e.logs.String(), "agent turned ZOMBIE"))
+	s.beat("quiet", acmeKey, nil)
+	require.Contains(t, e.logs.String(), "agent recovered")
 }

@@ -77,6 +77,7 @@ type record struct {
 	status       Status
 	platform     PlatformType
 	command      fleet.Command
+	noticed      fleet.State // the liveness state SweepLiveness last reported
 	registered   int64 // unix nanoseconds
 	lastBeat     int64 // unix nanoseconds
 	interval     int64 // nanoseconds
