@@ -78,9 +78,9 @@ type record struct {
 	platform     PlatformType
 	command      fleet.Command
 	noticed      fleet.State // the liveness state SweepLiveness last reported
-	registered   int64 // unix nanoseconds
-	lastBeat     int64 // unix nanoseconds
-	interval     int64 // nanoseconds
+	registered   int64       // unix nanoseconds
+	lastBeat     int64       // unix nanoseconds
+	interval     int64       // nanoseconds
 	pid          int64
 	exitCode     int64
 	uptime       float64
