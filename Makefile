@@ -45,6 +45,7 @@ FUZZTIME  ?= 30s
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
+# The PrometheusRule and the dashboards, and the Helm chart's copies of both.
 generate:
 	$(GO) generate ./...
 
