@@ -70,7 +70,7 @@ bridge:
 // env is sentinel assembled as app.routes does it: configuration, store,
 // journal, kill-switch control, receiver, admin API and /metrics on one mux.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	clock   *testutil.Clock
 	cfg     *config.Config
 	key     []byte
@@ -91,7 +91,7 @@ type envOptions struct {
 	eventWindow   int
 }
 
-func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
+func newEnv(t testing.TB, opts ...func(*envOptions)) *env {
 	t.Helper()
 	o := envOptions{maxAgents: 1000}
 	for _, f := range opts {
@@ -221,7 +221,7 @@ func (e *env) do(r request) *answer {
 	return decodeAnswer(e.t, rec.Code, rec.Header(), rec.Body.Bytes())
 }
 
-func decodeAnswer(t *testing.T, status int, h http.Header, raw []byte) *answer {
+func decodeAnswer(t testing.TB, status int, h http.Header, raw []byte) *answer {
 	t.Helper()
 	a := &answer{status: status, header: h, raw: string(raw)}
 	if strings.HasPrefix(h.Get("Content-Type"), "application/json") {
