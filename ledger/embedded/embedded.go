@@ -10,9 +10,10 @@
 //	                 before Apply returns; concurrent Applies share one fsync
 //	agents.snapshot  the hot state of the heartbeat store (SaveAgents)
 //
-// The state file is replaced atomically (temporary file, fsync, rename) at
-// every start and whenever the journal outgrows CompactBytes; the journal is
-// then emptied. Damage to the state file or the key, a missing or truncated
+// The state file is replaced atomically (temporary file, fsync, rename) by
+// every SaveAgents (every snapshot interval, and soon after start) that
+// finds changes in the journal, and whenever the journal outgrows
+// CompactBytes; the journal is then emptied. Damage to the state file or the key, a missing or truncated
 // journal next to a state file, or damage inside the journal followed by
 // intact records is an error naming the file: sentinel refuses to start
 // rather than forget acknowledged actions. Only a journal's torn tail, the
@@ -32,6 +33,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentsentinel/sentinel/ledger"
@@ -40,15 +42,17 @@ import (
 
 // Files under the directory.
 const (
-	LockFile     = "LOCK"
-	KeyFile      = "token.key"
-	StateFile    = "ledger.state"
-	JournalFile  = "ledger.journal"
-	AgentsFile   = "agents.snapshot"
-	stateKind    = "ledger"
-	agentsKind   = "agents"
-	defaultKey   = 32
-	opsPerRecord = 2048
+	LockFile    = "LOCK"
+	KeyFile     = "token.key"
+	StateFile   = "ledger.state"
+	JournalFile = "ledger.journal"
+	AgentsFile  = "agents.snapshot"
+	stateKind   = "ledger"
+	agentsKind  = "agents"
+	defaultKey  = 32
+	// journalHeaderSize is the size of an empty journal.
+	journalHeaderSize = 8
+	opsPerRecord      = 2048
 )
 
 // CompactBytes is the journal size past which the state file is rewritten.
@@ -72,11 +76,12 @@ type Ledger struct {
 	lock    *os.File
 	key     []byte
 
-	agentsMu  sync.Mutex
-	stop      chan struct{}
-	stopped   chan struct{}
-	closeOnce sync.Once
-	closeErr  error
+	agentsMu     sync.Mutex
+	compactAsked atomic.Bool
+	stop         chan struct{}
+	stopped      chan struct{}
+	closeOnce    sync.Once
+	closeErr     error
 }
 
 var _ ledger.Ledger = (*Ledger)(nil)
@@ -145,8 +150,7 @@ func (l *Ledger) open(keySize int) error {
 	// only ever replaced by rename afterwards, so next to a state file it is
 	// whole: missing or shorter than its header, it lost acknowledged
 	// changes.
-	const journalHeader = 8
-	if hasState && (!hasJournal || journalSize < journalHeader) {
+	if hasState && (!hasJournal || journalSize < journalHeaderSize) {
 		what := "missing"
 		if hasJournal {
 			what = fmt.Sprintf("truncated to %d bytes", journalSize)
@@ -154,11 +158,17 @@ func (l *Ledger) open(keySize int) error {
 		return fmt.Errorf("%w: ledger journal %s is %s next to the state file %s: acknowledged changes may be lost; restore the file from a backup",
 			ledger.ErrCorrupt, journalPath, what, statePath)
 	}
-	if !hasState && hasJournal && journalSize > journalHeader {
+	if !hasState && hasJournal && journalSize > journalHeaderSize {
 		return fmt.Errorf("%w: ledger state file %s is missing next to the journal %s: restore the file from a backup",
 			ledger.ErrCorrupt, statePath, journalPath)
 	}
 	fresh := !hasState && !hasJournal
+	legacy := false
+	if fresh {
+		if legacy, err = l.migrateLegacy(); err != nil {
+			return err
+		}
+	}
 	if !hasKey && !fresh {
 		return fmt.Errorf("%w: signing key %s is missing next to the ledger in %s: every runtime token issued would be refused; restore the file from a backup",
 			ledger.ErrCorrupt, keyPath, l.dir)
@@ -189,10 +199,22 @@ func (l *Ledger) open(keySize int) error {
 	if err := l.core.Catch(changes); err != nil {
 		return fmt.Errorf("ledger journal %s does not continue the state file %s: %w", journalPath, statePath, err)
 	}
-	// A fresh state file at every start: the journal then holds only what
-	// this run appends.
-	if err := l.compact(l.core.EncodeSnapshot); err != nil {
-		return err
+	// A first start writes its state file at once (see above why a state
+	// file needs its journal and the other way round). Otherwise the start
+	// changes nothing (but a torn tail): the journal is compacted by the
+	// first SaveAgents, soon after start, once the caller has verified the
+	// rest of what it restores.
+	if !hasState {
+		if err := l.compact(l.core.EncodeSnapshot); err != nil {
+			return err
+		}
+	}
+	if legacy {
+		// Only now that the state file holds it; were the rename lost in
+		// a crash, a start next to a state file ignores the legacy file.
+		if err := os.Rename(l.path(LegacyJournalFile), l.path(LegacyJournalFile)+".migrated"); err != nil {
+			return fmt.Errorf("retire the legacy journal: %w", err)
+		}
 	}
 	l.logger.Info("ledger opened", "dir", l.dir, "revision", l.core.Revision(), "journal_changes", len(changes))
 	return nil
@@ -285,6 +307,20 @@ type persister struct{ l *Ledger }
 func (persister) Prepare(context.Context, *ledger.Txn) error { return nil }
 
 func (p persister) Persist(_ context.Context, t *ledger.Txn, changes []ledger.Change) error {
+	if err := p.append(changes); err != nil {
+		return err
+	}
+	if p.l.compactAsked.Swap(false) || p.l.journal.Size() > CompactBytes {
+		if err := p.l.compact(t.EncodeSnapshot); err != nil {
+			// The changes are durable in the journal; a later compaction
+			// tries again.
+			p.l.logger.Error("compacting the ledger failed", "dir", p.l.dir, "err", err)
+		}
+	}
+	return nil
+}
+
+func (p persister) append(changes []ledger.Change) error {
 	if len(changes) == 0 {
 		return nil
 	}
@@ -298,13 +334,6 @@ func (p persister) Persist(_ context.Context, t *ledger.Txn, changes []ledger.Ch
 	}
 	if err := p.l.journal.Append(recs...); err != nil {
 		return fmt.Errorf("%w: %w", ledger.ErrUnavailable, err)
-	}
-	if p.l.journal.Size() > CompactBytes {
-		if err := p.l.compact(t.EncodeSnapshot); err != nil {
-			// The changes are durable in the journal; the next start
-			// compacts again.
-			p.l.logger.Error("compacting the ledger failed", "dir", p.l.dir, "err", err)
-		}
 	}
 	return nil
 }
@@ -352,10 +381,21 @@ func (l *Ledger) SigningKey(_ context.Context, size int) ([]byte, error) {
 }
 
 // SaveAgents implements ledger.Ledger: the hot state goes to agents.snapshot.
-func (l *Ledger) SaveAgents(_ context.Context, _ time.Time, write func(io.Writer) error) error {
+// A journal with changes is then compacted into the state file.
+func (l *Ledger) SaveAgents(ctx context.Context, _ time.Time, write func(io.Writer) error) error {
 	l.agentsMu.Lock()
-	defer l.agentsMu.Unlock()
-	return storage.WriteSnapshot(l.path(AgentsFile), agentsKind, write)
+	err := storage.WriteSnapshot(l.path(AgentsFile), agentsKind, write)
+	l.agentsMu.Unlock()
+	if err != nil {
+		return err
+	}
+	if l.journal.Size() > journalHeaderSize {
+		l.compactAsked.Store(true)
+		if _, err := l.core.Submit(ctx); err != nil && !errors.Is(err, ledger.ErrClosed) {
+			return fmt.Errorf("compact ledger: %w", err)
+		}
+	}
+	return nil
 }
 
 // LoadAgents implements ledger.Ledger. The embedded ledger has one replica,
