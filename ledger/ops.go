@@ -142,6 +142,13 @@ type Pipeline struct {
 	Events []Event       `json:"events,omitempty"`
 }
 
+// WatchdogSeen records that the pipeline's Watchdog alert arrived at At, so
+// that every replica's watchdog knows, whichever replica Alertmanager
+// reached. It applies if At is after the last recorded time.
+type WatchdogSeen struct {
+	At time.Time `json:"at"`
+}
+
 // The ops below are never passed to Apply: the ledger writes them into its
 // changes for the outbox's bookkeeping and for pruning.
 
@@ -181,6 +188,7 @@ func (AlertSeen) opName() string           { return "alert" }
 func (Enqueue) opName() string             { return "enqueue" }
 func (SetEndpointDisabled) opName() string { return "endpoint" }
 func (Pipeline) opName() string            { return "pipeline" }
+func (WatchdogSeen) opName() string        { return "watchdog" }
 func (Lease) opName() string               { return "lease" }
 func (RecordAttempt) opName() string       { return "attempt" }
 func (RedeliverEvent) opName() string      { return "redeliver" }
@@ -199,6 +207,7 @@ var decoders = map[string]func([]byte) (Op, error){
 	"enqueue":   decodeOp[Enqueue],
 	"endpoint":  decodeOp[SetEndpointDisabled],
 	"pipeline":  decodeOp[Pipeline],
+	"watchdog":  decodeOp[WatchdogSeen],
 	"lease":     decodeOp[Lease],
 	"attempt":   decodeOp[RecordAttempt],
 	"redeliver": decodeOp[RedeliverEvent],
