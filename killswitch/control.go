@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,10 +57,13 @@ type Control struct {
 	// in the same commit (the webhook outbox); nil enqueues none.
 	Event func(fleet.Key, fleet.Revocation) *ledger.Event
 
-	mu     sync.RWMutex
-	state  *ledger.State
-	store  *heartbeat.Store
-	notify chan struct{} // closed and replaced when the cache moves on
+	mu    sync.RWMutex
+	state *ledger.State
+	// announcedAt is when each announced state in state.Announced was
+	// committed, as far as this replica watched it (zero after a restart).
+	announcedAt map[fleet.Key]time.Time
+	store       *heartbeat.Store
+	notify      chan struct{} // closed and replaced when the cache moves on
 
 	async        chan ledger.Op
 	asyncDropped atomic.Uint64
@@ -79,11 +84,12 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 		return nil, fmt.Errorf("load kill-switch state: %w", err)
 	}
 	c := &Control{
-		ledger: l,
-		logger: logger,
-		state:  state,
-		notify: make(chan struct{}),
-		async:  make(chan ledger.Op, asyncQueue),
+		ledger:      l,
+		logger:      logger,
+		state:       state,
+		announcedAt: make(map[fleet.Key]time.Time),
+		notify:      make(chan struct{}),
+		async:       make(chan ledger.Op, asyncQueue),
 		revocationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_revocations_total",
 			Help: "Agents revoked by the kill switch, by source (admin, alert).",
@@ -175,6 +181,18 @@ func (c *Control) apply(ch ledger.Change) error {
 		c.mu.Unlock()
 		return err
 	}
+	for _, op := range ch.Ops {
+		switch o := op.(type) {
+		case ledger.Announce:
+			at := time.Now()
+			if o.Event != nil {
+				at = o.Event.CreatedAt
+			}
+			c.announcedAt[o.Key] = at
+		case ledger.Forget:
+			delete(c.announcedAt, o.Key)
+		}
+	}
 	store := c.store
 	c.mu.Unlock()
 
@@ -210,6 +228,62 @@ func (c *Control) apply(ch ledger.Change) error {
 	c.wake()
 	c.mu.Unlock()
 	return nil
+}
+
+// Announced returns the agent's announced state (ACTIVE when none) and
+// when it was announced, zero if not since this replica started.
+func (c *Control) Announced(k fleet.Key) (fleet.State, time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Announced[k], c.announcedAt[k]
+}
+
+// AlertSeen reports whether an alert's idempotency key was recorded.
+func (c *Control) AlertSeen(key string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.state.AlertKeys[key]
+	return ok
+}
+
+// Pipeline returns the pipeline's announced state and when the Watchdog
+// last arrived (zero if never).
+func (c *Control) Pipeline() (ledger.PipelineState, time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Pipeline, c.state.WatchdogAt
+}
+
+// EndpointDisabled reports whether a 410 disabled the tenant's endpoint.
+func (c *Control) EndpointDisabled(tenant string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Disabled[tenant]
+}
+
+// DisabledEndpoints returns the tenants whose endpoint a 410 disabled.
+func (c *Control) DisabledEndpoints() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Sorted(maps.Keys(c.state.Disabled))
+}
+
+// Commit applies ops through the ledger in one durable write and returns
+// once this replica's cache holds the change: the bridge's and the
+// outbox's way to change the ledger, so that what they read next from
+// Control reflects what they wrote.
+func (c *Control) Commit(ctx context.Context, ops ...ledger.Op) (ledger.Result, error) {
+	res, err := c.commit(ctx, ops...)
+	if err != nil {
+		return res, err
+	}
+	for i, op := range ops {
+		if r, ok := op.(ledger.Revoke); ok && res.Applied(i) {
+			c.revocationsTotal.WithLabelValues(sourceLabel(r.Revocation.Source)).Inc()
+			c.logger.Warn("agent revoked", "tenant", r.Key.Tenant, "agent_id", r.Key.AgentID, "reason", r.Revocation.Reason, "revoked_by", r.Revocation.Source)
+		}
+	}
+	return res, nil
 }
 
 // waitFor returns once the cache holds revision rev.

@@ -335,6 +335,8 @@ type Attempt struct {
 
 // DeliveryFilter selects deliveries; zero fields match everything.
 type DeliveryFilter struct {
+	// ID selects one event by its id.
+	ID      string
 	Tenant  string
 	AgentID string
 	Status  DeliveryStatus

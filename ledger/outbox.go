@@ -176,6 +176,7 @@ func (o *outbox) list(f DeliveryFilter) ([]Delivery, string) {
 	var match []*Delivery
 	for _, d := range o.byID {
 		if d.ordinal <= after ||
+			(f.ID != "" && d.Event.ID != f.ID) ||
 			(f.Tenant != "" && d.Event.Tenant != f.Tenant) ||
 			(f.AgentID != "" && d.Event.AgentID != f.AgentID) ||
 			(f.Status != "" && d.Status != f.Status) {
