@@ -60,7 +60,9 @@ func with(f AgentFacts, change func(*AgentFacts)) AgentFacts {
 }
 
 func TestDecide(t *testing.T) {
-	firing := func(name string, k fleet.Key) template.Alert { return alert(name, StatusFiring, k, t0.Add(-time.Second)) }
+	firing := func(name string, k fleet.Key) template.Alert {
+		return alert(name, StatusFiring, k, t0.Add(-time.Second))
+	}
 	resolved := func(name string, k fleet.Key) template.Alert {
 		return alert(name, StatusResolved, k, t0.Add(-time.Second))
 	}
