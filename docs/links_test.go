@@ -45,6 +45,28 @@ func TestMarkdownLinks(t *testing.T) {
 	}
 }
 
+// TestNoOutsideReferences keeps the Markdown files self-contained: the
+// repository documents itself, it never sends a reader to a design document
+// that is not part of it.
+func TestNoOutsideReferences(t *testing.T) {
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	var problems []string
+	for _, f := range markdownFiles(t, root) {
+		content, err := os.ReadFile(filepath.Join(root, filepath.FromSlash(f)))
+		require.NoError(t, err)
+		for i, line := range strings.Split(string(content), "\n") {
+			if m := outsideReference.FindString(line); m != "" {
+				problems = append(problems, fmt.Sprintf("%s:%d: %q", f, i+1, m))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		t.Fatalf("Markdown files refer to documents outside the repository; say it in the repository's own words or link into docs/:\n%s",
+			strings.Join(problems, "\n"))
+	}
+}
+
 // TestLinkChecker shows that the checker finds what it must and accepts
 // what GitHub renders as a working link.
 func TestLinkChecker(t *testing.T) {
@@ -90,6 +112,24 @@ func TestLinkChecker(t *testing.T) {
 		"README.md:17: docs/also-missing.md: no such file or directory",
 		"README.md:18: docs/other.md#repeated-2: docs/other.md has no heading or anchor \"repeated-2\"",
 	}, problems)
+}
+
+func TestOutsideReference(t *testing.T) {
+	for _, tt := range []struct {
+		line string
+		want string
+	}{
+		{"The contract is `SPEC.md` in the shared design folder.", "SPEC.md"},
+		{"**Not in this release: the bridge** (SPEC 6). Sentinel", "SPEC 6"},
+		{"as SPEC 2.1 says", "SPEC 2.1"},
+		{"see ../shared/STYLE.md", "../shared"},
+		{"a shared design folder", "shared design folder"},
+		{"the OpenAPI spec of the API", ""},
+		{"SPECIAL 6 cases", ""},
+		{"a shared machine", ""},
+	} {
+		require.Equal(t, tt.want, outsideReference.FindString(tt.line), tt.line)
+	}
 }
 
 func TestSlug(t *testing.T) {
@@ -165,6 +205,9 @@ var (
 	setextUnderline = regexp.MustCompile(`^ {0,3}(?:=+|-+)\s*$`)
 	// mdLinkText keeps the text of a link or image in a heading.
 	mdLinkText = regexp.MustCompile(`!?\[([^\]]*)\]\([^)]*\)`)
+	// outsideReference is a reference to the design contract that lives
+	// outside the repository.
+	outsideReference = regexp.MustCompile(`\bSPEC(?:\.md| [0-9]+(?:\.[0-9]+)?\b)|\.\./shared\b|shared design folder`)
 	// lineAnchor is GitHub's line anchor into a source file.
 	lineAnchor = regexp.MustCompile(`^L[0-9]+(?:-L[0-9]+)?$`)
 )
