@@ -148,18 +148,26 @@ func TestSlug(t *testing.T) {
 }
 
 // markdownFiles lists the repository's tracked Markdown files, slash
-// separated and relative to root. Without git (a source tarball) it walks
-// the tree, skipping hidden directories and installed dependencies.
+// separated and relative to root.
 func markdownFiles(t *testing.T, root string) []string {
 	t.Helper()
-	cmd := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.md")
+	return repoFiles(t, root, ".md")
+}
+
+// repoFiles lists the repository's files (tracked, or new and not ignored)
+// whose names end in suffix, slash separated and relative to root. Without
+// git (a source tarball) it walks the tree, skipping hidden directories and
+// installed dependencies.
+func repoFiles(t *testing.T, root, suffix string) []string {
+	t.Helper()
+	cmd := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*"+suffix)
 	cmd.Dir = root
 	out, err := cmd.Output()
 	if err == nil {
 		var files []string
 		for _, f := range strings.Split(string(out), "\x00") {
 			// A file deleted in the work tree but still in the index is not
-			// a link target any more; skip it like git status would show it.
+			// a link target any more.
 			if _, err := os.Stat(filepath.Join(root, filepath.FromSlash(f))); f != "" && err == nil {
 				files = append(files, f)
 			}
@@ -176,7 +184,7 @@ func markdownFiles(t *testing.T, root string) []string {
 		if d.IsDir() && p != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules" || d.Name() == "vendor") {
 			return filepath.SkipDir
 		}
-		if !d.IsDir() && strings.HasSuffix(d.Name(), ".md") {
+		if !d.IsDir() && strings.HasSuffix(d.Name(), suffix) {
 			rel, err := filepath.Rel(root, p)
 			if err != nil {
 				return err
