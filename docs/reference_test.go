@@ -138,3 +138,33 @@ func TestMetricsDocumented(t *testing.T) {
 	}
 	require.Empty(t, missing, "docs/metrics.md does not name these metrics, recording rules or alerts")
 }
+
+// routePattern finds the routes registered on a ServeMux.
+var routePattern = regexp.MustCompile(`\.Handle(?:Func)?\("(?:[A-Z]+ )?(/[^"]*)"`)
+
+// TestRoutesDocumented checks that docs/api.md names every path sentinel
+// serves.
+func TestRoutesDocumented(t *testing.T) {
+	doc := readDoc(t, "api.md")
+	root, err := filepath.Abs("..")
+	require.NoError(t, err)
+	var routes []string
+	for _, f := range repoFiles(t, root, ".go") {
+		if strings.HasSuffix(f, "_test.go") || strings.HasPrefix(f, "docs/") {
+			continue
+		}
+		for _, m := range routePattern.FindAllStringSubmatch(readDoc(t, filepath.Join(root, filepath.FromSlash(f))), -1) {
+			routes = append(routes, m[1])
+		}
+	}
+	require.Contains(t, routes, "/api/v1/installations/{id}/heartbeat")
+	slices.Sort(routes)
+	var missing []string
+	for _, r := range slices.Compact(routes) {
+		// The path as a whole: followed by the end of a word, a query or a backquote.
+		if !regexp.MustCompile("(?m)(?:^|[\\s`])" + regexp.QuoteMeta(r) + "(?:$|[\\s`?])").MatchString(doc) {
+			missing = append(missing, r)
+		}
+	}
+	require.Empty(t, missing, "docs/api.md does not document these routes")
+}
