@@ -168,3 +168,21 @@ func TestRoutesDocumented(t *testing.T) {
 	}
 	require.Empty(t, missing, "docs/api.md does not document these routes")
 }
+
+// TestConfigurationExampleParses decodes the complete example of
+// docs/configuration.md strictly into the configuration's types, so that a
+// misspelt or moved key in it fails here rather than for a reader. (Secrets
+// and files are placeholders: the example is not validated as a whole.)
+func TestConfigurationExampleParses(t *testing.T) {
+	doc := readDoc(t, "configuration.md")
+	m := regexp.MustCompile("(?s)### Complete example\n.*?```yaml\n(.*?)```").FindStringSubmatch(doc)
+	require.NotNil(t, m, "docs/configuration.md has no ```yaml block under ### Complete example")
+	dec := yaml.NewDecoder(strings.NewReader(m[1]))
+	dec.KnownFields(true)
+	var cfg config.Config
+	require.NoError(t, dec.Decode(&cfg))
+	require.Len(t, cfg.Tenants, 1)
+	require.NotNil(t, cfg.Tenants[0].Webhook)
+	require.NotNil(t, cfg.Storage.Postgres)
+	require.Equal(t, []string{"AgentZombie"}, cfg.Bridge.KillSwitch.Alertnames)
+}
