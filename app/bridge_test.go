@@ -294,6 +294,10 @@ func TestBridgeAnnouncesRevokesAndRecovers(t *testing.T) {
 	require.Equal(t, true, test.json(t)["delivered"])
 	require.EqualValues(t, 200, test.json(t)["status_code"])
 	require.Equal(t, "webhook.test", acme.waitFor(5, "")[len(acme.got(""))-1]["event"])
+
+	for _, secret := range []string{bridgeToken, webhookSecret, rawSecret, acmeKey, acmeAdmin} {
+		require.NotContains(t, e.logs.String(), secret, "no secret in any log line")
+	}
 }
 
 func TestBridgeOutboxSurvivesRestartAndIsolatesTenants(t *testing.T) {
