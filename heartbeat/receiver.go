@@ -86,6 +86,17 @@ type ReceiverOptions struct {
 	// EventWindow is how many of its latest event ids each tenant's
 	// duplicate filter remembers at least; DefaultEventWindow when 0.
 	EventWindow int
+	// Observer, when set, learns of every accepted heartbeat that is not
+	// answered "revoked" (the bridge announces recoveries from it).
+	Observer BeatObserver
+}
+
+// BeatObserver learns of accepted heartbeats. It is called on the heartbeat
+// path and must not block or wait for storage.
+type BeatObserver interface {
+	// BeatAccepted reports a heartbeat of k at at; previous is the one
+	// before it (zero for a new agent), interval the beat's interval.
+	BeatAccepted(k fleet.Key, at, previous time.Time, interval time.Duration)
 }
 
 // Receiver serves the agent-facing API of SPEC 2: Beacon and ABS heartbeats
@@ -94,6 +105,7 @@ type Receiver struct {
 	store    *Store
 	signer   *auth.Signer
 	kill     KillSwitch
+	observer BeatObserver
 	logger   *slog.Logger
 	now      func() time.Time
 	settings atomic.Pointer[Settings]
@@ -158,6 +170,7 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 		store:     o.Store,
 		signer:    o.Signer,
 		kill:      o.KillSwitch,
+		observer:  o.Observer,
 		logger:    o.Logger,
 		now:       o.Now,
 		events:    newEventFilter(o.EventWindow),
@@ -441,6 +454,9 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 		return true
 	}
 	rc.count(b.proto, resultAccepted)
+	if rc.observer != nil {
+		rc.observer.BeatAccepted(b.key, b.now, res.PreviousBeat, b.interval)
+	}
 	switch {
 	case req.Status == StatusShutdown:
 		b.state = fleet.StateStopped
