@@ -33,6 +33,9 @@ type KillSwitch interface {
 	// AgentRegistered records a registration, so that the kill switch still
 	// knows the agent if sentinel crashes before the next snapshot.
 	AgentRegistered(k fleet.Key, at time.Time)
+	// Forgotten returns when the agent was last forgotten: runtime tokens
+	// issued before are refused.
+	Forgotten(k fleet.Key) (time.Time, bool)
 }
 
 // Settings is the reloadable part of the configuration the receiver uses.
@@ -272,6 +275,15 @@ func (rc *Receiver) authenticate(w http.ResponseWriter, r *http.Request, b *beat
 		}
 		if !b.settings.Credentials.HasTenant(tok.Tenant) {
 			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
+			return false
+		}
+		// A forget invalidates every token issued before it. A token carries
+		// its expiry, issue time plus token_ttl rounded down to the second,
+		// so a token issued within the second after a forget is refused too:
+		// the agent registers again with its tenant key.
+		if at, ok := rc.kill.Forgotten(fleet.Key{Tenant: tok.Tenant, AgentID: tok.AgentID}); ok &&
+			!tok.ExpiresAt.Add(-b.settings.TokenTTL).After(at) {
+			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "runtime token issued before the agent was forgotten; register again with the tenant API key")
 			return false
 		}
 		b.principal = auth.Principal{Kind: auth.KindRuntimeToken, Tenant: tok.Tenant, Token: tok}

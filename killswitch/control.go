@@ -55,10 +55,14 @@ type Control struct {
 	// in the same commit (the webhook outbox); nil enqueues none.
 	Event func(fleet.Key, fleet.Revocation) *ledger.Event
 
-	mu     sync.RWMutex
-	state  *ledger.State
-	store  *heartbeat.Store
-	notify chan struct{} // closed and replaced when the cache moves on
+	mu    sync.RWMutex
+	state *ledger.State
+	// applied is the revision whose change is in the cache and the store:
+	// the store's bits follow the cache outside mu, so state.Revision runs
+	// ahead of it for a moment.
+	applied ledger.Revision
+	store   *heartbeat.Store
+	notify  chan struct{} // closed and replaced when applied moves on
 
 	async        chan ledger.Op
 	asyncDropped atomic.Uint64
@@ -81,8 +85,9 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 	c := &Control{
 		ledger: l,
 		logger: logger,
-		state:  state,
-		notify: make(chan struct{}),
+		state:   state,
+		applied: state.Revision,
+		notify:  make(chan struct{}),
 		async:  make(chan ledger.Op, asyncQueue),
 		revocationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_revocations_total",
@@ -143,17 +148,19 @@ func (c *Control) reset(s *ledger.State) {
 	old := c.state
 	c.state = s
 	store := c.store
+	c.mu.Unlock()
+	if store != nil {
+		for k := range old.Revocations {
+			if _, ok := s.Revocations[k]; !ok {
+				store.SetRevoked(k, false)
+			}
+		}
+		c.syncStore(store, s)
+	}
+	c.mu.Lock()
+	c.applied = s.Revision
 	c.wake()
 	c.mu.Unlock()
-	if store == nil {
-		return
-	}
-	for k := range old.Revocations {
-		if _, ok := s.Revocations[k]; !ok {
-			store.SetRevoked(k, false)
-		}
-	}
-	c.syncStore(store, s)
 }
 
 func (c *Control) wake() {
@@ -207,16 +214,17 @@ func (c *Control) apply(ch ledger.Change) error {
 		}
 	}
 	c.mu.Lock()
+	c.applied = ch.Revision
 	c.wake()
 	c.mu.Unlock()
 	return nil
 }
 
-// waitFor returns once the cache holds revision rev.
+// waitFor returns once the cache and the store hold revision rev.
 func (c *Control) waitFor(ctx context.Context, rev ledger.Revision) error {
 	for {
 		c.mu.RLock()
-		cur, wait := c.state.Revision, c.notify
+		cur, wait := c.applied, c.notify
 		c.mu.RUnlock()
 		if cur >= rev {
 			return nil

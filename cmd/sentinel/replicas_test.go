@@ -84,6 +84,21 @@ func TestReplicas(t *testing.T) {
 		}
 	})
 
+	t.Run("forgetting an agent invalidates its old runtime tokens on every replica", func(t *testing.T) {
+		tok := r1.register("forgotten-agent", "acme-key-1", nil)
+		waitKnown(t, r2, "forgotten-agent")
+		r := r2.mustRequest(http.MethodPost, "/api/v1/installations/forgotten-agent/revoke", "acme-admin", map[string]any{"reason": "rogue"})
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		r = r2.mustRequest(http.MethodDelete, "/api/v1/installations/forgotten-agent", "acme-admin", nil)
+		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
+		for _, p := range ps {
+			eventually(t, time.Second, func() bool {
+				r := p.mustRequest(http.MethodPost, "/api/v1/installations/forgotten-agent/heartbeat", tok, nil)
+				return r.status == http.StatusUnauthorized
+			}, func() string { return "the old token still works on " + p.base })
+		}
+	})
+
 	t.Run("a revocation through replica 1 is answered by replica 3 within 1s", func(t *testing.T) {
 		tok := r3.register("revoked-agent", "acme-key-1", nil)
 		waitKnown(t, r1, "revoked-agent")
