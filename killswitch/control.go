@@ -83,12 +83,12 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 		return nil, fmt.Errorf("load kill-switch state: %w", err)
 	}
 	c := &Control{
-		ledger: l,
-		logger: logger,
+		ledger:  l,
+		logger:  logger,
 		state:   state,
 		applied: state.Revision,
 		notify:  make(chan struct{}),
-		async:  make(chan ledger.Op, asyncQueue),
+		async:   make(chan ledger.Op, asyncQueue),
 		revocationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_revocations_total",
 			Help: "Agents revoked by the kill switch, by source (admin, alert).",
