@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and a fresh machine lacks: the real Prometheus,
-# promtool, Alertmanager and amtool from Debian's packages. Idempotent: it does
-# nothing when the tools are already on PATH.
+# promtool, Alertmanager and amtool, and PostgreSQL (whose server binaries
+# Debian keeps in /usr/lib/postgresql/<version>/bin), from Debian's packages.
+# Idempotent: it does nothing when the tools are already there.
 set -euo pipefail
 
 need=()
@@ -9,6 +10,10 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+# The tests start a throw-away cluster of their own with initdb and postgres.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
