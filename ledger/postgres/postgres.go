@@ -331,20 +331,24 @@ func (p persister) Persist(_ context.Context, _ *ledger.Txn, changes []ledger.Ch
 	l := p.l
 	tx := l.tx
 	l.tx = nil
-	ctx, cancel := context.WithTimeout(context.Background(), l.o.CommitTimeout)
-	defer cancel()
 	if len(changes) == 0 {
-		return describe(tx.Rollback(ctx))
+		return describe(tx.Rollback(context.Background()))
 	}
 	batch := &pgx.Batch{}
+	size := 0
 	for _, c := range changes {
 		b, err := ledger.EncodeChange(c)
 		if err != nil {
-			_ = tx.Rollback(ctx)
+			_ = tx.Rollback(context.Background())
 			return err
 		}
+		size += len(b)
 		batch.Queue("INSERT INTO ledger_changes (revision, change) VALUES ($1, $2)", int64(c.Revision), b)
 	}
+	// A revoke-all of a large fleet is tens of MB: give it time to travel
+	// (a second per 4 MB) on top of the timeout that detects a dead server.
+	ctx, cancel := context.WithTimeout(context.Background(), l.o.CommitTimeout+time.Duration(size/(4<<20))*time.Second)
+	defer cancel()
 	last := int64(changes[len(changes)-1].Revision)
 	batch.Queue("UPDATE ledger_head SET revision = $1", last)
 	batch.Queue("SELECT pg_notify($1, $2)", notifyChannel, strconv.FormatInt(last, 10))
