@@ -3,8 +3,8 @@ package ledger
 import (
 	"bytes"
 	"encoding/json"
-	"strconv"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/agentsentinel/sentinel/fleet"

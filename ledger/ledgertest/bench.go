@@ -84,4 +84,3 @@ func BenchmarkRevokeAll(b *testing.B, open func() ledger.Ledger, agents int) {
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/revoke-all")
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/revoke-all")
 }
-
