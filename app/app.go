@@ -25,8 +25,10 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/agentsentinel/sentinel/auth"
+	"github.com/agentsentinel/sentinel/bridge"
 	"github.com/agentsentinel/sentinel/collector"
 	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/delivery"
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/jsonapi"
@@ -34,6 +36,7 @@ import (
 	"github.com/agentsentinel/sentinel/ledger"
 	"github.com/agentsentinel/sentinel/ledger/embedded"
 	"github.com/agentsentinel/sentinel/ledger/postgres"
+	"github.com/agentsentinel/sentinel/outbox"
 	"github.com/agentsentinel/sentinel/storage"
 )
 
@@ -53,7 +56,7 @@ type Options struct {
 	// ConfigFile is the YAML configuration (SPEC 8).
 	ConfigFile string
 	// StoragePath holds the embedded ledger: state, journal, snapshot and
-	// token key (SPEC 9). Unused with storage.postgres.
+	// token key. Unused with storage.postgres.
 	StoragePath string
 	// Replica names this sentinel among the replicas sharing a PostgreSQL
 	// ledger (its hot state's row); the host name when empty.
@@ -88,9 +91,15 @@ type App struct {
 	control  *killswitch.Control
 	receiver *heartbeat.Receiver
 	admin    atomic.Pointer[killswitch.Settings]
-	registry *prometheus.Registry
-	handler  http.Handler
-	ready    atomic.Bool
+
+	sender     *delivery.Sender
+	bridge     *bridge.Handler
+	recoveries *bridge.Recoveries
+	dispatcher *outbox.Dispatcher
+	watchdog   *bridge.Watchdog
+	registry   *prometheus.Registry
+	handler    http.Handler
+	ready      atomic.Bool
 
 	// journalHealth is the embedded journal's Healthy, nil with PostgreSQL;
 	// tests replace it (export_test.go), as a failed fsync cannot be
@@ -154,12 +163,18 @@ func New(o Options) (*App, error) {
 		return nil, err
 	}
 
+	if err := a.openBridge(cfg); err != nil {
+		a.control.Close()
+		_ = a.ledger.Close()
+		return nil, err
+	}
 	a.receiver = heartbeat.NewReceiver(heartbeat.ReceiverOptions{
 		Store: a.store, Signer: a.signer, KillSwitch: a.control, Registerer: a.registry,
-		Logger: o.Logger, Now: o.Now,
+		Logger: o.Logger, Now: o.Now, Observer: a.recoveries,
 	}, heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
 	a.handler = a.routes()
+	a.startBridge()
 	a.ready.Store(true)
 	return a, nil
 }
@@ -408,6 +423,11 @@ func (a *App) Reload() error {
 		a.logger.Error("configuration reload failed, keeping the running configuration", "file", a.opts.ConfigFile, "err", err)
 		return err
 	}
+	if err := a.reloadBridge(cfg); err != nil {
+		a.reloadSuccess.Set(0)
+		a.logger.Error("configuration reload failed, keeping the running configuration", "file", a.opts.ConfigFile, "err", err)
+		return err
+	}
 	a.cfg.Store(cfg)
 	a.store.SetLimit(cfg.Heartbeat.MaxAgents)
 	a.receiver.SetSettings(heartbeat.SettingsFromConfig(cfg))
@@ -434,6 +454,14 @@ func (a *App) routes() http.Handler {
 		Control: a.control, Store: a.store, Logger: a.logger, Now: a.opts.Now,
 		Signer: a.signer, Settings: a.admin.Load,
 	}).Register(mux)
+	(&killswitch.DeliveriesAPI{
+		API: &killswitch.API{
+			Control: a.control, Store: a.store, Logger: a.logger, Now: a.opts.Now,
+			Signer: a.signer, Settings: a.admin.Load,
+		},
+		Ledger: a.ledger, Tester: a.sender, Wake: a.dispatcher.Wake, WithSequence: outbox.WithSequence,
+	}).Register(mux)
+	mux.Handle("/api/v1/alertmanager", a.bridge)
 
 	metrics := collector.New(a.store, collector.Options{
 		Thresholds: func() fleet.Thresholds {
@@ -572,6 +600,7 @@ loop:
 func (a *App) Close() error {
 	a.closeOnce.Do(func() {
 		a.ready.Store(false)
+		a.stopBridge()
 		snapErr := a.Snapshot()
 		a.control.Close()
 		ledgerErr := a.ledger.Close()

@@ -1,4 +1,4 @@
-// Package killswitch serves the kill switch (SPEC 3): revocations, pending
+// Package killswitch serves the kill switch: revocations, pending
 // commands and forgotten agents, made durable by the ledger before the
 // request that changed them is answered, and the admin API.
 package killswitch
@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,8 +63,11 @@ type Control struct {
 	// the store's bits follow the cache outside mu, so state.Revision runs
 	// ahead of it for a moment.
 	applied ledger.Revision
-	store   *heartbeat.Store
-	notify  chan struct{} // closed and replaced when applied moves on
+	// announcedAt is when each announced state in state.Announced was
+	// committed, as far as this replica watched it (zero after a restart).
+	announcedAt map[fleet.Key]time.Time
+	store       *heartbeat.Store
+	notify      chan struct{} // closed and replaced when applied moves on
 
 	async        chan ledger.Op
 	asyncDropped atomic.Uint64
@@ -83,12 +88,13 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 		return nil, fmt.Errorf("load kill-switch state: %w", err)
 	}
 	c := &Control{
-		ledger:  l,
-		logger:  logger,
-		state:   state,
-		applied: state.Revision,
-		notify:  make(chan struct{}),
-		async:   make(chan ledger.Op, asyncQueue),
+		ledger:      l,
+		logger:      logger,
+		state:       state,
+		applied:     state.Revision,
+		announcedAt: make(map[fleet.Key]time.Time),
+		notify:      make(chan struct{}),
+		async:       make(chan ledger.Op, asyncQueue),
 		revocationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_revocations_total",
 			Help: "Agents revoked by the kill switch, by source (admin, alert).",
@@ -182,6 +188,18 @@ func (c *Control) apply(ch ledger.Change) error {
 		c.mu.Unlock()
 		return err
 	}
+	for _, op := range ch.Ops {
+		switch o := op.(type) {
+		case ledger.Announce:
+			at := time.Now()
+			if o.Event != nil {
+				at = o.Event.CreatedAt
+			}
+			c.announcedAt[o.Key] = at
+		case ledger.Forget:
+			delete(c.announcedAt, o.Key)
+		}
+	}
 	store := c.store
 	c.mu.Unlock()
 
@@ -218,6 +236,62 @@ func (c *Control) apply(ch ledger.Change) error {
 	c.wake()
 	c.mu.Unlock()
 	return nil
+}
+
+// Announced returns the agent's announced state (ACTIVE when none) and
+// when it was announced, zero if not since this replica started.
+func (c *Control) Announced(k fleet.Key) (fleet.State, time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Announced[k], c.announcedAt[k]
+}
+
+// AlertSeen reports whether an alert's idempotency key was recorded.
+func (c *Control) AlertSeen(key string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.state.AlertKeys[key]
+	return ok
+}
+
+// Pipeline returns the pipeline's announced state and when the Watchdog
+// last arrived (zero if never).
+func (c *Control) Pipeline() (ledger.PipelineState, time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Pipeline, c.state.WatchdogAt
+}
+
+// EndpointDisabled reports whether a 410 disabled the tenant's endpoint.
+func (c *Control) EndpointDisabled(tenant string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Disabled[tenant]
+}
+
+// DisabledEndpoints returns the tenants whose endpoint a 410 disabled.
+func (c *Control) DisabledEndpoints() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Sorted(maps.Keys(c.state.Disabled))
+}
+
+// Commit applies ops through the ledger in one durable write and returns
+// once this replica's cache holds the change: the bridge's and the
+// outbox's way to change the ledger, so that what they read next from
+// Control reflects what they wrote.
+func (c *Control) Commit(ctx context.Context, ops ...ledger.Op) (ledger.Result, error) {
+	res, err := c.commit(ctx, ops...)
+	if err != nil {
+		return res, err
+	}
+	for i, op := range ops {
+		if r, ok := op.(ledger.Revoke); ok && res.Applied(i) {
+			c.revocationsTotal.WithLabelValues(sourceLabel(r.Revocation.Source)).Inc()
+			c.logger.Warn("agent revoked", "tenant", r.Key.Tenant, "agent_id", r.Key.AgentID, "reason", r.Revocation.Reason, "revoked_by", r.Revocation.Source)
+		}
+	}
+	return res, nil
 }
 
 // waitFor returns once the cache and the store hold revision rev.
@@ -388,7 +462,7 @@ func (c *Control) CommandAcknowledged(k fleet.Key, seq uint32) {
 
 // AgentRegistered implements heartbeat.KillSwitch. It never waits for the
 // ledger: a registration lost in a crash only means the agent is unknown
-// until its next heartbeat, as SPEC 9 allows.
+// until its next heartbeat, which the durability contract allows.
 func (c *Control) AgentRegistered(k fleet.Key, at time.Time) {
 	c.queue(ledger.Register{Key: k, At: at.UTC()})
 }

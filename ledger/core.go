@@ -196,7 +196,8 @@ func (c *Core) submit(ctx context.Context, r *request) (Result, error) {
 }
 
 // Claim implements Ledger.Claim through the committer.
-func (c *Core) Claim(ctx context.Context, worker string, now time.Time, lease time.Duration, max int) ([]Delivery, error) {
+func (c *Core) Claim(ctx context.Context, r ClaimRequest) ([]Delivery, error) {
+	worker, now, lease, max := r.Worker, r.Now, r.Lease, r.Max
 	if worker == "" || lease <= 0 || max <= 0 {
 		return nil, fmt.Errorf("%w: claim needs a worker, a positive lease and max", ErrInvalid)
 	}
@@ -205,7 +206,7 @@ func (c *Core) Claim(ctx context.Context, worker string, now time.Time, lease ti
 	_, err := c.submit(ctx, &request{
 		build: func(m *machine) ([]Op, error) {
 			ids = ids[:0]
-			for _, d := range m.outbox.claimable(now, max, m.Disabled) {
+			for _, d := range m.outbox.claimable(now, max, r.Tenant, m.Disabled) {
 				ids = append(ids, d.Event.ID)
 			}
 			if len(ids) == 0 {

@@ -65,14 +65,16 @@ type Ledger interface {
 	// call Apply and wait for its revision to be watched.
 	Watch(ctx context.Context, after Revision, fn func(Change) error) error
 
-	// Claim leases up to max pending deliveries due at now to worker for
-	// lease: for each agent (tenant, agent id) only its lowest-sequence
+	// Claim leases up to r.Max pending deliveries due at r.Now to r.Worker
+	// for r.Lease: for each agent (tenant, agent id) only its lowest-sequence
 	// pending event is eligible, so one agent's events go out in sequence
 	// order; an event of a tenant whose endpoint is disabled is not handed
-	// out. A delivery leased to a worker is not handed to another until the
-	// lease runs out (the worker died) or Record releases it. The lease is
-	// durable like any other change.
-	Claim(ctx context.Context, worker string, now time.Time, lease time.Duration, max int) ([]Delivery, error)
+	// out; with r.Tenant set, only that tenant's events are (so that one
+	// tenant's slow endpoint never holds up another's claims). A delivery
+	// leased to a worker is not handed to another until the lease runs out
+	// (the worker died) or Record releases it. The lease is durable like any
+	// other change; a Claim that finds nothing writes nothing.
+	Claim(ctx context.Context, r ClaimRequest) ([]Delivery, error)
 	// Record stores the outcome of one delivery attempt by the worker that
 	// holds the lease, and releases it. ErrNotFound when the event is
 	// unknown, ErrLeaseLost when the worker does not hold the lease (it ran
@@ -106,6 +108,16 @@ type Ledger interface {
 	// Close releases the ledger; Applies waiting to commit fail with
 	// ErrClosed. Close is idempotent.
 	Close() error
+}
+
+// ClaimRequest asks for deliveries to attempt.
+type ClaimRequest struct {
+	Worker string
+	// Tenant restricts the claim to one tenant's events; "" claims any.
+	Tenant string
+	Now    time.Time
+	Lease  time.Duration
+	Max    int
 }
 
 // Result reports an Apply.

@@ -144,6 +144,13 @@ type Pipeline struct {
 	Events []Event       `json:"events,omitempty"`
 }
 
+// WatchdogSeen records that the pipeline's Watchdog alert arrived at At, so
+// that every replica's watchdog knows, whichever replica Alertmanager
+// reached. It applies if At is after the last recorded time.
+type WatchdogSeen struct {
+	At time.Time `json:"at"`
+}
+
 // The ops below are never passed to Apply: the ledger writes them into its
 // changes for the outbox's bookkeeping and for pruning.
 
@@ -183,6 +190,7 @@ func (AlertSeen) opName() string           { return "alert" }
 func (Enqueue) opName() string             { return "enqueue" }
 func (SetEndpointDisabled) opName() string { return "endpoint" }
 func (Pipeline) opName() string            { return "pipeline" }
+func (WatchdogSeen) opName() string        { return "watchdog" }
 func (Lease) opName() string               { return "lease" }
 func (RecordAttempt) opName() string       { return "attempt" }
 func (RedeliverEvent) opName() string      { return "redeliver" }
@@ -201,6 +209,7 @@ var decoders = map[string]func([]byte) (Op, error){
 	"enqueue":   decodeOp[Enqueue],
 	"endpoint":  decodeOp[SetEndpointDisabled],
 	"pipeline":  decodeOp[Pipeline],
+	"watchdog":  decodeOp[WatchdogSeen],
 	"lease":     decodeOp[Lease],
 	"attempt":   decodeOp[RecordAttempt],
 	"redeliver": decodeOp[RedeliverEvent],
@@ -281,7 +290,7 @@ func DecodeChange(b []byte) (Change, error) {
 // DeliveryStatus is where an outbox event stands.
 type DeliveryStatus string
 
-// Delivery statuses (SPEC 3 ?status=).
+// Delivery statuses, as the deliveries API filters them (?status=).
 const (
 	StatusPending   DeliveryStatus = "pending"
 	StatusDelivered DeliveryStatus = "delivered"
@@ -341,6 +350,8 @@ type Attempt struct {
 
 // DeliveryFilter selects deliveries; zero fields match everything.
 type DeliveryFilter struct {
+	// ID selects one event by its id.
+	ID      string
 	Tenant  string
 	AgentID string
 	Status  DeliveryStatus

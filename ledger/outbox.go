@@ -134,12 +134,13 @@ func (o *outbox) prune(now time.Time, undo *[]func()) {
 }
 
 // claimable returns up to max deliveries that worker may be handed at now:
-// the head of each agent's queue, due, not leased, of an enabled endpoint;
+// the head of each agent's queue, due, not leased, of an enabled endpoint
+// (of tenant only, unless it is empty);
 // oldest first.
-func (o *outbox) claimable(now time.Time, max int, disabled map[string]bool) []*Delivery {
+func (o *outbox) claimable(now time.Time, max int, tenant string, disabled map[string]bool) []*Delivery {
 	var heads []*Delivery
 	for k, q := range o.queues {
-		if disabled[k.Tenant] || len(q) == 0 {
+		if disabled[k.Tenant] || len(q) == 0 || (tenant != "" && k.Tenant != tenant) {
 			continue
 		}
 		d := q[0]
@@ -175,6 +176,7 @@ func (o *outbox) list(f DeliveryFilter) ([]Delivery, string) {
 	var match []*Delivery
 	for _, d := range o.byID {
 		if d.ordinal <= after ||
+			(f.ID != "" && d.Event.ID != f.ID) ||
 			(f.Tenant != "" && d.Event.Tenant != f.Tenant) ||
 			(f.AgentID != "" && d.Event.AgentID != f.AgentID) ||
 			(f.Status != "" && d.Status != f.Status) {

@@ -28,6 +28,7 @@ type snapshot struct {
 	AlertKeys   map[string]time.Time `json:"alert_keys"`
 	Disabled    []string             `json:"disabled_endpoints"`
 	Pipeline    PipelineState        `json:"pipeline"`
+	WatchdogAt  time.Time            `json:"watchdog_at,omitzero"`
 	CommandSeq  uint32               `json:"command_seq"`
 	OutboxNext  uint64               `json:"outbox_next"`
 	Deliveries  []snapshotDelivery   `json:"deliveries"`
@@ -88,7 +89,7 @@ func (c *Core) EncodeSnapshot(w io.Writer) (Revision, error) {
 func (c *Core) encodable() *snapshot {
 	m := c.m
 	s := &snapshot{Format: snapshotFormat, Revision: m.Revision, AlertKeys: maps.Clone(m.AlertKeys),
-		Pipeline: m.Pipeline, CommandSeq: m.CommandSeq, OutboxNext: m.outbox.next}
+		Pipeline: m.Pipeline, WatchdogAt: m.WatchdogAt, CommandSeq: m.CommandSeq, OutboxNext: m.outbox.next}
 	for _, k := range sortedKeys(m.Revocations) {
 		s.Revocations = append(s.Revocations, keyedRevocation{k, m.Revocations[k]})
 	}
@@ -128,7 +129,7 @@ func (c *Core) DecodeSnapshot(r io.Reader) (Revision, error) {
 		return 0, fmt.Errorf("ledger snapshot format %d is not the format %d this sentinel reads (written by a newer sentinel?)", s.Format, snapshotFormat)
 	}
 	st := NewState()
-	st.Revision, st.Pipeline, st.CommandSeq = s.Revision, s.Pipeline, s.CommandSeq
+	st.Revision, st.Pipeline, st.WatchdogAt, st.CommandSeq = s.Revision, s.Pipeline, s.WatchdogAt, s.CommandSeq
 	for _, x := range s.Revocations {
 		st.Revocations[x.Key] = x.Revocation
 	}

@@ -48,6 +48,8 @@ type State struct {
 	// Disabled holds the tenants whose endpoint a 410 disabled.
 	Disabled map[string]bool `json:"-"`
 	Pipeline PipelineState   `json:"pipeline"`
+	// WatchdogAt is when the pipeline's Watchdog alert last arrived.
+	WatchdogAt time.Time `json:"watchdog_at"`
 	// CommandSeq is the last command sequence number assigned.
 	CommandSeq uint32 `json:"command_seq"`
 }
@@ -172,6 +174,8 @@ func (m machine) apply(op Op, undo *[]func()) {
 		for i := range o.Events {
 			m.enqueue(&o.Events[i], undo)
 		}
+	case WatchdogSeen:
+		setVal(&m.WatchdogAt, o.At, undo)
 	case Prune:
 		for k, at := range m.AlertKeys {
 			if o.At.Sub(at) > AlertKeyRetention {
@@ -333,6 +337,12 @@ func (m machine) resolve(op Op) (Op, OpResult, error) {
 		}
 		o.Events = events
 		res.Applied, res.Events = true, events
+		return o, res, nil
+	case WatchdogSeen:
+		if !o.At.After(m.WatchdogAt) {
+			return nil, res, nil
+		}
+		res.Applied = true
 		return o, res, nil
 	case Prune, Lease, RecordAttempt, RedeliverEvent:
 		// Written by the ledger itself, already resolved.

@@ -67,7 +67,7 @@ func listIDs(t *testing.T, p *sentinelProc) []string {
 	return ids
 }
 
-// TestReplicas checks SPEC 10 with three real sentinel processes sharing one
+// TestReplicas checks the replicas contract with three real sentinel processes sharing one
 // PostgreSQL, point by point.
 func TestReplicas(t *testing.T) {
 	dsn := testutil.PostgresDSN(t)

@@ -359,8 +359,8 @@ func (l *Ledger) Watch(ctx context.Context, after ledger.Revision, fn func(ledge
 }
 
 // Claim implements ledger.Ledger.
-func (l *Ledger) Claim(ctx context.Context, worker string, now time.Time, lease time.Duration, max int) ([]ledger.Delivery, error) {
-	return l.core.Claim(ctx, worker, now, lease, max)
+func (l *Ledger) Claim(ctx context.Context, r ledger.ClaimRequest) ([]ledger.Delivery, error) {
+	return l.core.Claim(ctx, r)
 }
 
 // Record implements ledger.Ledger.

@@ -220,12 +220,15 @@ func testOutbox(t *testing.T, b Backend) {
 		return out
 	}
 	const lease = time.Minute
-	got, err := l.Claim(ctx, "w1", t0, lease, 10)
+	got, err := l.Claim(ctx, ledger.ClaimRequest{Worker: "w0", Tenant: "nobody", Now: t0, Lease: lease, Max: 10})
+	require.NoError(t, err)
+	require.Empty(t, got, "a claim for one tenant hands out only that tenant's events")
+	got, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w1", Now: t0, Lease: lease, Max: 10})
 	require.NoError(t, err)
 	require.Equal(t, []string{"a1", "b1"}, ids(got), "one head per agent, none of a disabled endpoint")
 	require.Equal(t, "w1", got[0].Worker)
 
-	got, err = l.Claim(ctx, "w2", t0.Add(time.Second), lease, 10)
+	got, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w2", Now: t0.Add(time.Second), Lease: lease, Max: 10})
 	require.NoError(t, err)
 	require.Empty(t, got, "leased deliveries are not handed out twice, nor a2 behind a1")
 
@@ -233,13 +236,13 @@ func testOutbox(t *testing.T, b Backend) {
 	require.ErrorIs(t, l.Record(ctx, "b1", ledger.Attempt{Worker: "w2", At: t0, Outcome: ledger.OutcomeDelivered}), ledger.ErrLeaseLost)
 	require.ErrorIs(t, l.Record(ctx, "nope", ledger.Attempt{Worker: "w2", At: t0, Outcome: ledger.OutcomeDelivered}), ledger.ErrNotFound)
 
-	got, err = l.Claim(ctx, "w2", t0.Add(time.Second), lease, 10)
+	got, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w2", Tenant: "acme", Now: t0.Add(time.Second), Lease: lease, Max: 10})
 	require.NoError(t, err)
 	require.Equal(t, []string{"a2"}, ids(got), "a2 follows once a1 is delivered")
 
 	// w1 died holding b1: after its lease, another worker gets it, and w1's
 	// late record is refused.
-	got, err = l.Claim(ctx, "w3", t0.Add(lease+500*time.Millisecond), lease, 10)
+	got, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w3", Now: t0.Add(lease + 500*time.Millisecond), Lease: lease, Max: 10})
 	require.NoError(t, err)
 	require.Equal(t, []string{"b1"}, ids(got))
 	require.ErrorIs(t, l.Record(ctx, "b1", ledger.Attempt{Worker: "w1", At: t0, Outcome: ledger.OutcomeDelivered}), ledger.ErrLeaseLost)
@@ -247,10 +250,10 @@ func testOutbox(t *testing.T, b Backend) {
 	// A retry is due at its next attempt, not before.
 	next := t0.Add(lease + time.Hour)
 	require.NoError(t, l.Record(ctx, "b1", ledger.Attempt{Worker: "w3", At: t0, Outcome: ledger.OutcomeRetry, StatusCode: 503, Error: "unavailable", NextAttempt: next}))
-	got, err = l.Claim(ctx, "w3", next.Add(-time.Second), lease, 10)
+	got, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w3", Now: next.Add(-time.Second), Lease: lease, Max: 10})
 	require.NoError(t, err)
 	require.NotContains(t, ids(got), "b1")
-	got, err = l.Claim(ctx, "w3", next, lease, 10)
+	got, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w3", Now: next, Lease: lease, Max: 10})
 	require.NoError(t, err)
 	require.Contains(t, ids(got), "b1")
 	require.NoError(t, l.Record(ctx, "b1", ledger.Attempt{Worker: "w3", At: next, Outcome: ledger.OutcomeFailed, StatusCode: 400}))
@@ -286,7 +289,7 @@ func testRestart(t *testing.T, b Backend) {
 	apply(t, l, ledger.Revoke{Key: key("a"), Revocation: revocation("kept"), Event: event("e1", "a", "agent.revoked")})
 	apply(t, l, ledger.SetCommand{Key: key("b"), Command: fleet.CommandPause, IssuedAt: t0})
 	apply(t, l, ledger.AlertSeen{Key: "k", At: t0}, ledger.Forget{Key: key("c"), At: t0})
-	_, err = l.Claim(ctx, "w", t0, time.Minute, 1)
+	_, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w", Now: t0, Lease: time.Minute, Max: 1})
 	require.NoError(t, err)
 	want, err := l.Load(ctx)
 	require.NoError(t, err)
@@ -343,9 +346,9 @@ func testReplicas(t *testing.T, b Backend) {
 	require.Equal(t, k1, k2)
 	// A delivery goes to one replica's worker at a time.
 	apply(t, l1, ledger.Enqueue{Event: *event("e", "a", "x")})
-	got1, err := l1.Claim(ctx, "r1", t0, time.Minute, 10)
+	got1, err := l1.Claim(ctx, ledger.ClaimRequest{Worker: "r1", Now: t0, Lease: time.Minute, Max: 10})
 	require.NoError(t, err)
-	got2, err := l2.Claim(ctx, "r2", t0, time.Minute, 10)
+	got2, err := l2.Claim(ctx, ledger.ClaimRequest{Worker: "r2", Now: t0, Lease: time.Minute, Max: 10})
 	require.NoError(t, err)
 	require.Len(t, got1, 1)
 	require.Empty(t, got2)
