@@ -362,7 +362,9 @@ func (c *Control) writeAsync(ctx context.Context) {
 }
 
 func (c *Control) writeBatch(ctx context.Context, batch []ledger.Op) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Not cancelled by Close: a batch taken from the queue is written, so
+	// that a clean shutdown loses nothing.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if _, err := c.ledger.Apply(ctx, batch...); err != nil {
 		c.drop(len(batch), err.Error())
