@@ -389,10 +389,14 @@ func describe(err error) error {
 		return errors.New("PostgreSQL did not answer in time")
 	case errors.As(err, &connErr), errors.As(err, &netErr):
 		return errors.New("cannot reach PostgreSQL")
-	case errors.Is(err, ledger.ErrCorrupt), errors.Is(err, ledger.ErrUnavailable):
-		return err
 	}
-	return fmt.Errorf("PostgreSQL: %T", err)
+	var parseErr *pgconn.ParseConfigError
+	if errors.As(err, &parseErr) {
+		return errors.New("invalid PostgreSQL connection settings")
+	}
+	// The ledger's own errors (a schema too new, damaged rows) name no
+	// configuration value.
+	return err
 }
 
 // Apply implements ledger.Ledger.
