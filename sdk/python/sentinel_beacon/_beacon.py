@@ -159,6 +159,7 @@ class Beacon:
         self._final_sent = False
 
         self._halt = threading.Event()
+        self._first = threading.Event()  # set once the first heartbeat is over
         self._thread: Optional[threading.Thread] = None
         self._uncaught = False
         self._prev_excepthook: Optional[Callable[..., Any]] = None
@@ -176,8 +177,10 @@ class Beacon:
     # ----------------------------------------------------------------- public
 
     def start(self) -> "Beacon":
-        """Start the heartbeat thread (once); the first heartbeat registers the
-        agent. Returns self."""
+        """Start the heartbeat thread (once) and return once the first
+        heartbeat was answered (the agent is registered) or failed (the
+        heartbeats go on in the background); never raises for an unreachable
+        sentinel. Returns self."""
         with self._cond:
             if self._thread is not None:
                 return self
@@ -187,6 +190,7 @@ class Beacon:
             self._prev_excepthook = sys.excepthook
             sys.excepthook = self._excepthook
         self._thread.start()
+        self._first.wait(self._attempt_timeout() * 2 + 1)
         return self
 
     def checkpoint(self) -> None:
@@ -320,14 +324,17 @@ class Beacon:
             else:
                 if self._halt.is_set():
                     self._store_token(resp)
+                    self._first.set()
                     return
                 if failures:
                     self._log.info("Sentinel reachable again after %d failed attempts in %.1fs",
                                    failures, time.monotonic() - failing_since)
                 failures, kind = 0, ""
                 if self._handle(resp):
+                    self._first.set()
                     return
                 wait = self._next_wait(resp, began)
+            self._first.set()
             if self._halt.wait(wait):
                 return
 
