@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and a fresh machine lacks: the real Prometheus,
-# promtool, Alertmanager and amtool from Debian's packages. Idempotent: it does
-# nothing when the tools are already on PATH.
+# promtool, Alertmanager and amtool from Debian's packages, python3, node and npm
+# for the agent SDKs, and the TypeScript SDK's pinned dev dependencies.
+# Idempotent: it does nothing when all of them are already there.
 set -euo pipefail
 
 need=()
@@ -9,8 +10,24 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+# The agent SDKs' tests (sdk/): Python ≥ 3.9, Node ≥ 18 and npm.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+
+# The TypeScript SDK's dev dependencies (the compiler and Node's types),
+# exactly as pinned in its lockfile.
+sdk_ts_deps() {
+  local dir
+  dir="$(cd "$(dirname "$0")/.." && pwd)/sdk/typescript"
+  if [ ! -d "$dir/node_modules" ] && command -v npm >/dev/null 2>&1; then
+    echo "install-test-deps: npm ci in sdk/typescript" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund >/dev/null)
+  fi
+}
 
 if [ ${#need[@]} -eq 0 ]; then
+  sdk_ts_deps
   exit 0
 fi
 
@@ -24,3 +41,4 @@ $sudo apt-get update -qq
 # --no-install-recommends keeps the install small; the packages' services are
 # not started by the tests (they run the binaries directly on loopback).
 $sudo apt-get install -y -qq --no-install-recommends ${pkgs} >/dev/null
+sdk_ts_deps
