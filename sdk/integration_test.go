@@ -185,7 +185,7 @@ func startAgent(t *testing.T, s sdk, env ...string) *agent {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	cmd.Env = append(append(cmd.Env, extra...), env...)
+	cmd.Env = append(append(append(cmd.Env, loopbackEnv...), extra...), env...)
 	a := &agent{cmd: cmd, events: make(chan map[string]any, 4096), done: make(chan struct{})}
 	cmd.Stderr = &a.stderr
 	stdout, err := cmd.StdoutPipe()

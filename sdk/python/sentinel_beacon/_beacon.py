@@ -30,6 +30,7 @@ DEFAULT_FINAL_HEARTBEAT_TIMEOUT = 5.0
 
 _MIN_WAIT = 0.01  # keeps a bad answer (interval 0, deadline passed) from busy-looping
 _FINAL_RETRY_CAP = 1.0
+_MAX_WAIT = 7 * 24 * 3600.0
 _STATUSES = ("healthy", "degraded", "unhealthy")
 
 log = logging.getLogger("sentinel_beacon")
@@ -219,6 +220,8 @@ class Beacon:
             t.join(timeout=self._attempt_timeout())
         if self._exit_hook:
             atexit.unregister(self._at_exit)
+            if sys.excepthook == self._excepthook:
+                sys.excepthook = self._prev_excepthook or sys.__excepthook__
         return self._send_final(exit_code)
 
     def __enter__(self) -> "Beacon":
@@ -335,7 +338,8 @@ class Beacon:
                     return
                 wait = self._next_wait(resp, began)
             self._first.set()
-            if self._halt.wait(wait):
+            # An absurd interval from the answer must not overflow the wait.
+            if self._halt.wait(min(wait, _MAX_WAIT)):
                 return
 
     def _body(self, status: Optional[str]) -> Dict[str, Any]:
@@ -463,7 +467,7 @@ class Beacon:
         then SIGKILL once the timeout has passed. A terminate command first
         sends the final heartbeat with 143 (128 + SIGTERM), since a process
         killed by SIGTERM runs no exit hook."""
-        timeout = self._shutdown_timeout if timeout_ms is None else max(timeout_ms, 0) / 1000.0
+        timeout = self._shutdown_timeout if timeout_ms is None else min(max(timeout_ms, 0) / 1000.0, _MAX_WAIT)
         if final:
             self._send_final(128 + signal.SIGTERM)
         self._log.error("Stopping the process: SIGTERM now, SIGKILL in %.3fs", timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import urllib.error
 import urllib.parse
@@ -75,13 +76,13 @@ def heartbeat_url(endpoint: str, agent_id: str, protocol: str) -> str:
 def decode_response(protocol: str, raw: bytes) -> Response:
     """Decode an answer body; raises TransportError when it is not JSON."""
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
+        doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise TransportError(f"decode heartbeat answer: {e}") from None
     if not isinstance(doc, dict):
         raise TransportError("decode heartbeat answer: not a JSON object")
-    timeout = doc.get("shutdown_timeout_ms")
-    timeout = int(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else None
+    timeout = _number(doc.get("shutdown_timeout_ms"))
+    timeout = int(timeout) if timeout is not None else None
     command = doc.get("command") if isinstance(doc.get("command"), str) else ""
     if protocol == PROTOCOL_ABS:
         return Response(
@@ -99,11 +100,11 @@ def decode_response(protocol: str, raw: bytes) -> Response:
         if isinstance(t, dict) and isinstance(t.get("runtime_token"), str) and t["runtime_token"]:
             token = t
             break
-    interval = doc.get("heartbeat_interval_seconds")
+    interval = _number(doc.get("heartbeat_interval_seconds"))
     return Response(
         installation_id=str(doc.get("installation_id") or ""),
         state=str(doc.get("state") or ""),
-        heartbeat_interval_seconds=float(interval) if isinstance(interval, (int, float)) else 0.0,
+        heartbeat_interval_seconds=interval if interval is not None and interval > 0 else 0.0,
         next_heartbeat_at=str(doc.get("next_heartbeat_at") or ""),
         command=command,
         runtime_token=token,
@@ -112,6 +113,18 @@ def decode_response(protocol: str, raw: bytes) -> Response:
         reason=str(doc.get("reason") or ""),
         shutdown_timeout_ms=timeout,
     )
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _number(v: Any) -> Optional[float]:
+    """A finite JSON number, else None (booleans are not numbers here)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
 
 
 def _error_message(raw: bytes) -> str:

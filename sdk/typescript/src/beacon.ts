@@ -24,6 +24,9 @@ export const DEFAULT_FINAL_HEARTBEAT_TIMEOUT_MS = 5_000;
 
 const MIN_WAIT_MS = 10; // keeps a bad answer (interval 0, deadline passed) from busy-looping
 const FINAL_RETRY_CAP_MS = 1_000;
+// setTimeout fires at once for delays above 2^31-1 ms: an absurd interval or
+// timeout from an answer must not turn into a busy loop or an instant kill.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 const STATUSES = ["healthy", "degraded", "unhealthy"] as const;
 export type Status = (typeof STATUSES)[number];
 
@@ -355,7 +358,7 @@ export class Beacon {
       this.failureKind = kind;
     }
     if (this.halted) return;
-    this.timer = setTimeout(() => void this.tick(), wait);
+    this.timer = setTimeout(() => void this.tick(), Math.min(wait, MAX_TIMER_MS));
     // The heartbeats never keep the process alive, except while paused: an
     // agent waiting in checkpoint() has nothing else holding the event loop.
     if (!this.pausedNow) this.timer.unref();
@@ -492,7 +495,7 @@ export class Beacon {
     const ms = timeoutMs === undefined ? (this.opts.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS) : Math.max(timeoutMs, 0);
     const kill = (): void => {
       this.log.error("Stopping the process: SIGTERM now, SIGKILL after the shutdown timeout", { shutdown_timeout_ms: ms });
-      setTimeout(() => process.kill(process.pid, "SIGKILL"), ms).unref();
+      setTimeout(() => process.kill(process.pid, "SIGKILL"), Math.min(ms, MAX_TIMER_MS)).unref();
       process.kill(process.pid, "SIGTERM");
     };
     if (final) void this.sendFinal(143).finally(kill);

@@ -78,6 +78,8 @@ export function heartbeatUrl(endpoint: string, agentId: string, protocol: Protoc
 type Doc = Record<string, unknown>;
 
 const str = (v: unknown): string => (typeof v === "string" ? v : "");
+/** A finite JSON number (1e400 parses as Infinity), else undefined. */
+const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
 
 function token(v: unknown): RuntimeToken | undefined {
   if (typeof v !== "object" || v === null) return undefined;
@@ -85,7 +87,8 @@ function token(v: unknown): RuntimeToken | undefined {
   if (typeof t["runtime_token"] !== "string" || t["runtime_token"] === "") return undefined;
   const out: RuntimeToken = { runtime_token: t["runtime_token"] };
   if (typeof t["expires_at"] === "string") out.expires_at = t["expires_at"];
-  if (typeof t["token_version"] === "number") out.token_version = t["token_version"];
+  const version = num(t["token_version"]);
+  if (version !== undefined) out.token_version = version;
   return out;
 }
 
@@ -101,7 +104,8 @@ export function decodeResponse(protocol: Protocol, raw: string): HeartbeatRespon
     throw new TransportError("decode heartbeat answer: not a JSON object");
   }
   const d = doc as Doc;
-  const timeout = typeof d["shutdown_timeout_ms"] === "number" ? Math.trunc(d["shutdown_timeout_ms"]) : undefined;
+  const t = num(d["shutdown_timeout_ms"]);
+  const timeout = t === undefined ? undefined : Math.trunc(t);
   if (protocol === "abs") {
     return {
       installationId: str(d["agentId"]),
@@ -116,11 +120,11 @@ export function decodeResponse(protocol: Protocol, raw: string): HeartbeatRespon
       shutdownTimeoutMs: timeout,
     };
   }
-  const interval = d["heartbeat_interval_seconds"];
+  const interval = num(d["heartbeat_interval_seconds"]);
   return {
     installationId: str(d["installation_id"]),
     state: str(d["state"]),
-    heartbeatIntervalSeconds: typeof interval === "number" ? interval : 0,
+    heartbeatIntervalSeconds: interval !== undefined && interval > 0 ? interval : 0,
     nextHeartbeatAt: str(d["next_heartbeat_at"]),
     command: str(d["command"]),
     runtimeToken: token(d["refreshed_token"]) ?? token(d["runtime_token"]),
