@@ -200,8 +200,13 @@ class Beacon:
         or TerminatedError once it must stop."""
         with self._cond:
             while True:
-                if self._stop_error is not None:
-                    raise self._stop_error
+                err = self._stop_error
+                if isinstance(err, RevokedError):
+                    # A fresh exception each time: re-raising one instance
+                    # would grow its traceback with every call.
+                    raise RevokedError(err.reason, err.shutdown_timeout_ms)
+                if err is not None:
+                    raise TerminatedError()
                 if not self._paused:
                     return
                 self._cond.wait()
