@@ -3,6 +3,7 @@ import os
 import stat
 import tempfile
 import threading
+import time
 import unittest
 
 from sentinel_beacon import Beacon, RevokedError, TerminatedError, read_token_file
@@ -27,7 +28,8 @@ class BeaconTest(unittest.TestCase):
         kw.setdefault("token", "tenant-key")
         kw.setdefault("agent_id", "agent-1")
         kw.setdefault("heartbeat_interval", 0.05)
-        b = Beacon(fake.url, platform=PLATFORM, exit_hook=False, final_heartbeat_timeout=1.0, **kw)
+        kw.setdefault("final_heartbeat_timeout", 5.0)
+        b = Beacon(fake.url, platform=PLATFORM, exit_hook=False, **kw)
         self.addCleanup(b.stop)
         return b
 
@@ -122,6 +124,7 @@ class BeaconTest(unittest.TestCase):
         with self.assertRaises(RevokedError) as cm:
             while True:
                 b.checkpoint()
+                time.sleep(0.005)  # an agent's step
         self.assertEqual((cm.exception.reason, cm.exception.shutdown_timeout_ms), ("rogue", 1234))
         self.assertEqual(got, [("rogue", 1234)])
         self.assertEqual(b.state, "REVOKED")
@@ -225,7 +228,8 @@ class BeaconTest(unittest.TestCase):
             return 200, ok()
 
         f = self.fake(responder)
-        b = self.beacon(f).start()
+        # Two retries take 0.4-0.75 s of backoff; leave room for a loaded machine.
+        b = self.beacon(f, final_heartbeat_timeout=10.0).start()
         f.wait_for(lambda r: len(r) >= 1)
         self.assertTrue(b.stop(0))
         self.assertEqual(state["n"], 3)

@@ -29,7 +29,7 @@ function beacon(f: FakeSentinel, opts: BeaconOptions = {}): Beacon {
     heartbeatIntervalMs: 50,
     platform: PLATFORM,
     exitHook: false,
-    finalHeartbeatTimeoutMs: 1000,
+    finalHeartbeatTimeoutMs: 5000, // retries take up to 0.75 s; room for a loaded machine
     logger: quiet,
     ...opts,
   });
