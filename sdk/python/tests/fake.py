@@ -42,7 +42,7 @@ class FakeSentinel:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
 
-    def wait_for(self, pred: Callable[[List[Dict[str, Any]]], bool], timeout: float = 5.0) -> List[Dict[str, Any]]:
+    def wait_for(self, pred: Callable[[List[Dict[str, Any]]], bool], timeout: float = 20.0) -> List[Dict[str, Any]]:
         with self.cond:
             if not self.cond.wait_for(lambda: pred(self.requests), timeout=timeout):
                 raise AssertionError(f"fake sentinel: condition not met; requests: {self.requests}")

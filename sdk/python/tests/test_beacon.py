@@ -140,7 +140,7 @@ class BeaconTest(unittest.TestCase):
         b = self.beacon(f, on_pause=lambda: (events.append("pause"), paused.set()),
                         on_resume=lambda: (events.append("resume"), resumed.set())).start()
         command["c"] = "pause"
-        self.assertTrue(paused.wait(5))
+        self.assertTrue(paused.wait(20))
         self.assertTrue(b.paused)
         done = threading.Event()
         threading.Thread(target=lambda: (b.checkpoint(), done.set()), daemon=True).start()
@@ -149,7 +149,7 @@ class BeaconTest(unittest.TestCase):
         f.wait_for(lambda r: len(r) >= n + 3)
         self.assertFalse(done.is_set(), "checkpoint returned while paused")
         command["c"] = "resume"
-        self.assertTrue(done.wait(5), "checkpoint still blocked after resume")
+        self.assertTrue(done.wait(20), "checkpoint still blocked after resume")
         self.assertEqual(events, ["pause", "resume"], "repeated commands are passed on once")
 
     def test_terminate(self):
@@ -159,7 +159,7 @@ class BeaconTest(unittest.TestCase):
         b = self.beacon(f, on_terminate=terminated.set).start()
         f.wait_for(lambda r: len(r) >= 1)
         command["c"] = "terminate"
-        self.assertTrue(terminated.wait(5))
+        self.assertTrue(terminated.wait(20))
         with self.assertRaises(TerminatedError):
             b.checkpoint()
         self.assertTrue(b.stop(7))
@@ -171,7 +171,7 @@ class BeaconTest(unittest.TestCase):
         f = self.fake(lambda req: (200, ok(command=command["c"])))
         paused = threading.Event()
         b = self.beacon(f, on_pause=paused.set, on_terminate=lambda: None).start()
-        self.assertTrue(paused.wait(5))
+        self.assertTrue(paused.wait(20))
         err = []
 
         def loop():
@@ -183,7 +183,7 @@ class BeaconTest(unittest.TestCase):
         t = threading.Thread(target=loop)
         t.start()
         command["c"] = "terminate"
-        t.join(5)
+        t.join(20)
         self.assertEqual(len(err), 1)
 
     def test_unreachable_warns_once_per_streak(self):
@@ -249,7 +249,7 @@ class BeaconTest(unittest.TestCase):
         self.beacon(f, protocol="abs", on_pause=paused.set).start()
         reqs = f.wait_for(lambda r: len(r) >= 2)
         self.assertEqual(reqs[0]["path"], "/v1/heartbeat?agentId=agent-1")
-        self.assertTrue(paused.wait(5))
+        self.assertTrue(paused.wait(20))
 
     def test_invalid_configuration(self):
         cases = [

@@ -45,7 +45,7 @@ export class FakeSentinel {
   }
 
   /** Resolves once pred holds for the recorded requests; rejects after timeoutMs. */
-  async waitFor(pred: (r: Recorded[]) => boolean, timeoutMs = 5000): Promise<Recorded[]> {
+  async waitFor(pred: (r: Recorded[]) => boolean, timeoutMs = 20_000): Promise<Recorded[]> {
     const deadline = Date.now() + timeoutMs;
     while (!pred(this.requests)) {
       if (Date.now() > deadline) throw new Error(`fake sentinel: condition not met; ${this.requests.length} requests`);
