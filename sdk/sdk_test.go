@@ -183,6 +183,10 @@ func TestTypeScriptPack(t *testing.T) {
 	}
 	// The package's entry points resolve to files the build produced.
 	var pkg struct {
+		Dependencies map[string]string `json:"dependencies"`
+		Engines      struct {
+			Node string `json:"node"`
+		} `json:"engines"`
 		Type    string `json:"type"`
 		Types   string `json:"types"`
 		Exports struct {
@@ -196,6 +200,8 @@ func TestTypeScriptPack(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, json.Unmarshal(raw, &pkg))
 	require.Equal(t, "module", pkg.Type)
+	require.Empty(t, pkg.Dependencies, "no runtime dependency")
+	require.Equal(t, ">=18", pkg.Engines.Node)
 	require.FileExists(t, filepath.Join(dir, pkg.Types))
 	require.FileExists(t, filepath.Join(dir, pkg.Exports.Root.Types))
 	require.FileExists(t, filepath.Join(dir, pkg.Exports.Root.Import))
