@@ -350,6 +350,10 @@ func TestIntegration(t *testing.T) {
 			})
 		})
 	}
+	t.Run("typescript/ExitHook/drain", func(t *testing.T) {
+		t.Parallel()
+		testDrain(t, srv)
+	})
 	t.Run("typescript/ABSClient", func(t *testing.T) {
 		t.Parallel()
 		testABSClient(t, srv)
@@ -571,4 +575,18 @@ func testABSClient(t *testing.T, srv *server) {
 	dup, _ := srv.metric(t, `sentinel_heartbeats_total{protocol="events",result="duplicate"}`)
 	require.Equal(t, fmt.Sprint(2.0, 1.0), fmt.Sprint(accepted, dup), "events accepted, duplicates")
 	require.Equal(t, "STOPPED", srv.detail(t, id)["state"])
+}
+
+// testDrain: a Node agent whose event loop runs empty (the heartbeat timer
+// never keeps it alive) sends the final heartbeat from "beforeExit", with
+// process.exitCode.
+func testDrain(t *testing.T, srv *server) {
+	id := "sdk-typescript-drain"
+	a := startAgent(t, sdks()[1], agentEnv(srv.url, id, "SCENARIO=drain")...)
+	a.wait(t, "started", 15*time.Second)
+	st := a.exit(t, 15*time.Second)
+	require.Equal(t, 5, st.ExitCode())
+	d := srv.detail(t, id)
+	require.Equal(t, "STOPPED", d["state"])
+	require.Equal(t, float64(5), d["exit_code"])
 }

@@ -4,7 +4,7 @@
 //
 // SCENARIO: run (agent loop until told to stop), default_stop (no callbacks:
 // the SDK stops the process), unreachable, exit (leaves through
-// process.exit), abs (ABSClient.process).
+// process.exit), drain (the event loop runs empty), abs (ABSClient.process).
 import { createInterface } from "node:readline";
 
 import { ABSClient, Beacon, RevokedError, SentinelStop, type BeaconOptions, type Logger } from "../src/index.js";
@@ -85,6 +85,14 @@ async function main(): Promise<number> {
     emit("done", { steps, warnings, final_sent: sent });
     rl.close();
     return 0;
+  }
+  if (scenario === "drain") {
+    // Nothing left to do: the event loop drains and "beforeExit" sends the
+    // final heartbeat with process.exitCode.
+    b.recordRequest(5);
+    rl.close();
+    process.stdin.destroy();
+    return 5;
   }
   if (scenario === "exit") {
     b.recordRequest(5);
