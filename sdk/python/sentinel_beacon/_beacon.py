@@ -215,9 +215,15 @@ class Beacon:
         """Stop the heartbeats and send the final ``shutdown`` heartbeat with
         exit_code, retried for ``final_heartbeat_timeout`` seconds; sentinel
         then shows the agent STOPPED and raises no liveness alert. A revoked
-        agent sends none (the kill switch owns its state). Idempotent; returns
-        whether sentinel acknowledged a final heartbeat."""
+        agent sends none (the kill switch owns its state). A checkpoint()
+        held by a pause returns. Idempotent; returns whether sentinel
+        acknowledged a final heartbeat."""
         self._halt.set()
+        with self._cond:
+            # No more commands arrive: a checkpoint() held by a pause would
+            # wait for a resume that never comes.
+            self._paused = False
+            self._cond.notify_all()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             # A heartbeat under way finishes first: sent after the final

@@ -152,6 +152,16 @@ class BeaconTest(unittest.TestCase):
         self.assertTrue(done.wait(20), "checkpoint still blocked after resume")
         self.assertEqual(events, ["pause", "resume"], "repeated commands are passed on once")
 
+    def test_stop_releases_a_paused_checkpoint(self):
+        f = self.fake(lambda req: (200, ok(command="pause")))
+        paused = threading.Event()
+        b = self.beacon(f, on_pause=paused.set).start()
+        self.assertTrue(paused.wait(20))
+        done = threading.Event()
+        threading.Thread(target=lambda: (b.checkpoint(), done.set()), daemon=True).start()
+        b.stop()
+        self.assertTrue(done.wait(20))
+
     def test_terminate(self):
         command = {"c": None}
         f = self.fake(lambda req: (200, ok(command=command["c"])))

@@ -249,11 +249,16 @@ export class Beacon {
    * Stops the heartbeats and sends the final `shutdown` heartbeat with the
    * exit code, retried for finalHeartbeatTimeoutMs; sentinel then shows the
    * agent STOPPED and raises no liveness alert. A revoked agent sends none
-   * (the kill switch owns its state). Idempotent; resolves to whether
-   * sentinel acknowledged a final heartbeat.
+   * (the kill switch owns its state). A checkpoint() held by a pause
+   * resolves. Idempotent; resolves to whether sentinel acknowledged a final
+   * heartbeat.
    */
   async stop(opts: { exitCode?: number } = {}): Promise<boolean> {
     this.halted = true;
+    // No more commands arrive: a checkpoint() held by a pause would wait for
+    // a resume that never comes.
+    this.pausedNow = false;
+    this.wake();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     process.off("beforeExit", this.onBeforeExit);

@@ -155,6 +155,16 @@ test("pause blocks checkpoint until resume", async () => {
   assert.deepEqual(events, ["pause", "resume"], "repeated commands are passed on once");
 });
 
+test("stop releases a checkpoint held by a pause", async () => {
+  const f = await fake(() => [200, ok({ command: "pause" })]);
+  const b = beacon(f);
+  await b.start();
+  assert.equal(b.paused, true);
+  const cp = b.checkpoint();
+  await b.stop();
+  await cp;
+});
+
 test("terminate, then the final heartbeat with the exit code", async () => {
   let command: string | null = null;
   let terminated = false;
