@@ -111,6 +111,17 @@ func (s *server) detail(t *testing.T, id string) map[string]any {
 	return s.admin(t, http.MethodGet, "/api/v1/installations/"+id, nil)
 }
 
+// waitRegistered waits until sentinel knows the agent: on a loaded machine
+// the first heartbeat may time out (the SDK then retries in the background),
+// so an agent can be running before it is registered.
+func (s *server) waitRegistered(t *testing.T, id string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "agent "+id+" to register", func() bool {
+		code, _ := s.do(t, http.MethodGet, "/api/v1/installations/"+id, adminToken, nil)
+		return code == http.StatusOK
+	})
+}
+
 // metric returns the value of the sample with exactly this name and labels.
 func (s *server) metric(t *testing.T, series string) (float64, bool) {
 	t.Helper()
@@ -370,6 +381,7 @@ func testRegistration(t *testing.T, srv *server, s sdk) {
 	a := startAgent(t, s, agentEnv(srv.url, id, "SCENARIO=run", "SENTINEL_TOKEN_FILE="+tokenFile)...)
 	started := a.wait(t, "started", 15*time.Second)
 	require.Equal(t, id, started["agent_id"])
+	srv.waitRegistered(t, id)
 
 	d := srv.detail(t, id)
 	require.Equal(t, "ACTIVE", d["state"])
@@ -379,9 +391,9 @@ func testRegistration(t *testing.T, srv *server, s sdk) {
 	require.Equal(t, platform["type"], d["platform"].(map[string]any)["type"])
 
 	// Each heartbeat after the first refreshes the token (see sentinelConfig).
-	ev := a.wait(t, "token", 5*time.Second)
+	ev := a.wait(t, "token", 15*time.Second)
 	for ev["version"] == nil || ev["version"].(float64) < 2 {
-		ev = a.wait(t, "token", 5*interval)
+		ev = a.wait(t, "token", 15*time.Second)
 	}
 	fi, err := os.Stat(tokenFile)
 	require.NoError(t, err)
@@ -394,7 +406,7 @@ func testRegistration(t *testing.T, srv *server, s sdk) {
 	require.Equal(t, http.StatusOK, code, "sentinel refused the token file's token: %v", answer)
 	require.GreaterOrEqual(t, srv.detail(t, id)["token_version"].(float64), float64(2))
 
-	eventually(t, 5*interval, "the reported metrics", func() bool {
+	eventually(t, 15*time.Second, "the reported metrics", func() bool {
 		v, ok := srv.metric(t, `sentinel_agent_requests_handled_total{agent_id="`+id+`",tenant="`+tenant+`"}`)
 		return ok && v > 0
 	})
@@ -416,6 +428,7 @@ func testRevocation(t *testing.T, srv *server, s sdk, proto string) {
 	id := "sdk-" + s.name + "-revoke-" + proto
 	a := startAgent(t, s, agentEnv(srv.url, id, "SCENARIO=run", "PROTOCOL="+proto)...)
 	a.wait(t, "started", 15*time.Second)
+	srv.waitRegistered(t, id)
 	a.wait(t, "step", 5*time.Second)
 
 	reason := "sdk test: revoked " + s.name
@@ -453,26 +466,27 @@ func testPauseResumeTerminate(t *testing.T, srv *server, s sdk) {
 	id := "sdk-" + s.name + "-pause"
 	a := startAgent(t, s, agentEnv(srv.url, id, "SCENARIO=run")...)
 	a.wait(t, "started", 15*time.Second)
+	srv.waitRegistered(t, id)
 	a.wait(t, "step", 5*time.Second)
 
 	srv.admin(t, http.MethodPost, "/api/v1/installations/"+id+"/command", map[string]any{"command": "pause"})
-	a.wait(t, "pause_callback", interval+slack)
+	a.wait(t, "pause_callback", 15*time.Second)
 	pausedAt := a.mark()
 	// While paused the agent goes on beating: wait for a heartbeat after
 	// the one that carried "pause" (sentinel's view, not a sleep).
 	last := srv.detail(t, id)["last_heartbeat_at"].(string)
-	eventually(t, 2*interval+slack, "a heartbeat while paused", func() bool {
+	eventually(t, 15*time.Second, "a heartbeat while paused", func() bool {
 		return srv.detail(t, id)["last_heartbeat_at"].(string) != last
 	})
 	srv.admin(t, http.MethodPost, "/api/v1/installations/"+id+"/command", map[string]any{"command": "resume"})
-	a.wait(t, "resume_callback", interval+slack)
+	a.wait(t, "resume_callback", 15*time.Second)
 	// At most the one step whose checkpoint() returned just before the pause
 	// took effect; an agent not held would have done dozens (one per 20 ms).
 	require.LessOrEqual(t, a.count("step", pausedAt), 1, "steps ran while paused")
 	a.wait(t, "step", 5*time.Second)
 
 	srv.admin(t, http.MethodPost, "/api/v1/installations/"+id+"/command", map[string]any{"command": "terminate"})
-	raised := a.wait(t, "checkpoint_raised", interval+slack)
+	raised := a.wait(t, "checkpoint_raised", 15*time.Second)
 	require.Equal(t, "terminated", raised["kind"])
 	require.Equal(t, 1, a.count("terminate_callback", 0))
 
@@ -520,6 +534,7 @@ func testDefaultStopRevoke(t *testing.T, srv *server, s sdk) {
 	id := "sdk-" + s.name + "-default-revoke"
 	a := startAgent(t, s, agentEnv(srv.url, id, "SCENARIO=default_stop", "HANDLE_SIGTERM=1")...)
 	a.wait(t, "started", 15*time.Second)
+	srv.waitRegistered(t, id)
 	a.wait(t, "step", 5*time.Second)
 	const timeoutMs = 800
 	srv.admin(t, http.MethodPost, "/api/v1/installations/"+id+"/revoke", map[string]any{"reason": "default stop", "shutdown_timeout_ms": timeoutMs})
@@ -542,9 +557,10 @@ func testDefaultStopTerminate(t *testing.T, srv *server, s sdk) {
 	id := "sdk-" + s.name + "-default-terminate"
 	a := startAgent(t, s, agentEnv(srv.url, id, "SCENARIO=default_stop")...)
 	a.wait(t, "started", 15*time.Second)
+	srv.waitRegistered(t, id)
 	a.wait(t, "step", 5*time.Second)
 	srv.admin(t, http.MethodPost, "/api/v1/installations/"+id+"/command", map[string]any{"command": "terminate"})
-	st := a.exit(t, interval+slack+10*time.Second)
+	st := a.exit(t, 20*time.Second)
 	ws, ok := st.Sys().(syscall.WaitStatus)
 	require.True(t, ok)
 	require.True(t, ws.Signaled() && ws.Signal() == syscall.SIGTERM, "exit: %s", st)
