@@ -294,6 +294,10 @@ func TestBridgeAnnouncesRevokesAndRecovers(t *testing.T) {
 	require.Equal(t, true, test.json(t)["delivered"])
 	require.EqualValues(t, 200, test.json(t)["status_code"])
 	require.Equal(t, "webhook.test", acme.waitFor(5, "")[len(acme.got(""))-1]["event"])
+
+	for _, secret := range []string{bridgeToken, webhookSecret, rawSecret, acmeKey, acmeAdmin} {
+		require.NotContains(t, e.logs.String(), secret, "no secret in any log line")
+	}
 }
 
 func TestBridgeOutboxSurvivesRestartAndIsolatesTenants(t *testing.T) {
@@ -380,4 +384,31 @@ func waitUntil(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// An agent ZOMBIE by sentinel's own clock for UnalertedGrace without an
+// AgentZombie notification is counted and logged once: the alerting
+// pipeline is failing it. An announced ZOMBIE clears it.
+func TestBridgeUnalertedZombie(t *testing.T) {
+	acme, globex := newCustomer(t), newCustomer(t)
+	e := newEnv(t, bridgeConfig(acme.srv.URL, globex.srv.URL))
+	r := e.start()
+	r.register("z1", acmeKey, map[string]any{"heartbeat_interval_seconds": 1})
+	t0 := e.clock.Now()
+	e.clock.Set(t0.Add(15*time.Second + 6*time.Minute))
+	waitUntil(t, func() bool {
+		v, ok := sample(t, r.metrics(), `sentinel_agents_unalerted_zombie{tenant="acme"}`)
+		return ok && v == 1
+	})
+	require.Equal(t, 1, strings.Count(e.logs.String(), "agent is ZOMBIE but no AgentZombie notification reached the bridge"))
+
+	res := r.do(http.MethodPost, "/api/v1/alertmanager", bridgeToken, notification(
+		amAlert{name: "AgentZombie", status: "firing", agent: "z1", startsAt: t0.Add(15 * time.Second)}))
+	require.Equal(t, http.StatusOK, res.status)
+	e.clock.Set(t0.Add(15*time.Second + 7*time.Minute))
+	waitUntil(t, func() bool {
+		v, ok := sample(t, r.metrics(), `sentinel_agents_unalerted_zombie{tenant="acme"}`)
+		return ok && v == 0
+	})
+	require.Equal(t, 1, strings.Count(e.logs.String(), "agent is ZOMBIE but no AgentZombie notification reached the bridge"), "logged once per outage")
 }
