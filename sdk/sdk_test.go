@@ -55,8 +55,8 @@ const interval = time.Second
 
 // slack is what a loaded two-core machine may add to "within one interval":
 // process scheduling, a race-enabled sentinel, Python and Node start-up. With
-// nine test suites sharing two cores (a load of 25) a revocation took up to
-// 2.5 s to reach checkpoint(); on a quiet machine 0.4-1.1 s (logged).
+// nine test suites sharing two cores (a load of 25) one revocation took
+// longer than 2.5 s to reach checkpoint(); otherwise 0.2-1.2 s (logged).
 const slack = 3 * time.Second
 
 // loopbackEnv keeps a proxy configured in the environment (which Python's
