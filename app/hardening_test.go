@@ -16,12 +16,14 @@ import (
 func TestReloadNeedsGlobalAdmin(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	s := e.start()
+	runtimeToken := s.register("a1", acmeKey, nil)
 	e.writeConfig(reloadedConfig)
 	for _, tc := range []struct {
 		name, token string
 		status      int
 	}{
 		{"no credential", "", http.StatusUnauthorized},
+		{"runtime token", runtimeToken, http.StatusForbidden},
 		{"unknown credential", "not-a-token", http.StatusUnauthorized},
 		{"tenant admin", acmeAdmin, http.StatusForbidden},
 		{"tenant key", acmeKey, http.StatusForbidden},

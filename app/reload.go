@@ -17,15 +17,10 @@ func (a *App) serveReload(w http.ResponseWriter, r *http.Request) {
 	if !jsonapi.AllowMethods(w, r, http.MethodPost, http.MethodPut) {
 		return
 	}
-	secret, ok := auth.BearerToken(r)
-	if !ok {
-		jsonapi.Error(w, http.StatusUnauthorized, "missing bearer credential: reloading needs a global admin token")
-		return
-	}
-	p, ok := a.admin.Load().Credentials.Lookup(secret)
+	p, err := auth.Authenticator{Credentials: a.admin.Load().Credentials, Signer: a.signer}.Authenticate(r, a.opts.Now())
 	switch {
-	case !ok:
-		jsonapi.Error(w, http.StatusUnauthorized, "unknown credential")
+	case err != nil && p.Kind != auth.KindRuntimeToken:
+		jsonapi.Error(w, http.StatusUnauthorized, err.Error()+": reloading needs a global admin token")
 		return
 	case p.Kind != auth.KindGlobalAdmin:
 		jsonapi.Error(w, http.StatusForbidden, "reloading needs a global admin token")
