@@ -94,9 +94,9 @@ func TestGracefulRestartKeepsHotState(t *testing.T) {
 	require.Equal(t, "SILENT", before.details["quiet"]["state"])
 	require.Equal(t, "ACTIVE", before.details["a1"]["state"])
 	require.Equal(t, "STOPPED", before.details["done"]["state"])
-	// Seven series per agent, plus uptime, requests, errors and latency of a1,
+	// Eight series per agent, plus uptime, requests, errors and latency of a1,
 	// the only one that reported them.
-	require.Len(t, before.series, 5*7+4)
+	require.Len(t, before.series, 5*8+4)
 
 	s.close()
 	s2 := e.start()
@@ -187,9 +187,9 @@ func TestCrashAfterSnapshot(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 
 	// Crash: the process stops serving and never closes; a new one opens the
-	// same storage. (The abandoned App is closed by the cleanup, after the
-	// new one.)
+	// same storage.
 	s.server.Close()
+	s.app.Crash()
 	e.clock.Advance(2 * time.Second)
 	s2 := e.start()
 

@@ -2,6 +2,7 @@ package heartbeat_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -186,6 +187,8 @@ func TestReceiverErrors(t *testing.T) {
 		{"event without tenant_id", request{path: "/v1/events", token: acmeKey, body: body(`{"event_id":"e3","event_type":"agent.heartbeat","source":"agent-1"}`)}, 400, "tenant_id is required"},
 		{"event of another tenant", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e4", "globex", "agent.heartbeat", "agent-1", ""))}, 403, "tenant_id"},
 		{"event of another tenant with a runtime token", request{path: "/v1/events", token: agentToken, body: body(eventJSON("e4", "globex", "agent.heartbeat", "agent-1", ""))}, 403, "tenant_id"},
+		{"event without event_type", request{path: "/v1/events", token: acmeKey, body: body(`{"event_id":"e6","tenant_id":"acme","source":"agent-1"}`)}, 400, "event_type is required"},
+		{"event with an empty event_type", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e7", "acme", "", "agent-1", ""))}, 400, "event_type is required"},
 		{"unsupported event type", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e5", "acme", "agent.crashed", "agent-1", ""))}, 422, `unsupported event_type "agent.crashed"`},
 		{"event without source", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e6", "acme", "agent.heartbeat", "", ""))}, 400, "invalid agent id"},
 		{"event with a malformed payload", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e7", "acme", "agent.heartbeat", "agent-1", `"healthy"`))}, 400, "malformed payload"},
@@ -660,7 +663,7 @@ func TestRevokedAnswer(t *testing.T) {
 	e := newEnv(t)
 	token := e.register("agent-1")
 	k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
-	_, changed, err := e.control.Revoke(k, fleet.Revocation{Reason: "runaway spend", ShutdownTimeout: 2500 * time.Millisecond, RevokedAt: t0, Source: "admin"})
+	_, changed, err := e.control.Revoke(context.Background(), k, fleet.Revocation{Reason: "runaway spend", ShutdownTimeout: 2500 * time.Millisecond, RevokedAt: t0, Source: "admin"})
 	require.NoError(t, err)
 	require.True(t, changed)
 	e.clock.Advance(time.Minute)
@@ -705,7 +708,7 @@ func TestRevokedAnswer(t *testing.T) {
 	}
 
 	// Reinstated, it beats again.
-	ok, err := e.control.Reinstate(k)
+	ok, err := e.control.Reinstate(context.Background(), k)
 	require.NoError(t, err)
 	require.True(t, ok)
 	a = e.beacon("agent-1", token, "")
@@ -718,7 +721,7 @@ func TestRevokedAnswer(t *testing.T) {
 func TestRevokedSurvivesRestart(t *testing.T) {
 	e := newEnv(t)
 	token := e.register("agent-1")
-	_, _, err := e.control.Revoke(fleet.Key{Tenant: "acme", AgentID: "agent-1"},
+	_, _, err := e.control.Revoke(context.Background(), fleet.Key{Tenant: "acme", AgentID: "agent-1"},
 		fleet.Revocation{Reason: "stop", ShutdownTimeout: time.Second, RevokedAt: t0, Source: "admin"})
 	require.NoError(t, err)
 	e.restart(false)
@@ -734,7 +737,7 @@ func TestCommandDelivery(t *testing.T) {
 	k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
 	issue := func(c fleet.Command) {
 		t.Helper()
-		_, err := e.control.Command(k, c, e.clock.Now())
+		_, err := e.control.Command(context.Background(), k, c, e.clock.Now())
 		require.NoError(t, err)
 	}
 	beacon := func(want any) {
@@ -785,7 +788,7 @@ func TestCommandRedeliveredAfterCrash(t *testing.T) {
 			e := newEnv(t)
 			token := e.register("agent-1")
 			k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
-			_, err := e.control.Command(k, fleet.CommandTerminate, t0)
+			_, err := e.control.Command(context.Background(), k, fleet.CommandTerminate, t0)
 			require.NoError(t, err)
 			a := e.beacon("agent-1", token, "")
 			require.Equal(t, "terminate", a.body["command"], a.raw)

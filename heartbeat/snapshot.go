@@ -32,6 +32,7 @@ const (
 	snapHasUptime
 	snapHasMetrics
 	snapHasExitCode
+	snapPaused // absent from older snapshots: not paused
 )
 
 const snapshotNumeric = 9*8 + 4 + 2 + 1 + 1
@@ -73,7 +74,7 @@ func (s *Store) EncodeSnapshot(w io.Writer, takenAt time.Time) (int, error) {
 		for _, f := range [...]struct {
 			set  bool
 			flag uint16
-		}{{a.Stopped, snapStopped}, {a.HasUptime, snapHasUptime}, {a.HasMetrics, snapHasMetrics}, {a.HasExitCode, snapHasExitCode}} {
+		}{{a.Stopped, snapStopped}, {a.HasUptime, snapHasUptime}, {a.HasMetrics, snapHasMetrics}, {a.HasExitCode, snapHasExitCode}, {a.Paused, snapPaused}} {
 			if f.set {
 				flags |= f.flag
 			}
@@ -169,6 +170,7 @@ func (s *Store) DecodeSnapshot(r io.Reader) (time.Time, int, error) {
 		a.HasUptime = flags&snapHasUptime != 0
 		a.HasMetrics = flags&snapHasMetrics != 0
 		a.HasExitCode = flags&snapHasExitCode != 0
+		a.Paused = flags&snapPaused != 0
 		if marker == markerThresholds {
 			var th [8]byte
 			if _, err := io.ReadFull(br, th[:]); err != nil {

@@ -2,6 +2,7 @@ package heartbeat_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,7 +10,6 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,7 +24,7 @@ import (
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/killswitch"
-	"github.com/agentsentinel/sentinel/storage"
+	"github.com/agentsentinel/sentinel/ledger/embedded"
 
 	"github.com/agentsentinel/sentinel/internal/testutil"
 )
@@ -63,38 +63,42 @@ tenants:
   - id: acme
     api_keys: [%s]
     admin_tokens: [%s]
+    max_agents: %d
   - id: globex
     api_keys: [%s]
     admin_tokens: [%s]%s
 bridge:
   bearer_token: %s
-`, o.maxAgents, globalAdmin, acmeKey, acmeAdmin, globexKey, globexAdmin, globexHeartbeat, bridgeToken)
+`, o.maxAgents, globalAdmin, acmeKey, acmeAdmin, o.acmeMaxAgents, globexKey, globexAdmin, globexHeartbeat, bridgeToken)
 }
 
 // env is sentinel assembled as app.routes does it: configuration, store,
 // journal, kill-switch control, receiver, admin API and /metrics on one mux.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	clock   *testutil.Clock
 	cfg     *config.Config
 	key     []byte
 	signer  *auth.Signer
 	dir     string
-	journal *storage.Journal
+	ledger  *embedded.Ledger
 	control *killswitch.Control
 	store   *heartbeat.Store
 	recv    *heartbeat.Receiver
 	reg     *prometheus.Registry
 	mux     *http.ServeMux
+	opts    envOptions
 }
 
 type envOptions struct {
-	maxAgents int
+	maxAgents     int
+	acmeMaxAgents int
+	eventWindow   int
 	// globexThresholds is the YAML of globex's heartbeat section, if any.
 	globexThresholds string
 }
 
-func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
+func newEnv(t testing.TB, opts ...func(*envOptions)) *env {
 	t.Helper()
 	o := envOptions{maxAgents: 1000}
 	for _, f := range opts {
@@ -105,30 +109,37 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 	key := bytes.Repeat([]byte{0x5e}, auth.KeySize)
 	signer, err := auth.NewSigner(key)
 	require.NoError(t, err)
-	e := &env{t: t, clock: testutil.NewClock(t0), cfg: cfg, key: key, signer: signer, dir: t.TempDir()}
+	e := &env{t: t, clock: testutil.NewClock(t0), cfg: cfg, key: key, signer: signer, dir: t.TempDir(), opts: o}
 	e.start(nil)
-	t.Cleanup(func() { _ = e.journal.Close() })
+	t.Cleanup(e.stop)
 	return e
 }
 
 func withMaxAgents(n int) func(*envOptions) { return func(o *envOptions) { o.maxAgents = n } }
 
+// withGlobexThresholds gives tenant globex a heartbeat section (YAML).
 func withGlobexThresholds(yaml string) func(*envOptions) {
 	return func(o *envOptions) { o.globexThresholds = yaml }
 }
 
-// start opens the journal, replays it and builds everything else; snapshot,
-// when not nil, is restored into the new store first, as app.New does.
+// withEventWindow sets ReceiverOptions.EventWindow.
+func withEventWindow(n int) func(*envOptions) { return func(o *envOptions) { o.eventWindow = n } }
+
+// withAcmeMaxAgents sets tenant acme's own max_agents.
+func withAcmeMaxAgents(n int) func(*envOptions) { return func(o *envOptions) { o.acmeMaxAgents = n } }
+
+// start opens the ledger and builds everything else; snapshot, when not
+// nil, is restored into the new store first, as app.New does.
 func (e *env) start(snapshot []byte) {
 	t := e.t
 	t.Helper()
-	j, recs, err := storage.OpenJournal(filepath.Join(e.dir, "killswitch.journal"), nil)
+	l, err := embedded.Open(e.dir, embedded.Options{})
 	require.NoError(t, err)
-	e.journal = j
+	e.ledger = l
 	e.reg = prometheus.NewPedanticRegistry()
 	logger := slog.New(slog.DiscardHandler)
-	e.control = killswitch.New(j, logger, e.reg)
-	require.NoError(t, e.control.Replay(recs))
+	e.control, err = killswitch.New(context.Background(), l, logger, e.reg)
+	require.NoError(t, err)
 	e.store = heartbeat.NewStore(e.cfg.Heartbeat.MaxAgents, e.control.NewAgent)
 	if snapshot != nil {
 		_, _, err := e.store.DecodeSnapshot(bytes.NewReader(snapshot))
@@ -137,7 +148,7 @@ func (e *env) start(snapshot []byte) {
 	e.control.SyncStore(e.store)
 	e.recv = heartbeat.NewReceiver(heartbeat.ReceiverOptions{
 		Store: e.store, Signer: e.signer, KillSwitch: e.control, Registerer: e.reg,
-		Logger: logger, Now: e.clock.Now,
+		Logger: logger, Now: e.clock.Now, EventWindow: e.opts.eventWindow,
 	}, heartbeat.SettingsFromConfig(e.cfg))
 	adminSettings := &killswitch.Settings{
 		Credentials:            auth.NewCredentials(e.cfg),
@@ -158,9 +169,15 @@ func (e *env) start(snapshot []byte) {
 	e.mux.Handle("/metrics", metrics.Handler(e.reg, logger))
 }
 
-// restart simulates a crash and a restart as app.New does it: the journal is
-// closed (queued records are flushed; a real crash may lose asynchronous
-// ones, which only redelivers a command) and a new Control replays it; the
+// stop closes the kill switch and the ledger.
+func (e *env) stop() {
+	e.control.Close()
+	_ = e.ledger.Close()
+}
+
+// restart simulates a crash and a restart as app.New does it: the ledger is
+// closed (queued acknowledgements are flushed; a real crash may lose them,
+// which only redelivers a command) and a new Control loads it; the
 // store is carried over as the last snapshot when withSnapshot, otherwise
 // the new store starts empty.
 func (e *env) restart(withSnapshot bool) {
@@ -172,7 +189,7 @@ func (e *env) restart(withSnapshot bool) {
 		require.NoError(e.t, err)
 		snap = buf.Bytes()
 	}
-	require.NoError(e.t, e.journal.Close())
+	e.stop()
 	e.start(snap)
 }
 
@@ -222,7 +239,7 @@ func (e *env) do(r request) *answer {
 	return decodeAnswer(e.t, rec.Code, rec.Header(), rec.Body.Bytes())
 }
 
-func decodeAnswer(t *testing.T, status int, h http.Header, raw []byte) *answer {
+func decodeAnswer(t testing.TB, status int, h http.Header, raw []byte) *answer {
 	t.Helper()
 	a := &answer{status: status, header: h, raw: string(raw)}
 	if strings.HasPrefix(h.Get("Content-Type"), "application/json") {

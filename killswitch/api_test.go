@@ -355,13 +355,20 @@ func TestAPIForget(t *testing.T) {
 	requireError(t, e.do(http.MethodDelete, "/api/v1/installations/a1", acmeAdmin, ""), http.StatusNotFound, "not found")
 	requireError(t, e.do(http.MethodDelete, "/api/v1/installations/a1/revoke", acmeAdmin, ""), http.StatusNotFound, "not found")
 
-	// It beats again: registered afresh, neither revoked nor commanded.
+	// Every runtime token issued before the forget is refused: a leaked or
+	// rogue agent's token does not bring it back.
 	e.clock.Advance(time.Minute)
-	b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+	requireError(t, e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, ""), http.StatusUnauthorized, "issued before the agent was forgotten")
+	// It registers again with the tenant key: afresh, neither revoked nor
+	// commanded, and its new token works.
+	b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", acmeKey, "")
 	require.Equal(t, http.StatusOK, b.status, b.raw)
 	require.Equal(t, true, b.body["registered"])
 	require.Equal(t, "ACTIVE", b.str("state"))
 	require.Nil(t, b.body["command"])
+	fresh, _ := b.obj("runtime_token")["runtime_token"].(string)
+	e.clock.Advance(time.Second)
+	require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", fresh, "").status)
 
 	// And stays registered after a restart from a snapshot taken before the
 	// forget would have deleted it.
@@ -531,7 +538,7 @@ func TestAPIListPagination(t *testing.T) {
 	p = e.list(acmeAdmin, "limit=100")
 	e.beat("acme", "agent-000a") // before the cursor: not listed on later pages
 	e.beat("acme", "agent-150a") // after it: listed
-	ok, err := e.control.Forget(key("acme", "agent-200"), func() time.Time { return e.clock.Now() })
+	ok, err := e.control.Forget(ctx, key("acme", "agent-200"), func() time.Time { return e.clock.Now() })
 	require.NoError(t, err)
 	require.True(t, ok)
 	rest := e.list(acmeAdmin, "limit=1000&cursor="+url.QueryEscape(*p.next))
@@ -560,7 +567,7 @@ func TestAPIListStateFilter(t *testing.T) {
 	}
 	_, err := e.store.Beat(&heartbeat.BeatRequest{Key: key("acme", "x1"), Time: t0, Interval: time.Minute, Status: heartbeat.StatusShutdown}, thresholds)
 	require.NoError(t, err)
-	_, err = e.control.RevokeAll([]fleet.Key{key("acme", "r1"), key("acme", "r2"), key("acme", "s3")}, adminRevocation("r", t0))
+	_, err = e.control.RevokeAll(ctx, []fleet.Key{key("acme", "r1"), key("acme", "r2"), key("acme", "s3")}, adminRevocation("r", t0))
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -634,13 +641,13 @@ func TestAPIDetail(t *testing.T) {
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 	e.clock.Advance(2*time.Minute + 10*time.Second) // 4 missed beats of 30 s
 
-	_, err := e.control.Command(key("acme", "a1"), fleet.CommandPause, e.clock.Now())
+	_, err := e.control.Command(ctx, key("acme", "a1"), fleet.CommandPause, e.clock.Now())
 	require.NoError(t, err)
 	d := e.do(http.MethodGet, "/api/v1/installations/a1", acmeAdmin, "")
 	require.Equal(t, http.StatusOK, d.status, d.raw)
 	require.Equal(t, []string{
 		"exit_code", "heartbeat_interval_seconds", "installation_id", "last_heartbeat_at", "lease_expires_at",
-		"metrics", "missed_beats", "pending_command", "platform", "registered_at", "revocation", "silent_after", "state",
+		"metrics", "missed_beats", "paused", "pending_command", "platform", "registered_at", "revocation", "silent_after", "state",
 		"status", "tenant", "token_version", "uptime_seconds", "version", "zombie_after", "zombie_at",
 	}, d.keys())
 	require.Equal(t, "a1", d.str("installation_id"))
@@ -707,7 +714,7 @@ func TestAPIJournalFailure(t *testing.T) {
 		agents[id], _ = e.agent("acme", id)
 	}
 
-	e.journal.fail.Store(true)
+	e.ledger.fail.Store(true)
 	for _, tt := range []struct{ name, method, path, body string }{
 		{"revoke", http.MethodPost, "/api/v1/installations/a1/revoke", ""},
 		{"reinstate", http.MethodDelete, "/api/v1/installations/a2/revoke", ""},
@@ -733,7 +740,7 @@ func TestAPIJournalFailure(t *testing.T) {
 	require.Nil(t, b.body["command"])
 
 	// Once the disk is back, the same requests work.
-	e.journal.fail.Store(false)
+	e.ledger.fail.Store(false)
 	a := e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, "")
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 }
@@ -748,16 +755,24 @@ func TestKillSwitchRacesWithHeartbeats(t *testing.T) {
 		token := e.register(acmeKey, "a1")
 		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, "").status)
 		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/command", acmeAdmin, `{"command":"pause"}`).status)
-		e.journal.beforeAppend = func() {
-			// The agent is out of the store; its beat re-creates it.
+		e.ledger.beforeApply = func() {
+			// Not forgotten yet: still revoked.
 			require.Equal(t, true, e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "").body["revoked"])
 		}
 		require.Equal(t, http.StatusOK, e.do(http.MethodDelete, "/api/v1/installations/a1", acmeAdmin, "").status)
+		_, ok := e.agent("acme", "a1")
+		require.False(t, ok, "the beat came before the forget")
+		// Registered again, with the tenant key (its old token is refused
+		// now): not revoked, no command.
+		e.clock.Advance(time.Second)
+		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", acmeKey, "")
+		require.Equal(t, true, b.body["registered"], b.raw)
+		token, _ = b.obj("runtime_token")["runtime_token"].(string)
 		ag, ok := e.agent("acme", "a1")
-		require.True(t, ok, "the beat registered it afresh")
+		require.True(t, ok)
 		require.False(t, ag.Revoked)
 		require.Equal(t, fleet.CommandNone, ag.Command)
-		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+		b = e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
 		require.Equal(t, true, b.body["lease_renewed"], b.raw)
 		require.Nil(t, b.body["command"])
 	})
@@ -765,11 +780,12 @@ func TestKillSwitchRacesWithHeartbeats(t *testing.T) {
 		e := newEnv(t)
 		token := e.register(acmeKey, "a1")
 		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, `{"reason":"x","shutdown_timeout_ms":3000}`).status)
-		e.journal.beforeAppend = func() {
-			// Reinstated but not yet durable: the beat is not answered with
-			// a revocation that has no reason behind it.
+		e.ledger.beforeApply = func() {
+			// Not reinstated until durable: the beat is answered with the
+			// revocation and its reason, never one without a reason.
 			b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
-			require.NotEqual(t, true, b.body["revoked"], b.raw)
+			require.Equal(t, true, b.body["revoked"], b.raw)
+			require.Equal(t, "x", b.body["reason"], b.raw)
 		}
 		require.Equal(t, http.StatusOK, e.do(http.MethodDelete, "/api/v1/installations/a1/revoke", acmeAdmin, "").status)
 		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
