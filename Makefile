@@ -12,7 +12,7 @@ VPKG       = github.com/prometheus/common/version
 LDFLAGS    = -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) \
              -X $(VPKG).BuildUser=$(shell id -un)@$(shell hostname) -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 
-.PHONY: all build run test test-deps lint fmt bench generate clean
+.PHONY: all build run demo test test-deps lint fmt bench generate clean
 
 all: build
 
@@ -23,6 +23,12 @@ build:
 run: build
 	@mkdir -p $(DATA)
 	./$(BIN)/sentinel --config.file=deploy/sentinel.example.yml --storage.path=./$(DATA)
+
+# The whole loop on loopback: sentinel, Prometheus, Alertmanager, a webhook
+# sink and agents that hang, crash or are killed (scripts/demo.sh). Ctrl-C stops it.
+demo: build
+	@INSTALL_HELM=0 bash scripts/install-test-deps.sh
+	@BIN=$(BIN) bash scripts/demo.sh
 
 test-deps:
 	@bash scripts/install-test-deps.sh

@@ -7,9 +7,10 @@ set -euo pipefail
 
 # helm for deploy/'s chart tests: built from source once (~2 minutes), then
 # cached. The tests look for it on PATH and in $(go env GOPATH)/bin.
+# INSTALL_HELM=0 skips it (`make demo` needs no helm).
 HELM_MODULE=helm.sh/helm/v3/cmd/helm@v3.22.0
 gobin="$(go env GOPATH | cut -d: -f1)/bin"
-if ! command -v helm >/dev/null 2>&1 && [ ! -x "${gobin}/helm" ]; then
+if [ "${INSTALL_HELM:-1}" != 0 ] && ! command -v helm >/dev/null 2>&1 && [ ! -x "${gobin}/helm" ]; then
   echo "install-test-deps: go install ${HELM_MODULE}" >&2
   go install "${HELM_MODULE}"
 fi
