@@ -12,8 +12,8 @@ import (
 	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
-// sentinelBin is the sentinel binary built by TestMain.
-var sentinelBin string
+// The binaries under test, built by TestMain.
+var sentinelBin, beaconBin, sinkBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -29,10 +29,15 @@ func run(m *testing.M) int {
 
 	// Built with -race when the tests run with it: a data race in sentinel
 	// under real traffic fails the test too (the race detector exits 66).
-	sentinelBin, err = testutil.BuildBinary(dir, "github.com/agentsentinel/sentinel/cmd/sentinel")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
-		return 1
+	for bin, pkg := range map[*string]string{
+		&sentinelBin: "github.com/agentsentinel/sentinel/cmd/sentinel",
+		&beaconBin:   "github.com/agentsentinel/sentinel/cmd/beacon",
+		&sinkBin:     "github.com/agentsentinel/sentinel/cmd/sentinel-webhook-sink",
+	} {
+		if *bin, err = testutil.BuildBinary(dir, pkg); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+			return 1
+		}
 	}
 	// The scenarios of TestPipeline share one stack and mostly wait for
 	// wall-clock thresholds (5 and 15 missed beats), not for CPU: run them all
