@@ -234,10 +234,16 @@ type process struct {
 // when the test failed.
 func startProcess(t *testing.T, dir, name, bin string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{})}
+	return startCommand(t, dir, name, exec.Command(bin, args...))
+}
+
+// startCommand is startProcess for a command the caller prepared (its
+// environment, say).
+func startCommand(t *testing.T, dir, name string, cmd *exec.Cmd) *process {
+	t.Helper()
+	p := &process{name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{}), cmd: cmd}
 	f, err := os.Create(p.log)
 	require.NoError(t, err)
-	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {
