@@ -15,6 +15,9 @@ import (
 // The binaries under test, built by TestMain.
 var sentinelBin, beaconBin, sinkBin string
 
+// afterTests run once every test is done (a shared PostgreSQL cluster to stop).
+var afterTests []func()
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -50,7 +53,11 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	code := m.Run()
+	for _, f := range afterTests {
+		f()
+	}
+	return code
 }
 
 func flagSet(name string) bool {
