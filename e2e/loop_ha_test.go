@@ -201,18 +201,28 @@ scrape_configs:
 	s.waitRegistered(t, steady, hangs, naps)
 	time.Sleep(2 * time.Second)
 
+	// hangs goes first; naps follows once hangs is SILENT, so that naps is
+	// SILENT, still frozen, when the replica dies.
 	hangs.freeze(t)
+	s.customer.wait(t, 20*time.Second, "SILENT of hangs", stateChange("hangs", "SILENT"))
 	naps.freeze(t)
 	s.customer.wait(t, 20*time.Second, "SILENT of naps", stateChange("naps", "SILENT"))
-	naps.thaw(t)
-	s.customer.wait(t, 20*time.Second, "SILENT of hangs", stateChange("hangs", "SILENT"))
 
-	// A replica dies mid-run: between SILENT and ZOMBIE, with heartbeats,
-	// scrapes, notifications and deliveries going to all three.
+	// A replica dies mid-run: the moment AgentZombie fires, with the
+	// notification, its revocation and their deliveries on their way
+	// through any of the three. (Not earlier: the rules hold a replica's
+	// last counts for 5 minutes after its scrapes fail, so no agent alert
+	// changes meanwhile; transitions that come from heartbeats still do.)
+	s.promURL = proms[0]
+	waitFor(t, 30*time.Second, "AgentZombie of hangs to fire", func() bool {
+		a, ok := s.alert(t, "AgentZombie", "hangs")
+		return ok && a.State == "firing"
+	})
 	require.NoError(t, procs[1].cmd.Process.Signal(syscall.SIGKILL))
 	<-procs[1].done
 	killed := time.Now()
 	t.Log("replica r2 killed")
+	naps.thaw(t) // its recovery goes through the two replicas left
 
 	s.customer.wait(t, 20*time.Second, "ACTIVE of naps", stateChange("naps", "ACTIVE"))
 	// Up to a claim's lease when the killed replica held the delivery.
