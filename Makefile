@@ -20,9 +20,10 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
+# The example config's keys are public: listen on loopback only.
 run: build
 	@mkdir -p $(DATA)
-	./$(BIN)/sentinel --config.file=deploy/sentinel.example.yml --storage.path=./$(DATA)
+	./$(BIN)/sentinel --config.file=deploy/sentinel.example.yml --storage.path=./$(DATA) --web.listen-address=127.0.0.1:9464
 
 # The whole loop on loopback: sentinel, Prometheus, Alertmanager, a webhook
 # sink and agents that hang, crash or are killed (scripts/demo.sh). Ctrl-C stops it.

@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -160,6 +161,22 @@ func TestLoopReplicas(t *testing.T) {
 	for i, p := range ams {
 		s.waitReady(t, p, "http://"+amAddrs[i]+"/-/ready")
 	}
+	for _, a := range amAddrs {
+		waitFor(t, 30*time.Second, "Alertmanager "+a+" to see its peer", func() bool {
+			var st struct {
+				Cluster struct {
+					Status string `json:"status"`
+					Peers  []any  `json:"peers"`
+				} `json:"cluster"`
+			}
+			resp, err := s.client.Get("http://" + a + "/api/v2/status")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			return json.NewDecoder(resp.Body).Decode(&st) == nil && st.Cluster.Status == "ready" && len(st.Cluster.Peers) == 2
+		})
+	}
 
 	// Two Prometheus servers, each scraping every replica, each notifying
 	// both Alertmanagers (Alertmanager's own deduplication is under test).
@@ -251,6 +268,11 @@ scrape_configs:
 		}
 		require.Equal(t, want, names, "the events of %s", id)
 	}
+	got := map[string]string{}
+	for _, e := range s.customer.events(func(event) bool { return true }) {
+		got[e.EventID] = "delivered"
+	}
+	require.Equal(t, got, s.deliveries(t), "the replicas' deliveries and what the customer received")
 	require.False(t, steady.p.exited(), "the steady agent's beacon exited\n%s", steady.p.tail(20))
 	require.Equal(t, "ACTIVE", s.installationState(t, "steady"))
 	t.Logf("%d deliveries, %d repeated; replicated loop test took %s",

@@ -183,6 +183,35 @@ func (s *loopStack) installationState(t *testing.T, id string) string {
 	return a.State
 }
 
+// deliveries lists the tenant's outbox through sentinel's deliveries API:
+// event id → status.
+func (s *loopStack) deliveries(t *testing.T) map[string]string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, s.sentinelURL+"/api/v1/deliveries?limit=100", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := s.client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "GET /api/v1/deliveries: %s", body)
+	var page struct {
+		Deliveries []struct {
+			EventID string `json:"event_id"`
+			Status  string `json:"status"`
+		} `json:"deliveries"`
+		NextCursor *string `json:"next_cursor"`
+	}
+	require.NoError(t, json.Unmarshal(body, &page), string(body))
+	require.Nil(t, page.NextCursor, "more than a page of deliveries")
+	out := map[string]string{}
+	for _, d := range page.Deliveries {
+		out[d.EventID] = d.Status
+	}
+	return out
+}
+
 // loopAlertmanagerConfig writes deploy/alertmanager/alertmanager.local.yml,
 // the shipped laptop configuration, with the test's addresses: the bridge
 // at bridgeURLs (one webhook_config each) with the token from tokenFile, the
@@ -711,6 +740,13 @@ func TestLoop(t *testing.T) {
 			last = e.Event
 		}
 		require.Equal(t, "pipeline.restored", last)
+		// Sentinel's side agrees: every event it queued was delivered, and
+		// the customer got each of them.
+		got := map[string]string{}
+		for _, e := range s.customer.events(func(event) bool { return true }) {
+			got[e.EventID] = "delivered"
+		}
+		require.Equal(t, got, s.deliveries(t), "sentinel's deliveries and what the customer received")
 		require.False(t, steady.p.exited(), "the steady agent's beacon exited\n%s", steady.p.tail(20))
 		require.Equal(t, "ACTIVE", s.installationState(t, "steady"))
 		for i := 1; i <= s.sentinelRuns; i++ {
