@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,7 @@ import (
 	"github.com/agentsentinel/sentinel/killswitch"
 	"github.com/agentsentinel/sentinel/ledger"
 	"github.com/agentsentinel/sentinel/ledger/embedded"
+	"github.com/agentsentinel/sentinel/ledger/postgres"
 	"github.com/agentsentinel/sentinel/outbox"
 	"github.com/agentsentinel/sentinel/storage"
 )
@@ -54,9 +56,13 @@ type Options struct {
 	// ConfigFile is the YAML configuration (SPEC 8).
 	ConfigFile string
 	// StoragePath holds the embedded ledger: state, journal, snapshot and
-	// token key (SPEC 9). Unused with storage.postgres.
+	// token key. Unused with storage.postgres.
 	StoragePath string
-	// SnapshotInterval is how often the hot state is snapshotted; 1m when 0.
+	// Replica names this sentinel among the replicas sharing a PostgreSQL
+	// ledger (its hot state's row); the host name when empty.
+	Replica string
+	// SnapshotInterval is how often the hot state is snapshotted (and, with
+	// PostgreSQL, the other replicas' merged in); 1m when 0.
 	SnapshotInterval time.Duration
 	// TelemetryPath serves the metrics; /metrics when empty.
 	TelemetryPath string
@@ -71,13 +77,17 @@ type Options struct {
 
 // App is a running sentinel.
 type App struct {
-	opts     Options
-	logger   *slog.Logger
-	cfg      atomic.Pointer[config.Config]
-	store    *heartbeat.Store
-	signer   *auth.Signer
-	ledger   ledger.Ledger
-	journal  *storage.Journal // the embedded ledger's; nil with PostgreSQL
+	opts    Options
+	logger  *slog.Logger
+	cfg     atomic.Pointer[config.Config]
+	store   *heartbeat.Store
+	signer  *auth.Signer
+	ledger  ledger.Ledger
+	journal *storage.Journal // the embedded ledger's; nil with PostgreSQL
+	// shared is true with PostgreSQL: replicas share the ledger and merge
+	// each other's hot state; replica is this one's name.
+	shared   bool
+	replica  string
 	control  *killswitch.Control
 	receiver *heartbeat.Receiver
 	admin    atomic.Pointer[killswitch.Settings]
@@ -171,18 +181,26 @@ func New(o Options) (*App, error) {
 
 // openLedger opens the configured ledger and the kill switch on it.
 func (a *App) openLedger(cfg *config.Config) error {
-	var err error
-	if cfg.Storage.Postgres != nil {
-		return errors.New("storage.postgres: PostgreSQL is not supported by this build yet")
-	}
-	el, err := embedded.Open(a.opts.StoragePath, embedded.Options{KeySize: auth.KeySize, Logger: a.logger})
-	if err != nil {
-		return err
-	}
-	a.ledger, a.journal, a.journalHealth = el, el.Journal(), el.Journal()
-	a.registerJournalMetrics()
-	a.registerStorageMetrics()
 	ctx := context.Background()
+	if pg := cfg.Storage.Postgres; pg != nil {
+		replica := a.opts.Replica
+		if replica == "" {
+			replica, _ = os.Hostname()
+		}
+		pl, err := postgres.Open(ctx, string(pg.DSN), postgres.Options{Replica: replica, KeySize: auth.KeySize, Logger: a.logger})
+		if err != nil {
+			return err
+		}
+		a.ledger, a.replica, a.shared = pl, replica, true
+	} else {
+		el, err := embedded.Open(a.opts.StoragePath, embedded.Options{KeySize: auth.KeySize, Logger: a.logger})
+		if err != nil {
+			return err
+		}
+		a.ledger, a.journal, a.journalHealth = el, el.Journal(), el.Journal()
+		a.registerJournalMetrics()
+	}
+	a.registerStorageMetrics()
 	key, err := a.ledger.SigningKey(ctx, auth.KeySize)
 	if err == nil {
 		a.signer, err = auth.NewSigner(key)
@@ -201,6 +219,13 @@ func (a *App) openLedger(cfg *config.Config) error {
 // the kill switch.
 func (a *App) restore(cfg *config.Config) error {
 	a.store = heartbeat.NewStore(cfg.Heartbeat.MaxAgents, a.control.NewAgent)
+	if a.shared {
+		if err := a.mergeReplicas(true); err != nil {
+			return fmt.Errorf("restore agents: %w", err)
+		}
+		a.control.SyncStore(a.store)
+		return nil
+	}
 	err := a.ledger.LoadAgents(context.Background(), func(replica string, _ time.Time, r io.Reader) error {
 		takenAt, n, err := a.store.DecodeSnapshot(r)
 		if err != nil {
@@ -214,6 +239,38 @@ func (a *App) restore(cfg *config.Config) error {
 	}
 	a.control.SyncStore(a.store)
 	return nil
+}
+
+// mergeReplicas merges the hot state the replicas sharing the ledger saved
+// into the store, the newest heartbeat of each agent winning, so that the
+// admin API of any replica answers for agents that beat only on others
+// (its own saved state too when all). Agents forgotten after their last
+// heartbeat there are left out; revoked bits and commands come from the kill
+// switch, never from another replica's older copy.
+func (a *App) mergeReplicas(all bool) error {
+	max := a.cfg.Load().Heartbeat.MaxAgents
+	return a.ledger.LoadAgents(context.Background(), func(replica string, _ time.Time, r io.Reader) error {
+		if replica == a.replica && !all {
+			return nil
+		}
+		other := heartbeat.NewStore(max, nil)
+		if _, _, err := other.DecodeSnapshot(r); err != nil {
+			return err
+		}
+		other.Each(func(ag *heartbeat.Agent) bool {
+			if at, ok := a.control.Forgotten(ag.Key); ok && !ag.LastHeartbeat.After(at) {
+				return true
+			}
+			if a.store.Merge(ag) {
+				_, revoked := a.control.Revocation(ag.Key)
+				a.store.SetRevoked(ag.Key, revoked)
+				pc, _ := a.control.PendingCommand(ag.Key)
+				a.store.SetCommand(ag.Key, pc.Command, pc.Seq)
+			}
+			return true
+		})
+		return nil
+	})
 }
 
 func adminSettings(cfg *config.Config) *killswitch.Settings {
@@ -345,6 +402,11 @@ func (a *App) Snapshot() error {
 	}
 	a.snapshotSuccess.Set(float64(time.Now().Unix()))
 	a.snapshotDuration.Set(time.Since(start).Seconds())
+	if a.shared {
+		if err := a.mergeReplicas(false); err != nil {
+			a.logger.Error("merging the other replicas' agents failed", "err", err)
+		}
+	}
 	a.logger.Debug("snapshot of agents written", "taken_at", takenAt, "agents", n, "duration", time.Since(start))
 	return nil
 }

@@ -12,6 +12,7 @@ func (a *App) SetJournalHealth(h interface{ Healthy() error }) { a.journalHealth
 func (a *App) Crash() {
 	a.closeOnce.Do(func() {
 		a.ready.Store(false)
+		a.stopBridge()
 		a.control.Close()
 		_ = a.ledger.Close()
 	})

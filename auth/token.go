@@ -78,7 +78,8 @@ func (s *Signer) Issue(t RuntimeToken) string {
 	return RuntimeTokenPrefix + enc.EncodeToString(payload) + "." + enc.EncodeToString(s.sign(payload))
 }
 
-// Verify checks a token's signature and expiry at now and returns its content.
+// Verify checks a token's signature and expiry at now and returns its
+// content; an authentic but expired token is returned with ErrTokenExpired.
 func (s *Signer) Verify(token string, now time.Time) (*RuntimeToken, error) {
 	body, ok := strings.CutPrefix(token, RuntimeTokenPrefix)
 	if !ok {
@@ -115,7 +116,7 @@ func (s *Signer) Verify(token string, now time.Time) (*RuntimeToken, error) {
 		AgentID:   string(payload[14+tenantLen:]),
 	}
 	if !now.Before(t.ExpiresAt) {
-		return nil, ErrTokenExpired
+		return t, ErrTokenExpired
 	}
 	return t, nil
 }

@@ -33,6 +33,9 @@ type KillSwitch interface {
 	// AgentRegistered records a registration, so that the kill switch still
 	// knows the agent if sentinel crashes before the next snapshot.
 	AgentRegistered(k fleet.Key, at time.Time)
+	// Forgotten returns when the agent was last forgotten: runtime tokens
+	// issued before are refused.
+	Forgotten(k fleet.Key) (time.Time, bool)
 }
 
 // Settings is the reloadable part of the configuration the receiver uses.
@@ -266,40 +269,23 @@ func (rc *Receiver) fail(w http.ResponseWriter, p protocol, r result, status int
 // authenticate resolves the bearer credential for a heartbeat of agentID
 // (empty when the agent is not known yet, as for events before decoding).
 func (rc *Receiver) authenticate(w http.ResponseWriter, r *http.Request, b *beat) bool {
-	secret, ok := auth.BearerToken(r)
-	if !ok {
-		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "missing bearer credential")
+	p, err := auth.Authenticator{
+		Credentials: b.settings.Credentials, Signer: rc.signer,
+		TokenTTL: b.settings.TokenTTL, Forgotten: rc.kill.Forgotten,
+	}.Authenticate(r, b.now)
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "runtime token expired; register again with the tenant API key")
+		return false
+	case err != nil:
+		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, err.Error())
+		return false
+	case p.Kind != auth.KindRuntimeToken && p.Kind != auth.KindTenantKey:
+		rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
 		return false
 	}
-	// Runtime tokens first: they are what agents send once registered, and
-	// the configuration forbids the srt_ prefix for its secrets.
-	if len(secret) > len(auth.RuntimeTokenPrefix) && secret[:len(auth.RuntimeTokenPrefix)] == auth.RuntimeTokenPrefix {
-		tok, err := rc.signer.Verify(secret, b.now)
-		switch {
-		case errors.Is(err, auth.ErrTokenExpired):
-			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "runtime token expired; register again with the tenant API key")
-			return false
-		case err != nil:
-			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
-			return false
-		}
-		if !b.settings.Credentials.HasTenant(tok.Tenant) {
-			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
-			return false
-		}
-		b.principal = auth.Principal{Kind: auth.KindRuntimeToken, Tenant: tok.Tenant, Token: tok}
-		return true
-	}
-	if p, ok := b.settings.Credentials.Lookup(secret); ok {
-		if p.Kind != auth.KindTenantKey {
-			rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
-			return false
-		}
-		b.principal = p
-		return true
-	}
-	rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
-	return false
+	b.principal = p
+	return true
 }
 
 // authorizeAgent checks that the principal may beat agent id and sets the key.

@@ -546,7 +546,15 @@ func (s *Store) SetCommand(k fleet.Key, cmd fleet.Command, seq uint32) bool {
 // Restore puts a fully formed agent into the store, as read from a snapshot.
 // It replaces an agent with the same key and ignores max_agents, because
 // agents admitted before a restart are never evicted.
-func (s *Store) Restore(a *Agent) {
+func (s *Store) Restore(a *Agent) { s.restore(a, false) }
+
+// Merge restores a like Restore unless the store holds the agent with a
+// heartbeat as recent or more; it reports whether it restored. Replicas
+// sharing a ledger merge each other's hot state with it: the newest
+// heartbeat wins.
+func (s *Store) Merge(a *Agent) bool { return s.restore(a, true) }
+
+func (s *Store) restore(a *Agent, onlyNewer bool) bool {
 	h := s.hash(a.Key)
 	sh := s.shardOf(h)
 	sh.mu.Lock()
@@ -554,6 +562,9 @@ func (s *Store) Restore(a *Agent) {
 	var r *record
 	if slot := sh.find(h, a.Key); slot >= 0 {
 		r = &sh.records[slot]
+		if onlyNewer && r.lastBeat >= a.LastHeartbeat.UnixNano() {
+			return false
+		}
 	} else {
 		r = sh.insert(h)
 		s.count.Add(1)
@@ -579,6 +590,7 @@ func (s *Store) Restore(a *Agent) {
 	}
 	var buf [maxBlobLen]byte
 	sh.setBlob(r, appendBlob(buf[:0], a.Key, a.Version, &a.Platform))
+	return true
 }
 
 // View is a copy of the store taken by Snapshot: consistent per shard, owned

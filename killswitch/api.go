@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -74,27 +73,15 @@ func (a *API) now() time.Time {
 // ?tenant=, which only the list may omit (all tenants, returned as "").
 func (a *API) admin(w http.ResponseWriter, r *http.Request, tenantRequired bool) (string, *Settings, bool) {
 	s := a.Settings()
-	secret, ok := auth.BearerToken(r)
-	if !ok {
-		jsonapi.Error(w, http.StatusUnauthorized, "missing bearer credential")
+	p, err := auth.Authenticator{Credentials: s.Credentials, Signer: a.Signer}.Authenticate(r, a.now())
+	if p.Kind == auth.KindRuntimeToken {
+		// A genuine runtime token, even expired, is a credential of the
+		// wrong kind (403); a forged one is unknown (401).
+		jsonapi.Error(w, http.StatusForbidden, "an admin token is required; runtime tokens only send heartbeats")
 		return "", nil, false
 	}
-	if strings.HasPrefix(secret, auth.RuntimeTokenPrefix) {
-		// A genuine runtime token is a credential of the wrong kind (403);
-		// anything else with the prefix is unknown (401). The configuration
-		// forbids the prefix for its secrets.
-		if a.Signer != nil {
-			if _, err := a.Signer.Verify(secret, a.now()); err == nil || errors.Is(err, auth.ErrTokenExpired) {
-				jsonapi.Error(w, http.StatusForbidden, "an admin token is required; runtime tokens only send heartbeats")
-				return "", nil, false
-			}
-		}
-		jsonapi.Error(w, http.StatusUnauthorized, "unknown credential")
-		return "", nil, false
-	}
-	p, ok := s.Credentials.Lookup(secret)
-	if !ok {
-		jsonapi.Error(w, http.StatusUnauthorized, "unknown credential")
+	if err != nil {
+		jsonapi.Error(w, http.StatusUnauthorized, err.Error())
 		return "", nil, false
 	}
 	query := r.URL.Query().Get("tenant")

@@ -28,8 +28,9 @@ func run(args []string) int {
 		configFile       = a.Flag("config.file", "Sentinel configuration file.").Default("sentinel.yml").String()
 		configCheck      = a.Flag("config.check", "Validate the configuration file and exit.").Bool()
 		telemetryPath    = a.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
-		storagePath      = a.Flag("storage.path", "Directory for the durable state: kill-switch journal, agent snapshot, token key.").Default("data/").String()
-		snapshotInterval = a.Flag("storage.snapshot-interval", "How often the hot agent state is snapshotted to disk.").Default("1m").Duration()
+		storagePath      = a.Flag("storage.path", "Directory of the embedded ledger: kill-switch state, outbox, agent snapshot, token key. Unused with storage.postgres.").Default("data/").String()
+		snapshotInterval = a.Flag("storage.snapshot-interval", "How often the hot agent state is snapshotted (with storage.postgres: saved to the database and the other replicas' merged in).").Default("1m").Duration()
+		replicaName      = a.Flag("storage.replica-name", "Name of this replica among those sharing a PostgreSQL ledger, stable across its restarts; default: the host name.").String()
 		shutdownTimeout  = a.Flag("web.shutdown-timeout", "How long a graceful shutdown waits for in-flight requests.").Default("15s").Duration()
 		maxScrapes       = a.Flag("web.max-requests", "Maximum number of scrapes of the metrics in flight; more are answered 503. Each holds a rendered copy of the fleet, ~160 MB per 100k agents, until its client has read it.").Default(strconv.Itoa(app.DefaultMaxScrapes)).Int()
 		webFlags         = kingpinflag.AddFlags(a, ":9464")
@@ -67,6 +68,7 @@ func run(args []string) int {
 		ConfigFile:       *configFile,
 		StoragePath:      *storagePath,
 		SnapshotInterval: *snapshotInterval,
+		Replica:          *replicaName,
 		TelemetryPath:    *telemetryPath,
 		MaxScrapes:       *maxScrapes,
 		Logger:           logger,

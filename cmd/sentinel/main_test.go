@@ -27,7 +27,9 @@ import (
 var sentinelBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(testutil.MainWithBinary(m, "github.com/agentsentinel/sentinel/cmd/sentinel", &sentinelBin))
+	code := testutil.MainWithBinary(m, "github.com/agentsentinel/sentinel/cmd/sentinel", &sentinelBin)
+	testutil.StopPostgres() // started by the replica tests' first PostgresDSN
+	os.Exit(code)
 }
 
 // runSentinel runs the binary to completion and returns its exit code and
