@@ -15,9 +15,6 @@ import (
 // The binaries under test, built by TestMain.
 var sentinelBin, beaconBin, sinkBin string
 
-// afterTests run once every test is done (a shared PostgreSQL cluster to stop).
-var afterTests []func()
-
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -54,9 +51,7 @@ func run(m *testing.M) int {
 		}
 	}
 	code := m.Run()
-	for _, f := range afterTests {
-		f()
-	}
+	testutil.StopPostgres() // started by TestLoopReplicas' PostgresDSN
 	return code
 }
 
