@@ -701,16 +701,32 @@ func TestLoop(t *testing.T) {
 	})
 
 	t.Run("Alertmanager stopped: pipeline.silent, then pipeline.restored", func(t *testing.T) {
+		// Start from a healthy pipeline: a Watchdog that arrived after the
+		// restarts above (with this short timeout they may have cost a
+		// pipeline.silent and its pipeline.restored of their own), and no
+		// pipeline.silent outstanding.
+		begin := time.Now()
+		waitFor(t, 20*time.Second, "a fresh Watchdog at the bridge", func() bool {
+			return s.sentinelMetric(t, "sentinel_pipeline_watchdog_last_seen_timestamp_seconds") >= float64(begin.Unix())
+		})
+		waitFor(t, 20*time.Second, "no pipeline.silent outstanding", func() bool {
+			es := s.customer.events(func(e event) bool { return strings.HasPrefix(e.Event, "pipeline.") })
+			return len(es) == 0 || es[len(es)-1].Event == "pipeline.restored"
+		})
+
 		stopped := time.Now()
 		require.True(t, s.alertmanager.stop(20*time.Second))
 		silent := s.customer.wait(t, loopWatchdogTimeout+15*time.Second, "pipeline.silent", pipeline("pipeline.silent", stopped))
-		s.startAlertmanager(t)
 		started := time.Now()
+		s.startAlertmanager(t)
 		restored := s.customer.wait(t, 45*time.Second, "pipeline.restored", pipeline("pipeline.restored", started))
-		t.Logf("pipeline.silent %s after Alertmanager stopped (bridge.watchdog.timeout %s), pipeline.restored %s after it started again",
+		t.Logf("pipeline.silent %s after Alertmanager stopped (bridge.watchdog.timeout %s), pipeline.restored %s after it was started again",
 			silent.received.Sub(stopped).Round(time.Millisecond), loopWatchdogTimeout, restored.received.Sub(started).Round(time.Millisecond))
+		// The last Watchdog came at most a repeat (2 s) and a group
+		// interval (1 s) before the stop.
 		require.GreaterOrEqual(t, silent.received.Sub(stopped), loopWatchdogTimeout-3*time.Second,
 			"pipeline.silent before the watchdog timeout could have passed")
+		require.Less(t, silent.received.Sub(stopped), loopWatchdogTimeout+detectionSlack)
 	})
 
 	t.Run("every transition announced exactly once", func(t *testing.T) {
