@@ -224,8 +224,7 @@ scrape_configs:
 	// changes meanwhile; transitions that come from heartbeats still do.)
 	s.promURL = proms[0]
 	waitFor(t, 30*time.Second, "AgentZombie of hangs to fire", func() bool {
-		a, ok := s.alert(t, "AgentZombie", "hangs")
-		return ok && a.State == "firing"
+		return s.fired(t, "AgentZombie", "hangs")
 	})
 	require.NoError(t, procs[1].cmd.Process.Signal(syscall.SIGKILL))
 	<-procs[1].done

@@ -1,6 +1,11 @@
-// Package e2e runs the real tool chain: the sentinel binary, Prometheus with
-// alerts/sentinel.rules.yml loaded as is, Alertmanager, and a fake customer
-// webhook as Alertmanager's receiver, all on loopback ports of the test.
+// Package e2e runs the real tool chain on loopback ports of the test: the
+// sentinel and beacon binaries built from the tree, Prometheus with
+// alerts/sentinel.rules.yml loaded as is, Alertmanager, and the customer's
+// webhook endpoint. TestPipeline checks the alerts with Alertmanager
+// notifying a fake receiver; TestLoop and TestLoopReplicas close the loop
+// through sentinel's bridge (signed webhooks, the kill switch back to
+// beacon), on one sentinel and on three replicas sharing PostgreSQL;
+// TestDemo runs `make demo`'s script.
 package e2e
 
 import (
