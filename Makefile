@@ -12,7 +12,7 @@ VPKG       = github.com/prometheus/common/version
 LDFLAGS    = -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) \
              -X $(VPKG).BuildUser=$(shell id -un)@$(shell hostname) -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 
-.PHONY: all build run demo test test-deps lint fmt bench generate clean
+.PHONY: all build run demo test test-deps lint fmt bench fuzz generate clean
 
 all: build
 
@@ -46,6 +46,11 @@ fmt:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
+
+# Every fuzz target for FUZZTIME each; `make test` already runs their seed corpora.
+FUZZTIME  ?= 30s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 # The PrometheusRule and the dashboards, and the Helm chart's copies of both.
 generate:

@@ -51,6 +51,10 @@ const firstSnapshotDelay = 10 * time.Second
 // own rendered copy of the fleet (~160 MB at 100k agents).
 const DefaultMaxScrapes = 4
 
+// livenessSweepEvery is how often agents turning SILENT or ZOMBIE by
+// sentinel's own clock are looked for and logged.
+const livenessSweepEvery = 5 * time.Second
+
 // Options configure an App.
 type Options struct {
 	// ConfigFile is the YAML configuration (SPEC 8).
@@ -90,6 +94,7 @@ type App struct {
 	replica  string
 	control  *killswitch.Control
 	receiver *heartbeat.Receiver
+	liveness *heartbeat.LivenessLog
 	admin    atomic.Pointer[killswitch.Settings]
 
 	sender     *delivery.Sender
@@ -173,6 +178,9 @@ func New(o Options) (*App, error) {
 		Logger: o.Logger, Now: o.Now, Observer: a.recoveries,
 	}, heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
+	a.liveness = &heartbeat.LivenessLog{Store: a.store, Logger: o.Logger, Thresholds: func() fleet.Thresholds {
+		return heartbeat.ThresholdsOf(a.cfg.Load().Heartbeat)
+	}}
 	a.handler = a.routes()
 	a.startBridge()
 	a.ready.Store(true)
@@ -238,6 +246,7 @@ func (a *App) restore(cfg *config.Config) error {
 		return fmt.Errorf("restore agents: %w (move the snapshot away to start with an empty fleet; revocations are kept in the ledger)", err)
 	}
 	a.control.SyncStore(a.store)
+	a.dropRemovedTenants(cfg)
 	return nil
 }
 
@@ -432,11 +441,16 @@ func (a *App) Reload() error {
 	a.store.SetLimit(cfg.Heartbeat.MaxAgents)
 	a.receiver.SetSettings(heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
+	a.dropRemovedTenants(cfg)
 	a.reloadSuccess.Set(1)
 	a.reloadTime.SetToCurrentTime()
 	a.logger.Info("configuration reloaded", "file", a.opts.ConfigFile, "tenants", len(cfg.Tenants))
 	return nil
 }
+
+// SweepLiveness logs the agents that turned SILENT or ZOMBIE since the last
+// sweep (Run calls it every few seconds).
+func (a *App) SweepLiveness() { a.liveness.Sweep(a.opts.Now()) }
 
 // Config returns the running configuration.
 func (a *App) Config() *config.Config { return a.cfg.Load() }
@@ -505,16 +519,7 @@ func (a *App) routes() http.Handler {
 		}
 		fmt.Fprintln(w, "Sentinel is Ready.")
 	})
-	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodPost, http.MethodPut) {
-			return
-		}
-		if err := a.Reload(); err != nil {
-			jsonapi.Errorf(w, http.StatusInternalServerError, "reload failed, the running configuration is kept: %v", err)
-			return
-		}
-		jsonapi.Write(w, http.StatusOK, map[string]string{"status": "reloaded"})
-	})
+	mux.HandleFunc("/-/reload", a.serveReload)
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "Sentinel",
 		Description: "Prometheus-native dead man's switch for AI agents",
@@ -529,13 +534,18 @@ func (a *App) routes() http.Handler {
 		a.logger.Error("landing page", "err", err)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/" && landing != nil {
-			landing.ServeHTTP(w, r)
+		if r.URL.Path != "/" {
+			jsonapi.Errorf(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
 			return
 		}
-		jsonapi.Errorf(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
+		if jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) && landing != nil {
+			landing.ServeHTTP(w, r)
+		}
 	})
-	return mux
+	// ServeMux would answer a non-canonical path with a redirect to the
+	// cleaned one, which a client may follow with its method: a DELETE of
+	// /api/v1/installations/a1/revoke/.. would forget a1.
+	return jsonapi.CanonicalPaths(mux)
 }
 
 // Run serves on the listeners of flags until ctx is done, snapshotting
@@ -563,6 +573,8 @@ func (a *App) Run(ctx context.Context, flags *web.FlagConfig, listener net.Liste
 	defer first.Stop()
 	ticker := time.NewTicker(a.opts.SnapshotInterval)
 	defer ticker.Stop()
+	sweep := time.NewTicker(livenessSweepEvery)
+	defer sweep.Stop()
 	var runErr error
 loop:
 	for {
@@ -580,6 +592,8 @@ loop:
 			_ = a.Snapshot() // logged and exposed as a metric
 		case <-ticker.C:
 			_ = a.Snapshot() // logged and exposed as a metric
+		case <-sweep.C:
+			a.SweepLiveness()
 		}
 	}
 	a.ready.Store(false)

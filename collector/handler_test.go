@@ -257,11 +257,11 @@ func TestHandlerForget(t *testing.T) {
 	s := fiveStates(t)
 	h := newTestCollector(s, clock, "acme").Handler(nil, nil)
 	_, body := scrapeHandler(t, h)
-	require.Equal(t, 7, strings.Count(body, `agent_id="silent-1"`))
-	require.Equal(t, 6, strings.Count(body, `agent_id="zombie-1"`))
+	require.Equal(t, 8, strings.Count(body, `agent_id="silent-1"`))
+	require.Equal(t, 7, strings.Count(body, `agent_id="zombie-1"`))
 	require.True(t, s.Delete(fleet.Key{Tenant: "acme", AgentID: "zombie-1"}))
 	_, body = scrapeHandler(t, h)
-	require.Equal(t, 7, strings.Count(body, `agent_id="silent-1"`))
+	require.Equal(t, 8, strings.Count(body, `agent_id="silent-1"`))
 	require.NotContains(t, body, "zombie-1")
 }
 

@@ -30,6 +30,7 @@ var exposedMetrics = []string{
 	"sentinel_agent_lease_expiry_timestamp_seconds",
 	"sentinel_agent_stopped",
 	"sentinel_agent_revoked",
+	"sentinel_agent_paused",
 	"sentinel_agent_uptime_seconds",
 	"sentinel_agent_requests_handled_total",
 	"sentinel_agent_errors_total",

@@ -328,10 +328,13 @@ func (a *API) serveInstallation(w http.ResponseWriter, r *http.Request) {
 
 // summary is one agent in the list.
 type summary struct {
-	InstallationID  string    `json:"installation_id"`
-	Tenant          string    `json:"tenant"`
-	State           string    `json:"state"`
-	MissedBeats     int64     `json:"missed_beats"`
+	InstallationID string `json:"installation_id"`
+	Tenant         string `json:"tenant"`
+	State          string `json:"state"`
+	Paused         bool   `json:"paused"`
+	// MissedBeats is null for a STOPPED or REVOKED agent: it raises no
+	// liveness alert, so a count of missed beats would mean nothing.
+	MissedBeats     *int64    `json:"missed_beats"`
 	LastHeartbeatAt time.Time `json:"last_heartbeat_at"`
 	IntervalSeconds float64   `json:"heartbeat_interval_seconds"`
 	Status          string    `json:"status"`
@@ -339,11 +342,17 @@ type summary struct {
 }
 
 func newSummary(ag *heartbeat.Agent, s *Settings, now time.Time) summary {
-	return summary{
-		InstallationID: ag.AgentID, Tenant: ag.Tenant, State: ag.State(now, s.Thresholds).String(),
-		MissedBeats: ag.MissedBeats(now), LastHeartbeatAt: ag.LastHeartbeat, IntervalSeconds: ag.Interval.Seconds(),
+	state := ag.State(now, s.Thresholds)
+	sm := summary{
+		InstallationID: ag.AgentID, Tenant: ag.Tenant, State: state.String(), Paused: ag.Paused,
+		LastHeartbeatAt: ag.LastHeartbeat, IntervalSeconds: ag.Interval.Seconds(),
 		Status: ag.Status.String(), Platform: ag.Platform.Type.String(),
 	}
+	if state != fleet.StateStopped && state != fleet.StateRevoked {
+		missed := ag.MissedBeats(now)
+		sm.MissedBeats = &missed
+	}
+	return sm
 }
 
 type platformJSON struct {

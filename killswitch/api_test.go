@@ -647,7 +647,7 @@ func TestAPIDetail(t *testing.T) {
 	require.Equal(t, http.StatusOK, d.status, d.raw)
 	require.Equal(t, []string{
 		"exit_code", "heartbeat_interval_seconds", "installation_id", "last_heartbeat_at", "lease_expires_at",
-		"metrics", "missed_beats", "pending_command", "platform", "registered_at", "revocation", "state",
+		"metrics", "missed_beats", "paused", "pending_command", "platform", "registered_at", "revocation", "state",
 		"status", "tenant", "token_version", "uptime_seconds", "version",
 	}, d.keys())
 	require.Equal(t, "a1", d.str("installation_id"))

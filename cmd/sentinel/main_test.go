@@ -102,8 +102,8 @@ func TestConfigCheck(t *testing.T) {
 		stderr string
 	}{
 		{"example", example, 0, "SUCCESS: " + example + " is valid sentinel configuration\n", ""},
-		{"unknown key", bad, 1, "", "FAILED: config " + bad + ": yaml: unmarshal errors:\n  line 4: field webhok not found in type config.TenantConfig\n"},
-		{"invalid", invalid, 1, "", "FAILED: config " + invalid + ": heartbeat.zombie_after (15) must be greater than heartbeat.silent_after (20)\n"},
+		{"unknown key", bad, 1, "", "FAILED: config " + bad + ": yaml: unmarshal errors:\n  line 4: unknown field in type config.TenantConfig (name not shown: it may be a secret); did you mean webhook?\n"},
+		{"invalid", invalid, 1, "", "FAILED: config " + invalid + ": heartbeat.zombie_after must be greater than heartbeat.silent_after\n"},
 		{"missing", missing, 1, "", "FAILED: read config " + missing + ": open " + missing + ": no such file or directory\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
