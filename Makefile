@@ -28,7 +28,7 @@ run: build
 # The whole loop on loopback: sentinel, Prometheus, Alertmanager, a webhook
 # sink and agents that hang, crash or are killed (scripts/demo.sh). Ctrl-C stops it.
 demo: build
-	@INSTALL_HELM=0 bash scripts/install-test-deps.sh
+	@DEPS=demo bash scripts/install-test-deps.sh
 	@BIN=$(BIN) bash scripts/demo.sh
 
 test-deps:
