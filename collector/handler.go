@@ -2,6 +2,8 @@ package collector
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/agentsentinel/sentinel/auth"
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/jsonapi"
@@ -535,4 +538,28 @@ func appendEscaped(b []byte, s string) []byte {
 		}
 	}
 	return b
+}
+
+// RequireBearer guards next with the scrape credential of the configuration
+// (metrics.bearer_token), read from token at every request so that a reload
+// applies at once: an empty token leaves next open; otherwise a request
+// without `Authorization: Bearer <token>` is answered 401 with a
+// WWW-Authenticate challenge before it takes a scrape slot. The comparison
+// is of SHA-256 sums in constant time, so it tells nothing about how much of
+// a guess was right, not even the token's length.
+func RequireBearer(token func() string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		want := token()
+		if want == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, ok := auth.BearerToken(r)
+		gotSum, wantSum := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+		if !ok || subtle.ConstantTimeCompare(gotSum[:], wantSum[:]) != 1 {
+			jsonapi.Error(w, http.StatusUnauthorized, "the metrics need the scrape bearer token (metrics.bearer_token of the configuration)")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
