@@ -16,12 +16,13 @@ import (
 )
 
 // Connection limits: defaults of the --web.* flags, sized from
-// measurements on the 2-core box (TestConnectionMemory): an idle keep-alive
-// connection costs the server ~18 KB (two 4 KiB buffers, a goroutine stack,
-// the TLS-less conn), so DefaultMaxConnections costs at most ~18 MB, and
-// stays far below the usual file-descriptor limits. Heartbeats are short
-// requests: a fleet of 100k agents beating every minute keeps a few dozen
-// connections busy at a time; scrapers keep one each.
+// measurements on the 2-core box: an idle keep-alive connection costs the
+// server ~13 KB of heap and stack (BenchmarkIdleConnection: two 4 KiB
+// buffers, a goroutine stack, the conn), so DefaultMaxConnections holds at
+// most ~14 MB, where issue 11 saw 5000 unbounded connections take 88 MB of
+// RSS. Heartbeats are short requests: a fleet of 100k agents beating every
+// minute keeps a few dozen connections busy at a time; scrapers keep one
+// each.
 const (
 	DefaultMaxConnections    = 1024
 	DefaultIdleTimeout       = 30 * time.Second

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and a fresh machine lacks: the real Prometheus,
-# promtool, Alertmanager and amtool from Debian's packages. Idempotent: it does
+# promtool, Alertmanager and amtool, and VictoriaMetrics (victoria-metrics,
+# vmagent, vmalert) from Debian's packages. Idempotent: it does
 # nothing when the tools are already on PATH.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+command -v vmalert >/dev/null 2>&1 || need+=(victoria-metrics)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
