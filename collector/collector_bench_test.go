@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -197,4 +198,52 @@ func BenchmarkCollectConst100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/op")
 	b.ReportMetric(float64(bytes)/1e6, "MB/scrape")
+}
+
+// BenchmarkStalledReaders100k measures what clients that stop reading cost
+// at 100k agents: the heap while MaxScrapes of them hold their pages, and
+// after eight more scrapes, each taking over a stalled client's slot (the
+// evicted page is freed once its write fails, so the heap stays flat).
+func BenchmarkStalledReaders100k(b *testing.B) {
+	s := fleet100k(b)
+	heap := func() float64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return float64(m.HeapInuse) / 1e6
+	}
+	var base, held, after float64
+	for b.Loop() {
+		c := newBenchCollector(s)
+		c.inflight = make(chan struct{}, 4)
+		c.writers.stallAfter = time.Nanosecond
+		h := c.Handler(selfRegistry(), nil)
+		base = heap()
+		var wg sync.WaitGroup
+		var stalls []*deadlineStall
+		stall := func() {
+			w := newDeadlineStall()
+			stalls = append(stalls, w)
+			wg.Go(func() { h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil)) })
+			<-w.writing
+		}
+		for range 4 {
+			stall()
+		}
+		held = heap()
+		for range 8 {
+			stall() // takes over the slot of the longest-stalled one
+		}
+		after = heap()
+		for _, w := range stalls {
+			_ = w.SetWriteDeadline(time.Now())
+		}
+		wg.Wait()
+		if c.EvictedScrapes() != 8 {
+			b.Fatalf("%d scrapes evicted, want 8", c.EvictedScrapes())
+		}
+	}
+	b.ReportMetric(base, "MB-heap-idle")
+	b.ReportMetric(held, "MB-heap-4-stalled")
+	b.ReportMetric(after, "MB-heap-after-8-takeovers")
 }
