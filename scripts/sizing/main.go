@@ -63,7 +63,10 @@ type result struct {
 	promRSS, vmRSS       int64
 	promScrape, vmScrape time.Duration // average scrape_duration_seconds
 	promUp, vmUp         float64
-	registerRate         float64 // heartbeats per second while registering
+	registerRate         float64       // heartbeats per second while registering
+	promError, vmError   string        // the last scrape error, if any
+	promCPU, vmCPU       time.Duration // CPU per scrape, all work included
+	load                 string        // /proc/loadavg while measuring
 }
 
 func run(agentList string, scrapes, rounds int, interval time.Duration, vmMaxScrape string) error {
@@ -87,21 +90,28 @@ func run(agentList string, scrapes, rounds int, interval time.Duration, vmMaxScr
 			return fmt.Errorf("%d agents: %w", n, err)
 		}
 		rows = append(rows, r)
-		fmt.Fprintf(os.Stderr, "%d agents done\n", n)
+		fmt.Fprintf(os.Stderr, "%d agents: %+v\n", n, r)
 	}
-	fmt.Printf("| agents | /metrics raw | gzip | sentinel CPU per scrape raw / gzip | wall raw / gzip | sentinel RSS | Prometheus RSS | Prometheus scrape | VictoriaMetrics RSS | VictoriaMetrics scrape |\n")
-	fmt.Printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Printf("| agents | /metrics raw | gzip | sentinel CPU per scrape raw / gzip | sentinel wall raw / gzip | sentinel RSS | Prometheus RSS | Prometheus scrape duration / CPU per scrape | VictoriaMetrics RSS | VictoriaMetrics scrape duration / CPU per scrape | load |\n")
+	fmt.Printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
-		fmt.Printf("| %d | %.1f MB | %.2f MB | %s / %s | %s / %s | %s | %s | %s%s | %s | %s%s |\n",
+		fmt.Printf("| %d | %.1f MB | %.2f MB | %s / %s | %s / %s | %s | %s | %s / %s%s | %s | %s / %s%s | %s |\n",
 			r.agents, float64(r.rawBytes)/1e6, float64(r.gzipBytes)/1e6,
 			ms(r.rawCPU), ms(r.gzipCPU), ms(r.rawWall), ms(r.gzipWall),
-			mb(r.sentinelRSS), mb(r.promRSS), ms(r.promScrape), down(r.promUp), mb(r.vmRSS), ms(r.vmScrape), down(r.vmUp))
-	}
-	fmt.Printf("\nRegistration: ")
-	for _, r := range rows {
-		fmt.Printf("%d agents at %.0f heartbeats/s; ", r.agents, r.registerRate)
+			mb(r.sentinelRSS), mb(r.promRSS), ms(r.promScrape), ms(r.promCPU), down(r.promUp),
+			mb(r.vmRSS), ms(r.vmScrape), ms(r.vmCPU), down(r.vmUp), r.load)
 	}
 	fmt.Println()
+	for _, r := range rows {
+		fmt.Printf("- %d agents: registered at %.0f heartbeats/s", r.agents, r.registerRate)
+		if r.promError != "" {
+			fmt.Printf("; Prometheus' last scrape error: %s", r.promError)
+		}
+		if r.vmError != "" {
+			fmt.Printf("; VictoriaMetrics' last scrape error: %s", r.vmError)
+		}
+		fmt.Println()
+	}
 	return nil
 }
 
@@ -223,11 +233,31 @@ scrape_configs:
 	if err := waitHTTP(vmURL+"/health", 60*time.Second); err != nil {
 		return r, err
 	}
-	// Prometheus hands targets to its scrape manager after ~5 s; both then
-	// scrape once per interval.
-	time.Sleep(5*time.Second + time.Duration(rounds)*interval)
-
+	// Both scrape once per interval (Prometheus hands its targets to the
+	// scrape manager after ~5 s, and a first scrape of a large fleet, which
+	// creates every series, takes longest).
+	for _, base := range []string{promURL, vmURL} {
+		if err := waitScrapes(base, 1, 10*time.Minute); err != nil {
+			return r, err
+		}
+	}
+	// From the first scrape on, the CPU each spends per scrape: the one
+	// figure a busy machine does not inflate.
+	promCPU0, err1 := cpuTime(prom.cmd.Process.Pid)
+	vmCPU0, err2 := cpuTime(vm.cmd.Process.Pid)
+	if err := errors.Join(err1, err2); err != nil {
+		return r, err
+	}
+	time.Sleep(time.Duration(rounds) * interval)
+	promCPU1, err1 := cpuTime(prom.cmd.Process.Pid)
+	vmCPU1, err2 := cpuTime(vm.cmd.Process.Pid)
+	if err := errors.Join(err1, err2); err != nil {
+		return r, err
+	}
+	r.promCPU, r.vmCPU = (promCPU1-promCPU0)/time.Duration(rounds), (vmCPU1-vmCPU0)/time.Duration(rounds)
+	r.load = loadAverage()
 	window := fmt.Sprintf("[%ds]", int((time.Duration(rounds) * interval).Seconds()))
+	r.promError, r.vmError = lastError(promURL), lastError(vmURL)
 	if r.promScrape, r.promUp, err = scrapeStats(promURL, window); err != nil {
 		return r, fmt.Errorf("prometheus: %w", err)
 	}
@@ -315,6 +345,47 @@ func scrape(u string, gz bool) (int, error) {
 	return int(n), err
 }
 
+// waitScrapes waits until base has scraped the sentinel job rounds times.
+func waitScrapes(base string, rounds int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := query(base, `count_over_time(up{job="sentinel"}[1h])`)
+		if err == nil && n >= float64(rounds) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: fewer than %d scrapes after %s (%v)", base, rounds, timeout, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// lastError is the last scrape error of the sentinel target, from the
+// Prometheus-compatible /api/v1/targets.
+func lastError(base string) string {
+	res, err := http.Get(base + "/api/v1/targets")
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	var body struct {
+		Data struct {
+			ActiveTargets []struct {
+				LastError string `json:"lastError"`
+			} `json:"activeTargets"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&body); err != nil {
+		return err.Error()
+	}
+	for _, t := range body.Data.ActiveTargets {
+		if t.LastError != "" {
+			return t.LastError
+		}
+	}
+	return ""
+}
+
 // scrapeStats reads the average scrape duration of the sentinel job over
 // window and its last up from a Prometheus-compatible query API.
 func scrapeStats(base, window string) (time.Duration, float64, error) {
@@ -364,6 +435,16 @@ func cpuTime(pid int) (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// loadAverage is the 1-minute load average, to tell a busy machine's
+// figures from a quiet one's.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(b))[0]
 }
 
 // rss is a process's resident set size (/proc/<pid>/status VmRSS).
