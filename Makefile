@@ -40,6 +40,7 @@ fmt:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
 
+# The PrometheusRule and the dashboards, and the Helm chart's copies of both.
 generate:
 	$(GO) generate ./...
 

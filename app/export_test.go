@@ -2,7 +2,7 @@ package app
 
 import "time"
 
-// SetJournalHealth replaces the kill-switch journal's health check, for
+// SetJournalHealth replaces the embedded ledger journal's health check, for
 // tests: a failed fsync cannot be provoked from outside package storage.
 // Call it before the App serves; the field is read without a lock.
 func (a *App) SetJournalHealth(h interface{ Healthy() error }) { a.journalHealth = h }
@@ -13,4 +13,16 @@ func (a *App) SetJournalHealth(h interface{ Healthy() error }) { a.journalHealth
 func SetNewConnGrace(d time.Duration) (restore func()) {
 	old := newConnGrace.Swap(int64(d))
 	return func() { newConnGrace.Store(old) }
+}
+
+// Crash stops the App as a crash would, as far as a test in one process
+// can: no final snapshot; the kill switch and the ledger stop (releasing
+// the storage directory's lock) with what was acknowledged already durable.
+// A later Close does nothing.
+func (a *App) Crash() {
+	a.closeOnce.Do(func() {
+		a.ready.Store(false)
+		a.control.Close()
+		_ = a.ledger.Close()
+	})
 }

@@ -484,7 +484,7 @@ func serveProbeReloadStop(t *testing.T, m *manifests, env *podEnv) {
 		require.Fail(t, "sentinel did not stop within the grace period")
 	}
 	t.Logf("stopped in %v", time.Since(start).Round(time.Millisecond))
-	for _, f := range []string{"agents.snapshot", "killswitch.journal", "token.key"} {
+	for _, f := range []string{"agents.snapshot", "ledger.journal", "token.key", "LOCK"} {
 		require.FileExists(t, filepath.Join(env.storage, f))
 	}
 }
