@@ -14,11 +14,13 @@ import (
 )
 
 // gzipLevel is klauspost/compress's deflate level for /metrics. Measured on
-// the 2-core box compressing the 120 MB page of 100k agents
-// (BenchmarkGzipPage100k): the standard library at BestSpeed ~700 ms,
-// klauspost at level 1 ~300 ms, at 2 ~220 ms, at 3 ~210 ms (8.9 MB, the
-// smallest of the three), stateless ~230 ms. Level 3 is the fastest and the
-// smallest here.
+// the shared 2-core box compressing the 120 MB page of 100k agents on one
+// core (BenchmarkGzipPage100k, two runs at different loads): the standard
+// library at BestSpeed 700 ms and 6.2 s; klauspost at level 1 307 ms and
+// 1.7 s, level 2 221 ms and 1.8 s, level 3 209 ms and 2.0 s, stateless
+// 228 ms and 1.7 s. The klauspost levels are within the machine's noise of
+// each other, 3-4× faster than the standard library; level 3 gives the
+// smallest answer (8.9 MB against 9.4 MB at level 1).
 const gzipLevel = 3
 
 // gzipWorkers is into how many segments, deflated at once, a large page is
