@@ -290,13 +290,14 @@ func TestHandlerStalledReadersTCP(t *testing.T) {
 		_, err = fmt.Fprintf(conn, "GET /metrics HTTP/1.1\r\nHost: sentinel-%d\r\n\r\n", i)
 		require.NoError(t, err)
 	}
-	// The stalled clients hold every slot, their writes stuck.
+	// The stalled clients hold every slot, their writes stuck for longer
+	// than stallAfter.
 	require.Eventually(t, func() bool {
 		c.writers.mu.Lock()
 		defer c.writers.mu.Unlock()
 		stuck := 0
 		for w := range c.writers.active {
-			if w.blockedSince.Load() != 0 {
+			if since := w.blockedSince.Load(); since != 0 && time.Since(time.Unix(0, since)) > c.writers.stallAfter {
 				stuck++
 			}
 		}
