@@ -31,6 +31,8 @@ const (
 	apiKey      = "e2e-acme-api-key"
 	adminToken  = "e2e-acme-admin-token"
 	bridgeToken = "e2e-bridge-token"
+	// metricsToken is sentinel's metrics.bearer_token: every scraper sends it.
+	metricsToken = "e2e-metrics-token"
 )
 
 // Tools the stack needs besides sentinel; scripts/install-test-deps.sh
@@ -100,9 +102,11 @@ func startStack(t *testing.T) *stack {
 		"RulesFile":        rulesFile,
 		"AlertmanagerAddr": amAddr,
 		"SentinelAddr":     s.sentinelAddr,
+		"MetricsToken":     metricsToken,
 	})
 	sentinelConfig := s.render(t, "sentinel.yml", map[string]string{
 		"Tenant": tenant, "APIKey": apiKey, "AdminToken": adminToken, "BridgeToken": bridgeToken,
+		"MetricsToken": metricsToken,
 	})
 	// The tools' own checks give a far better message than a process that
 	// exits at start.

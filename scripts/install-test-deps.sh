@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs and a fresh machine lacks: the real Prometheus,
-# promtool, Alertmanager and amtool, and PostgreSQL (whose server binaries
-# Debian keeps in /usr/lib/postgresql/<version>/bin) from Debian's packages,
-# python3, node and npm (the webhook docs' snippets and the agent SDKs), the
-# TypeScript SDK's pinned dev dependencies, and helm (built once with go
-# install into $(go env GOPATH)/bin). Idempotent: it does nothing when the
-# tools are already there.
+# promtool, Alertmanager and amtool, VictoriaMetrics (victoria-metrics, vmagent,
+# vmalert) and PostgreSQL (whose server binaries Debian keeps in
+# /usr/lib/postgresql/<version>/bin) from Debian's packages, python3, node and
+# npm (the webhook docs' snippets and the agent SDKs), the TypeScript SDK's
+# pinned dev dependencies, and helm (built once with go install into
+# $(go env GOPATH)/bin). Idempotent: it does nothing when the tools are
+# already there.
 set -euo pipefail
 
 # DEPS=demo (`make demo`) installs only what the demo runs: Prometheus,
@@ -31,6 +32,10 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # The tests start a throw-away cluster of their own with initdb and postgres.
 if [ $tests = 1 ] && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
   need+=(postgresql)
+fi
+if [ $tests = 1 ]; then
+  command -v victoria-metrics >/dev/null 2>&1 || need+=(victoria-metrics)
+  command -v vmalert >/dev/null 2>&1 || need+=(victoria-metrics)
 fi
 # The webhook docs' Python and Node.js snippets run in a test (delivery/docs_test.go);
 # the agent SDKs' tests (sdk/) need Python ≥ 3.9, Node ≥ 18 and npm.
