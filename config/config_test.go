@@ -281,7 +281,7 @@ func TestMarshalHidesSecrets(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, string(out), "CHANGE-ME")
 	require.NotContains(t, string(out), "whsec_")
-	require.Equal(t, 5, strings.Count(string(out), "<secret>"), string(out))
+	require.Equal(t, 6, strings.Count(string(out), "<secret>"), string(out)) // admin, tenant key and admin token, webhook, metrics, bridge
 }
 
 func TestExampleConfigLoads(t *testing.T) {
