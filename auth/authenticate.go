@@ -58,12 +58,13 @@ func (a Authenticator) Authenticate(r *http.Request, now time.Time) (Principal, 
 			return p, err
 		}
 		// A forget invalidates every token issued before it. A token
-		// carries its expiry in whole seconds, its issue time plus
-		// token_ttl rounded up (see the receiver), so a token issued
-		// before the forget, even within its second, is refused, and
-		// one issued after it is not.
+		// carries its expiry, its issue time plus token_ttl rounded down
+		// to the second, so the comparison is by whole seconds: a token
+		// issued in the second of the forget stays valid, whether before
+		// or after it. Refusing it instead would lock out the agent that
+		// registers again at once (the README walk-through does).
 		if a.Forgotten != nil {
-			if at, ok := a.Forgotten(fleet.Key{Tenant: tok.Tenant, AgentID: tok.AgentID}); ok && !tok.ExpiresAt.Add(-a.TokenTTL).After(at) {
+			if at, ok := a.Forgotten(fleet.Key{Tenant: tok.Tenant, AgentID: tok.AgentID}); ok && tok.ExpiresAt.Add(-a.TokenTTL).Before(at.Truncate(time.Second)) {
 				return p, ErrTokenForgotten
 			}
 		}

@@ -500,10 +500,7 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 	}
 	if res.TokenVersion != 0 {
 		b.tokenVer = res.TokenVersion
-		// Rounded up to the second the token carries: its issue time
-		// (expiry minus token_ttl) is then never before the moment it was
-		// issued, which keeps it valid after a forget of the same second.
-		b.tokenExp = ceilSecond(b.now.Add(b.settings.TokenTTL))
+		b.tokenExp = b.now.Add(b.settings.TokenTTL).Truncate(time.Second)
 		b.token = rc.signer.Issue(auth.RuntimeToken{Tenant: b.key.Tenant, AgentID: b.key.AgentID, Version: b.tokenVer, ExpiresAt: b.tokenExp})
 	}
 	return true
@@ -760,12 +757,4 @@ func (rc *Receiver) decode(w http.ResponseWriter, body []byte, into any) bool {
 		return false
 	}
 	return true
-}
-
-// ceilSecond rounds t up to a whole second.
-func ceilSecond(t time.Time) time.Time {
-	if f := t.Truncate(time.Second); !f.Equal(t) {
-		return f.Add(time.Second)
-	}
-	return t
 }
