@@ -491,7 +491,8 @@ func (a *App) routes() http.Handler {
 	}, func() float64 { return float64(metrics.RejectedScrapes()) }))
 	mux.Handle(a.opts.TelemetryPath, metrics.Handler(a.registry, a.logger))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+			jsonapi.WriteError(w, a.logger, err)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -508,7 +509,8 @@ func (a *App) routes() http.Handler {
 		fmt.Fprintln(w, "Sentinel is Healthy.")
 	})
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+			jsonapi.WriteError(w, a.logger, err)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -519,7 +521,7 @@ func (a *App) routes() http.Handler {
 		}
 		fmt.Fprintln(w, "Sentinel is Ready.")
 	})
-	mux.HandleFunc("/-/reload", a.serveReload)
+	mux.Handle("/-/reload", jsonapi.Handle(a.logger, a.serveReload))
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "Sentinel",
 		Description: "Prometheus-native dead man's switch for AI agents",
@@ -535,10 +537,14 @@ func (a *App) routes() http.Handler {
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
-			jsonapi.Errorf(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
+			jsonapi.WriteError(w, a.logger, jsonapi.NotFound("no such endpoint: "+r.URL.Path))
 			return
 		}
-		if jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) && landing != nil {
+		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+			jsonapi.WriteError(w, a.logger, err)
+			return
+		}
+		if landing != nil {
 			landing.ServeHTTP(w, r)
 		}
 	})

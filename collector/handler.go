@@ -58,12 +58,13 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 		own[f.name] = true
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+			jsonapi.WriteError(w, logger, err)
 			return
 		}
 		if !c.acquire() {
 			c.rejected.Add(1)
-			jsonapi.Errorf(w, http.StatusServiceUnavailable, "%d scrapes are already in flight, the limit; retry later", cap(c.inflight))
+			jsonapi.WriteError(w, logger, jsonapi.Unavailable(strconv.Itoa(cap(c.inflight))+" scrapes are already in flight, the limit; retry later", 0, nil))
 			return
 		}
 		defer c.release()
