@@ -6,6 +6,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +75,12 @@ type Options struct {
 	// MaxScrapes caps the scrapes of TelemetryPath in flight, more are
 	// answered 503; DefaultMaxScrapes when 0.
 	MaxScrapes int
+	// Web limits of Run's server (conns.go); the Default* constants when 0.
+	// MaxConnections is further capped by the file-descriptor limit.
+	MaxConnections    int
+	IdleTimeout       time.Duration
+	ReadHeaderTimeout time.Duration
+	MaxHeaderBytes    int
 	// Logger discards when nil.
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
@@ -96,6 +104,7 @@ type App struct {
 	receiver *heartbeat.Receiver
 	liveness *heartbeat.LivenessLog
 	admin    atomic.Pointer[killswitch.Settings]
+	conns    *connLimiter
 
 	sender     *delivery.Sender
 	bridge     *bridge.Handler
@@ -146,6 +155,13 @@ func New(o Options) (*App, error) {
 	if o.MaxScrapes == 0 {
 		o.MaxScrapes = DefaultMaxScrapes
 	}
+	if o.MaxConnections < 0 || o.IdleTimeout < 0 || o.ReadHeaderTimeout < 0 || o.MaxHeaderBytes < 0 {
+		return nil, errors.New("web limits must not be negative")
+	}
+	o.MaxConnections = cmp.Or(o.MaxConnections, DefaultMaxConnections)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, DefaultIdleTimeout)
+	o.ReadHeaderTimeout = cmp.Or(o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	o.MaxHeaderBytes = cmp.Or(o.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	cfg, err := config.Load(o.ConfigFile)
 	if err != nil {
 		return nil, err
@@ -158,6 +174,8 @@ func New(o Options) (*App, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	a.registerSelfMetrics()
+	a.conns = newConnLimiter(maxConnections(o.MaxConnections, o.Logger))
+	a.registry.MustRegister(a.conns.collectors()...)
 
 	if err := a.openLedger(cfg); err != nil {
 		return nil, err
@@ -488,8 +506,13 @@ func (a *App) routes() http.Handler {
 	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "sentinel_metrics_scrapes_rejected_total",
 		Help: "Scrapes of the metrics answered 503 because the maximum number of scrapes was in flight.",
-	}, func() float64 { return float64(metrics.RejectedScrapes()) }))
-	mux.Handle(a.opts.TelemetryPath, metrics.Handler(a.registry, a.logger))
+	}, func() float64 { return float64(metrics.RejectedScrapes()) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sentinel_metrics_scrapes_evicted_total",
+		Help: "Scrapes of the metrics cut off because their client had stopped reading and a new scrape needed the slot.",
+	}, func() float64 { return float64(metrics.EvictedScrapes()) }))
+	mux.Handle(a.opts.TelemetryPath, collector.RequireBearer(func() string {
+		return string(a.cfg.Load().Metrics.BearerToken)
+	}, metrics.Handler(a.registry, a.logger)))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
 			jsonapi.WriteError(w, a.logger, err)
@@ -560,21 +583,17 @@ func (a *App) routes() http.Handler {
 func (a *App) Run(ctx context.Context, flags *web.FlagConfig, listener net.Listener, reload <-chan struct{}, shutdownTimeout time.Duration) error {
 	server := &http.Server{
 		Handler:           a.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: a.opts.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      2 * time.Minute, // a scrape of a large fleet takes a while to write
-		IdleTimeout:       2 * time.Minute,
+		// A scrape of a large fleet takes a while to write; /metrics sets a
+		// deadline per chunk instead (collector.Handler).
+		WriteTimeout:   2 * time.Minute,
+		IdleTimeout:    a.opts.IdleTimeout,
+		MaxHeaderBytes: a.opts.MaxHeaderBytes,
+		ConnState:      a.conns.track,
 	}
 	serveErr := make(chan error, 1)
-	go func() {
-		var err error
-		if listener != nil {
-			err = web.Serve(listener, server, flags, a.logger)
-		} else {
-			err = web.ListenAndServe(server, flags, a.logger)
-		}
-		serveErr <- err
-	}()
+	go func() { serveErr <- a.serve(server, flags, listener) }()
 	first := time.NewTimer(min(firstSnapshotDelay, a.opts.SnapshotInterval))
 	defer first.Stop()
 	ticker := time.NewTicker(a.opts.SnapshotInterval)
@@ -613,6 +632,52 @@ loop:
 		runErr = err
 	}
 	return runErr
+}
+
+// serve serves on listener, or else on the listeners of flags, each wrapped
+// so that net/http's own error answers are JSON (errorJSONListener).
+// Systemd and vsock listeners are served by exporter-toolkit as they are.
+func (a *App) serve(server *http.Server, flags *web.FlagConfig, listener net.Listener) error {
+	if listener != nil {
+		return web.Serve(errorJSONListener{listener}, server, flags, a.logger)
+	}
+	if flags.WebSystemdSocket != nil && *flags.WebSystemdSocket {
+		return web.ListenAndServe(server, flags, a.logger)
+	}
+	var listeners []net.Listener
+	for _, addr := range *flags.WebListenAddresses {
+		if strings.HasPrefix(addr, "vsock://") {
+			return web.ListenAndServe(server, flags, a.logger)
+		}
+	}
+	for _, addr := range *flags.WebListenAddresses {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
+		listeners = append(listeners, errorJSONListener{l})
+	}
+	return web.ServeMultiple(listeners, server, flags, a.logger)
+}
+
+// maxConnections is the connection cap: want, lowered to leave fdReserve of
+// the process's file-descriptor limit (Go raises the soft limit to the hard
+// one at start), since a server out of descriptors stalls every client,
+// heartbeats included, in its accept loop.
+func maxConnections(want int, logger *slog.Logger) int {
+	nofile, ok := fileLimit()
+	if !ok || nofile-fdReserve >= uint64(want) {
+		return want
+	}
+	room := 16
+	if nofile > fdReserve+16 {
+		room = int(nofile - fdReserve)
+	}
+	logger.Warn("--web.max-connections lowered to fit the file-descriptor limit", "max_connections", room, "nofile", nofile)
+	return room
 }
 
 // Close writes a final snapshot, stops the kill switch and closes the

@@ -59,11 +59,12 @@ func (a Authenticator) Authenticate(r *http.Request, now time.Time) (Principal, 
 		}
 		// A forget invalidates every token issued before it. A token
 		// carries its expiry, its issue time plus token_ttl rounded down
-		// to the second, so a token issued within the second after a
-		// forget is refused too: the agent registers again with its
-		// tenant key.
+		// to the second, so the comparison is by whole seconds: a token
+		// issued in the second of the forget stays valid, whether before
+		// or after it. Refusing it instead would lock out the agent that
+		// registers again at once (the README walk-through does).
 		if a.Forgotten != nil {
-			if at, ok := a.Forgotten(fleet.Key{Tenant: tok.Tenant, AgentID: tok.AgentID}); ok && !tok.ExpiresAt.Add(-a.TokenTTL).After(at) {
+			if at, ok := a.Forgotten(fleet.Key{Tenant: tok.Tenant, AgentID: tok.AgentID}); ok && tok.ExpiresAt.Add(-a.TokenTTL).Before(at.Truncate(time.Second)) {
 				return p, ErrTokenForgotten
 			}
 		}

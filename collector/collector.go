@@ -72,6 +72,8 @@ type Collector struct {
 	// inflight is the semaphore of Options.MaxScrapes, nil without a cap.
 	inflight chan struct{}
 	rejected atomic.Uint64
+	// writers are the Handler scrapes holding a slot of inflight (handler.go).
+	writers writerSet
 }
 
 // New returns a Collector of store. Nil Options fields get defaults:

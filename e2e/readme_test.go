@@ -68,8 +68,12 @@ func TestREADMEWalkthrough(t *testing.T) {
 		require.False(t, p.exited(), "sentinel exited during the %s walk-through:\n%s", run, p.tail(40))
 
 		// What the walk-through left on /metrics passes promtool's linter.
-		resp, err := s.client.Get("http://" + addr + "/metrics")
+		req, err := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
 		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer demo-metrics-token-CHANGE-ME") // metrics.bearer_token of the example
+		resp, err := s.client.Do(req)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
 		exposition, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		require.NoError(t, err)
