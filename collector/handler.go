@@ -560,7 +560,7 @@ func RequireBearer(token func() string, next http.Handler) http.Handler {
 		got, ok := auth.BearerToken(r)
 		gotSum, wantSum := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
 		if !ok || subtle.ConstantTimeCompare(gotSum[:], wantSum[:]) != 1 {
-			jsonapi.Error(w, http.StatusUnauthorized, "the metrics need the scrape bearer token (metrics.bearer_token of the configuration)")
+			jsonapi.WriteError(w, nil, jsonapi.Unauthorized("the metrics need the scrape bearer token (metrics.bearer_token of the configuration)"))
 			return
 		}
 		next.ServeHTTP(w, r)
