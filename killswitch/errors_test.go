@@ -1,12 +1,15 @@
 package killswitch
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/delivery"
 	"github.com/agentsentinel/sentinel/jsonapi"
 )
 
@@ -68,6 +71,60 @@ func TestAPIErrorAnswers(t *testing.T) {
 				require.Equal(t, tt.headers[h], a.header.Get(h), h)
 			}
 			require.NotContains(t, a.raw, "no space left", "the ledger's error stays in the log")
+		})
+	}
+}
+
+// fakeTester answers webhook.test with err.
+type fakeTester struct{ err error }
+
+func (f fakeTester) Test(context.Context, string) (delivery.Result, error) {
+	return delivery.Result{}, f.err
+}
+
+// TestDeliveriesAPIErrorAnswers: the refusals of the deliveries API, with
+// their exact status, headers and body; an error of the tester or the
+// ledger does not show its text.
+func TestDeliveriesAPIErrorAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, path string
+		testerErr          error
+		failLedger         bool
+		status             int
+		msg                string
+		headers            map[string]string
+	}{
+		{"list method", http.MethodPost, "/api/v1/deliveries", nil, false, http.StatusMethodNotAllowed,
+			"method POST not allowed; use GET or HEAD", map[string]string{"Allow": "GET, HEAD"}},
+		{"enable method", http.MethodGet, "/api/v1/webhook/enable", nil, false, http.StatusMethodNotAllowed,
+			"method GET not allowed; use POST", map[string]string{"Allow": "POST"}},
+		{"bad status", http.MethodGet, "/api/v1/deliveries?status=lost", nil, false, http.StatusBadRequest,
+			"status must be one of pending, delivered, failed", nil},
+		{"bad agent id", http.MethodGet, "/api/v1/deliveries?agent_id=-x", nil, false, http.StatusBadRequest,
+			"invalid agent_id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", nil},
+		{"bad limit", http.MethodGet, "/api/v1/deliveries?limit=5000", nil, false, http.StatusBadRequest, "limit must be an integer from 1 to 1000", nil},
+		{"bad cursor", http.MethodGet, "/api/v1/deliveries?cursor=x", nil, false, http.StatusBadRequest,
+			"invalid cursor: pass the next_cursor of the previous page", nil},
+		{"unknown event", http.MethodPost, "/api/v1/deliveries/evt-1/redeliver", nil, false, http.StatusNotFound,
+			"no delivery of this tenant has this event id", nil},
+		{"no webhook", http.MethodPost, "/api/v1/webhook/test", delivery.ErrNoEndpoint, false, http.StatusNotFound,
+			"the tenant has no webhook configured", nil},
+		{"test cannot be built", http.MethodPost, "/api/v1/webhook/test", errors.New("no space left on device"), false,
+			http.StatusInternalServerError, "cannot build the test event", nil},
+		{"ledger failure", http.MethodPost, "/api/v1/webhook/enable", nil, true, http.StatusServiceUnavailable,
+			"cannot persist the change; nothing was changed, retry later", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t)
+			(&DeliveriesAPI{API: e.api, Ledger: e.ledger, Tester: fakeTester{tc.testerErr}}).Register(e.mux)
+			e.ledger.fail.Store(tc.failLedger)
+			a := e.do(tc.method, tc.path, acmeAdmin, "")
+			requireError(t, a, tc.status, tc.msg)
+			require.Equal(t, tc.msg, a.str("error"))
+			for _, h := range []string{"Allow", "WWW-Authenticate", "Retry-After"} {
+				require.Equal(t, tc.headers[h], a.header.Get(h), h)
+			}
+			require.NotContains(t, a.raw, "no space left")
 		})
 	}
 }
