@@ -311,3 +311,58 @@ func TestEveryRuleIsTested(t *testing.T) {
 			"no promql_expr_test of %s", r.Record)
 	}
 }
+
+// TestNoThresholdConstants fails when a liveness threshold is written into
+// the rules again: the thresholds are the agent's, its tenant's or the
+// global ones, and reach the rules only through sentinel's lease expiry and
+// zombie deadline series. A constant here would be a second source of truth
+// that disagrees with the admin API as soon as a threshold is configured.
+func TestNoThresholdConstants(t *testing.T) {
+	b, err := os.ReadFile(rulesPath)
+	require.NoError(t, err)
+	var f ruleFile
+	require.NoError(t, yaml.Unmarshal(b, &f))
+
+	rangeSelector := regexp.MustCompile(`\[[0-9]+[smhdwy]\]`)
+	// A number not part of a name, a label value or a range.
+	number := regexp.MustCompile(`(^|[^A-Za-z0-9_:."\-])(-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)`)
+	missedCompared := regexp.MustCompile(`agent_missed_heartbeats\s*(>=|<=|==|!=|>|<)`)
+	// The deadlines-passed levels (0 ACTIVE, 1 SILENT, 2 ZOMBIE) and the
+	// truth values of up, stopped and revoked are the only numbers a
+	// liveness rule may hold.
+	allowed := map[string]bool{"0": true, "1": true, "2": true}
+
+	var checked int
+	for _, g := range f.Groups {
+		if g.Name != "sentinel-agents" {
+			continue
+		}
+		for _, r := range g.Rules {
+			name := r.Record + r.Alert
+			expr := rangeSelector.ReplaceAllString(r.Expr, "")
+			for _, m := range number.FindAllStringSubmatch(expr, -1) {
+				require.True(t, allowed[m[2]], "%s: the number %s in its expression looks like a threshold; use the deadline series", name, m[2])
+			}
+			require.NotRegexp(t, missedCompared, r.Expr, "%s compares the missed count with a constant; compare with the deadlines", name)
+			for key, text := range r.Annotations {
+				if key == "runbook_url" {
+					continue
+				}
+				for _, m := range number.FindAllStringSubmatch(rangeSelector.ReplaceAllString(text, ""), -1) {
+					require.True(t, allowed[m[2]], "%s: annotation %s states the number %s; the thresholds differ per agent", name, key, m[2])
+				}
+			}
+			checked++
+		}
+	}
+	require.GreaterOrEqual(t, checked, 6, "the sentinel-agents group is missing")
+
+	// The check itself catches what it is for.
+	for _, bad := range []string{"sentinel:agent_missed_heartbeats >= 5", "x < 15", "sentinel:agent_deadlines_passed == 3"} {
+		found := false
+		for _, m := range number.FindAllStringSubmatch(bad, -1) {
+			found = found || !allowed[m[2]]
+		}
+		require.True(t, found || missedCompared.MatchString(bad), "the check misses %q", bad)
+	}
+}

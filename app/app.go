@@ -196,8 +196,8 @@ func New(o Options) (*App, error) {
 		Logger: o.Logger, Now: o.Now, Observer: a.recoveries,
 	}, heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
-	a.liveness = &heartbeat.LivenessLog{Store: a.store, Logger: o.Logger, Thresholds: func() fleet.Thresholds {
-		return heartbeat.ThresholdsOf(a.cfg.Load().Heartbeat)
+	a.liveness = &heartbeat.LivenessLog{Store: a.store, Logger: o.Logger, Thresholds: func() *fleet.ThresholdPolicy {
+		return a.admin.Load().Thresholds
 	}}
 	a.handler = a.routes()
 	a.startBridge()
@@ -303,7 +303,7 @@ func (a *App) mergeReplicas(all bool) error {
 func adminSettings(cfg *config.Config) *killswitch.Settings {
 	return &killswitch.Settings{
 		Credentials:            auth.NewCredentials(cfg),
-		Thresholds:             heartbeat.ThresholdsOf(cfg.Heartbeat),
+		Thresholds:             heartbeat.PolicyOf(cfg),
 		DefaultShutdownTimeout: time.Duration(cfg.Bridge.KillSwitch.ShutdownTimeout),
 	}
 }
@@ -496,9 +496,7 @@ func (a *App) routes() http.Handler {
 	mux.Handle("/api/v1/alertmanager", a.bridge)
 
 	metrics := collector.New(a.store, collector.Options{
-		Thresholds: func() fleet.Thresholds {
-			return heartbeat.ThresholdsOf(a.cfg.Load().Heartbeat)
-		},
+		Thresholds: func() *fleet.ThresholdPolicy { return a.admin.Load().Thresholds },
 		Tenants:    func() []string { return a.cfg.Load().TenantIDs() },
 		Now:        a.opts.Now,
 		MaxScrapes: a.opts.MaxScrapes,

@@ -41,23 +41,15 @@ func (v tenantsView) WebhookTenants() []string {
 	return out
 }
 
-func (v tenantsView) Thresholds(k fleet.Key, _ *heartbeat.Agent) fleet.Thresholds {
-	return tenantThresholds(v.a.cfg.Load(), k.Tenant)
-}
-
-// tenantThresholds is the tenant's thresholds, the global ones where the
-// tenant sets none.
-func tenantThresholds(cfg *config.Config, tenant string) fleet.Thresholds {
-	th := heartbeat.ThresholdsOf(cfg.Heartbeat)
-	if t, ok := cfg.Tenant(tenant); ok && t.Heartbeat != nil {
-		if t.Heartbeat.SilentAfter != 0 {
-			th.SilentAfter = t.Heartbeat.SilentAfter
-		}
-		if t.Heartbeat.ZombieAfter != 0 {
-			th.ZombieAfter = t.Heartbeat.ZombieAfter
-		}
+// Thresholds returns the thresholds in force for the agent: its own (when
+// the hot store has it), else its tenant's, else the global ones, resolved
+// by the same policy as the admin API, the answers and the metrics.
+func (v tenantsView) Thresholds(k fleet.Key, a *heartbeat.Agent) fleet.Thresholds {
+	p := v.a.admin.Load().Thresholds
+	if a != nil {
+		return a.Thresholds(p)
 	}
-	return th
+	return p.Tenant(k.Tenant)
 }
 
 // replicaID names this process in outbox leases: unique among replicas and

@@ -37,6 +37,13 @@ type Config struct {
 	// Interval is the heartbeat interval asked for; sentinel may clamp it and
 	// its answer wins. Default DefaultInterval.
 	Interval time.Duration
+	// SilentAfter and ZombieAfter are the agent's own thresholds, in missed
+	// heartbeats: sentinel reports it SILENT after SilentAfter missed beats
+	// and ZOMBIE after ZombieAfter. 0 keeps its tenant's. Sentinel refuses
+	// (422) values outside its configured bounds, or a ZombieAfter not
+	// above the SilentAfter in force; New checks what it can locally.
+	SilentAfter int
+	ZombieAfter int
 	// Protocol defaults to ProtocolBeacon.
 	Protocol Protocol
 	// Version is the agent's version, sent with each heartbeat.
@@ -128,6 +135,12 @@ func New(cfg Config) (*Beacon, error) {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = DefaultInterval
+	}
+	switch {
+	case cfg.SilentAfter < 0 || cfg.ZombieAfter < 0:
+		return nil, errors.New("silent_after and zombie_after must be positive (0 keeps the tenant's)")
+	case cfg.SilentAfter > 0 && cfg.ZombieAfter > 0 && cfg.ZombieAfter <= cfg.SilentAfter:
+		return nil, fmt.Errorf("zombie_after (%d) must be greater than silent_after (%d)", cfg.ZombieAfter, cfg.SilentAfter)
 	}
 	if cfg.Protocol == "" {
 		cfg.Protocol = ProtocolBeacon
@@ -305,6 +318,8 @@ func (b *Beacon) heartbeat(status Status) Heartbeat {
 		Status:                   status,
 		UptimeSeconds:            int64(time.Since(b.start).Seconds()),
 		HeartbeatIntervalSeconds: b.cfg.Interval.Seconds(),
+		SilentAfter:              b.cfg.SilentAfter,
+		ZombieAfter:              b.cfg.ZombieAfter,
 		Version:                  version,
 		Platform:                 &p,
 		Metrics:                  r.Metrics,

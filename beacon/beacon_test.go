@@ -45,6 +45,8 @@ func TestNewValidates(t *testing.T) {
 		{"bad id", Config{Endpoint: "http://x", AgentID: "-a", Token: "k"}, `agent id "-a" is invalid`},
 		{"no credential", Config{Endpoint: "http://x", AgentID: "a"}, "no credential"},
 		{"bad protocol", Config{Endpoint: "http://x", AgentID: "a", Token: "k", Protocol: "grpc"}, `unknown protocol "grpc"`},
+		{"negative silent_after", Config{Endpoint: "http://x", AgentID: "a", Token: "k", SilentAfter: -1}, "must be positive"},
+		{"zombie_after not above silent_after", Config{Endpoint: "http://x", AgentID: "a", Token: "k", SilentAfter: 4, ZombieAfter: 4}, "zombie_after (4) must be greater than silent_after (4)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Platform = testPlatform
@@ -83,6 +85,8 @@ func TestRegistrationAndTokens(t *testing.T) {
 	require.Equal(t, testPlatform, r.Body.Platform)
 	require.Equal(t, &Metrics{RequestsHandled: 1500, Errors: 2, AvgLatencyMs: 145}, r.Body.Metrics)
 	require.NotContains(t, r.Raw, "exit_code")
+	require.NotContains(t, r.Raw, "silent_after", "without thresholds of its own the agent keeps its tenant's")
+	require.NotContains(t, r.Raw, "zombie_after")
 
 	r = srv.next(t)
 	require.Equal(t, "srt_1", r.Auth, "the runtime token replaces the API key")
@@ -478,4 +482,20 @@ func TestRunFinishesHeartbeatInFlight(t *testing.T) {
 	}
 	close(release)
 	require.NoError(t, <-stopped)
+}
+
+// The agent's own thresholds go with every heartbeat, the final one too.
+func TestThresholdsSent(t *testing.T) {
+	srv := newScriptedServer(t, func(request) answer { return okAnswer(0.05, "") })
+	cfg, _ := testConfig(t, srv.URL)
+	cfg.SilentAfter, cfg.ZombieAfter = 3, 8
+	b := mustNew(t, cfg)
+	stop, _ := runBeacon(t, b)
+	for range 2 {
+		r := srv.next(t)
+		require.Equal(t, 3, r.Body.SilentAfter)
+		require.Equal(t, 8, r.Body.ZombieAfter)
+		require.Equal(t, 3.0, r.Raw["silent_after"])
+	}
+	require.NoError(t, stop())
 }

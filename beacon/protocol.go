@@ -62,13 +62,17 @@ const (
 // Heartbeat is the request body of one heartbeat (SPEC 2.1). Every field is
 // optional.
 type Heartbeat struct {
-	Status                   Status    `json:"status,omitempty"`
-	UptimeSeconds            int64     `json:"uptime_seconds"`
-	HeartbeatIntervalSeconds float64   `json:"heartbeat_interval_seconds,omitempty"`
-	Version                  string    `json:"version,omitempty"`
-	ExitCode                 *int      `json:"exit_code,omitempty"`
-	Platform                 *Platform `json:"platform,omitempty"`
-	Metrics                  *Metrics  `json:"metrics,omitempty"`
+	Status                   Status  `json:"status,omitempty"`
+	UptimeSeconds            int64   `json:"uptime_seconds"`
+	HeartbeatIntervalSeconds float64 `json:"heartbeat_interval_seconds,omitempty"`
+	// SilentAfter and ZombieAfter are the agent's own thresholds in missed
+	// heartbeats; absent, its tenant's apply.
+	SilentAfter int       `json:"silent_after,omitempty"`
+	ZombieAfter int       `json:"zombie_after,omitempty"`
+	Version     string    `json:"version,omitempty"`
+	ExitCode    *int      `json:"exit_code,omitempty"`
+	Platform    *Platform `json:"platform,omitempty"`
+	Metrics     *Metrics  `json:"metrics,omitempty"`
 }
 
 // Metrics are the figures an agent reports about its own work.

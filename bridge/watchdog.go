@@ -162,7 +162,7 @@ func (w *Watchdog) CheckUnalerted() {
 			}
 			th := w.tenants.Thresholds(a.Key, a)
 			zombieAt := a.LastHeartbeat.Add(a.Interval * time.Duration(th.ZombieAfter))
-			if a.State(now, th) != fleet.StateZombie || now.Sub(zombieAt) < UnalertedGrace {
+			if th.Liveness(a.MissedBeats(now)) != fleet.StateZombie || now.Sub(zombieAt) < UnalertedGrace {
 				return true
 			}
 			k := fleet.Key{Tenant: strings.Clone(a.Tenant), AgentID: strings.Clone(a.AgentID)}

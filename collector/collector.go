@@ -34,8 +34,10 @@ import (
 
 // Options wires the collector to the application.
 type Options struct {
-	// Thresholds returns the current silent_after/zombie_after (reloadable).
-	Thresholds func() fleet.Thresholds
+	// Thresholds returns the current threshold policy (reloadable): each
+	// agent's lease expiry and zombie deadline follow its own thresholds,
+	// else its tenant's, else the global ones.
+	Thresholds func() *fleet.ThresholdPolicy
 	// Tenants returns the configured tenant ids: each gets a sentinel_agents
 	// series per state, 0 when it has no agent in that state, so that no
 	// series vanishes when the last agent of a state leaves it.
@@ -50,8 +52,8 @@ type Options struct {
 	MaxScrapes int
 }
 
-// DefaultThresholds are SPEC 8's silent_after and zombie_after, used when
-// Options.Thresholds is nil.
+// DefaultThresholds are the default silent_after and zombie_after, for every
+// agent without thresholds of its own when Options.Thresholds is nil.
 var DefaultThresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
 
 // Collector exposes a heartbeat.Store. It is safe for concurrent use.
@@ -80,7 +82,8 @@ type Collector struct {
 // DefaultThresholds, no configured tenants, time.Now.
 func New(store *heartbeat.Store, opts Options) *Collector {
 	if opts.Thresholds == nil {
-		opts.Thresholds = func() fleet.Thresholds { return DefaultThresholds }
+		policy := &fleet.ThresholdPolicy{Global: DefaultThresholds}
+		opts.Thresholds = func() *fleet.ThresholdPolicy { return policy }
 	}
 	if opts.Tenants == nil {
 		opts.Tenants = func() []string { return nil }
@@ -112,6 +115,7 @@ const (
 	famLastHeartbeat = iota
 	famInterval
 	famLeaseExpiry
+	famZombieDeadline
 	famStopped
 	famRevoked
 	famPaused
@@ -145,7 +149,9 @@ var families = [numFamilies]family{
 	famInterval: {"sentinel_agent_heartbeat_interval_seconds",
 		"Effective heartbeat interval of the agent in seconds.", prometheus.GaugeValue, agentLabels},
 	famLeaseExpiry: {"sentinel_agent_lease_expiry_timestamp_seconds",
-		"Unix time at which the agent's lease ends: last heartbeat + interval * silent_after.", prometheus.GaugeValue, agentLabels},
+		"Unix time at which the agent's lease ends and it turns SILENT: last heartbeat + interval * silent_after.", prometheus.GaugeValue, agentLabels},
+	famZombieDeadline: {"sentinel_agent_zombie_deadline_timestamp_seconds",
+		"Unix time at which the agent turns ZOMBIE: last heartbeat + interval * zombie_after.", prometheus.GaugeValue, agentLabels},
 	famStopped: {"sentinel_agent_stopped",
 		"1 after the agent sent its shutdown signal, else 0.", prometheus.GaugeValue, agentLabels},
 	famRevoked: {"sentinel_agent_revoked",
@@ -166,17 +172,20 @@ var families = [numFamilies]family{
 		"Number of agents per tenant and state.", prometheus.GaugeValue, agentsLabels},
 }
 
-// agentValues computes the value-family samples of a and returns the bit
-// set of the families a has a sample in.
-func agentValues(a *heartbeat.Agent, silentAfter int, v *[numValueFamilies]float64) uint16 {
+// agentValues computes the value-family samples of a, whose thresholds in
+// force are th, and returns the bit set of the families a has a sample in.
+func agentValues(a *heartbeat.Agent, th fleet.Thresholds, v *[numValueFamilies]float64) uint16 {
 	last := a.LastHeartbeat.UnixNano()
 	v[famLastHeartbeat] = float64(last) / 1e9
 	v[famInterval] = a.Interval.Seconds()
-	v[famLeaseExpiry] = float64(last+int64(a.Interval)*int64(silentAfter)) / 1e9
+	// The rules compare the scrape time with these two, so they are the
+	// only place the thresholds reach Prometheus.
+	v[famLeaseExpiry] = float64(last+int64(a.Interval)*int64(th.SilentAfter)) / 1e9
+	v[famZombieDeadline] = float64(last+int64(a.Interval)*int64(th.ZombieAfter)) / 1e9
 	v[famStopped] = boolValue(a.Stopped)
 	v[famRevoked] = boolValue(a.Revoked)
 	v[famPaused] = boolValue(a.Paused)
-	mask := uint16(1<<famLastHeartbeat | 1<<famInterval | 1<<famLeaseExpiry | 1<<famStopped | 1<<famRevoked | 1<<famPaused)
+	mask := uint16(1<<famLastHeartbeat | 1<<famInterval | 1<<famLeaseExpiry | 1<<famZombieDeadline | 1<<famStopped | 1<<famRevoked | 1<<famPaused)
 	if a.HasUptime {
 		v[famUptime] = a.UptimeSeconds
 		mask |= 1 << famUptime
@@ -279,7 +288,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	// A fresh view, never recycled: const metrics keep the label strings,
 	// which borrow from the view, for as long as the registry holds them.
 	view := c.store.Snapshot(nil)
-	now, th := c.opts.Now(), c.opts.Thresholds()
+	now, policy := c.opts.Now(), c.opts.Thresholds()
 	var (
 		fl     fleetCounts
 		vals   [numValueFamilies]float64
@@ -287,9 +296,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	)
 	fl.reset(c.opts.Tenants())
 	view.Each(func(a *heartbeat.Agent) bool {
-		fl.add(a.Tenant, a.State(now, th))
+		fl.add(a.Tenant, a.State(now, policy))
 		agentID, tenant := labelValue(a.AgentID), labelValue(a.Tenant)
-		mask := agentValues(a, th.SilentAfter, &vals)
+		mask := agentValues(a, a.Thresholds(policy), &vals)
 		for f := range numValueFamilies {
 			if mask&(1<<f) != 0 {
 				ch <- prometheus.MustNewConstMetric(c.descs[f], families[f].typ, vals[f], agentID, tenant)

@@ -55,7 +55,7 @@ func selfRegistry() *prometheus.Registry {
 func newBenchCollector(s *heartbeat.Store) *Collector {
 	clock := &fakeClock{t: epoch}
 	return New(s, Options{
-		Thresholds: func() fleet.Thresholds { return thresholds },
+		Thresholds: func() *fleet.ThresholdPolicy { return policy },
 		Tenants:    func() []string { return []string{"acme", "globex", "initech", "umbrella"} },
 		Now:        clock.Now,
 	})

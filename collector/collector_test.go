@@ -68,7 +68,7 @@ func fiveStates(t *testing.T) *heartbeat.Store {
 
 func newTestCollector(s *heartbeat.Store, clock *fakeClock, tenants ...string) *Collector {
 	return New(s, Options{
-		Thresholds: func() fleet.Thresholds { return thresholds },
+		Thresholds: func() *fleet.ThresholdPolicy { return policy },
 		Tenants:    func() []string { return tenants },
 		Now:        clock.Now,
 	})
@@ -105,7 +105,7 @@ sentinel_agent_last_heartbeat_timestamp_seconds{agent_id="zombie-1",tenant="acme
 # TYPE sentinel_agent_latency_average_seconds gauge
 sentinel_agent_latency_average_seconds{agent_id="active-1",tenant="acme"} 0.145
 sentinel_agent_latency_average_seconds{agent_id="stopped-1",tenant="acme"} 0
-# HELP sentinel_agent_lease_expiry_timestamp_seconds Unix time at which the agent's lease ends: last heartbeat + interval * silent_after.
+# HELP sentinel_agent_lease_expiry_timestamp_seconds Unix time at which the agent's lease ends and it turns SILENT: last heartbeat + interval * silent_after.
 # TYPE sentinel_agent_lease_expiry_timestamp_seconds gauge
 sentinel_agent_lease_expiry_timestamp_seconds{agent_id="active-1",tenant="acme"} 1.73568984e+09
 sentinel_agent_lease_expiry_timestamp_seconds{agent_id="revoked-1",tenant="acme"} 1.73568989e+09
@@ -141,6 +141,13 @@ sentinel_agent_stopped{agent_id="zombie-1",tenant="acme"} 0
 # TYPE sentinel_agent_uptime_seconds gauge
 sentinel_agent_uptime_seconds{agent_id="active-1",tenant="acme"} 3600
 sentinel_agent_uptime_seconds{agent_id="silent-1",tenant="acme"} 12.5
+# HELP sentinel_agent_zombie_deadline_timestamp_seconds Unix time at which the agent turns ZOMBIE: last heartbeat + interval * zombie_after.
+# TYPE sentinel_agent_zombie_deadline_timestamp_seconds gauge
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="active-1",tenant="acme"} 1.73569044e+09
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="revoked-1",tenant="acme"} 1.73569049e+09
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="silent-1",tenant="acme"} 1.7356902e+09
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="stopped-1",tenant="acme"} 1.7356887e+09
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="zombie-1",tenant="acme"} 1.7356896e+09
 # HELP sentinel_agents Number of agents per tenant and state.
 # TYPE sentinel_agents gauge
 sentinel_agents{state="ACTIVE",tenant="acme"} 1
@@ -232,8 +239,8 @@ func TestForgottenAgentDisappears(t *testing.T) {
 	c := newTestCollector(s, clock, "acme")
 	perAgent := []string{
 		"sentinel_agent_last_heartbeat_timestamp_seconds", "sentinel_agent_heartbeat_interval_seconds",
-		"sentinel_agent_lease_expiry_timestamp_seconds", "sentinel_agent_stopped", "sentinel_agent_revoked", "sentinel_agent_paused",
-		"sentinel_agent_info",
+		"sentinel_agent_lease_expiry_timestamp_seconds", "sentinel_agent_zombie_deadline_timestamp_seconds",
+		"sentinel_agent_stopped", "sentinel_agent_revoked", "sentinel_agent_paused", "sentinel_agent_info",
 	}
 	count := func(agentID string) int {
 		reg := prometheus.NewPedanticRegistry()
@@ -304,11 +311,11 @@ func TestThresholdsReload(t *testing.T) {
 	s := heartbeat.NewStore(10, nil)
 	_, err := s.Beat(&heartbeat.BeatRequest{Key: fleet.Key{Tenant: "acme", AgentID: "a"}, Time: epoch, Interval: time.Minute}, thresholds)
 	require.NoError(t, err)
-	th := thresholds
-	c := New(s, Options{Thresholds: func() fleet.Thresholds { return th }, Now: clock.Now})
-	th = fleet.Thresholds{SilentAfter: 2, ZombieAfter: 3}
+	p := policy
+	c := New(s, Options{Thresholds: func() *fleet.ThresholdPolicy { return p }, Now: clock.Now})
+	p = &fleet.ThresholdPolicy{Global: fleet.Thresholds{SilentAfter: 2, ZombieAfter: 3}}
 	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(`
-# HELP sentinel_agent_lease_expiry_timestamp_seconds Unix time at which the agent's lease ends: last heartbeat + interval * silent_after.
+# HELP sentinel_agent_lease_expiry_timestamp_seconds Unix time at which the agent's lease ends and it turns SILENT: last heartbeat + interval * silent_after.
 # TYPE sentinel_agent_lease_expiry_timestamp_seconds gauge
 sentinel_agent_lease_expiry_timestamp_seconds{agent_id="a",tenant="acme"} 1.73568972e+09
 # HELP sentinel_agents Number of agents per tenant and state.
@@ -319,4 +326,66 @@ sentinel_agents{state="ZOMBIE",tenant="acme"} 1
 sentinel_agents{state="STOPPED",tenant="acme"} 0
 sentinel_agents{state="REVOKED",tenant="acme"} 0
 `), "sentinel_agent_lease_expiry_timestamp_seconds", "sentinel_agents"))
+}
+
+// TestThresholdsPerTenantAndAgent: the lease expiry, the zombie deadline and
+// the state counts follow the agent's own thresholds, else its tenant's,
+// else the global ones, through both exposition paths.
+func TestThresholdsPerTenantAndAgent(t *testing.T) {
+	// 4 minutes after the last beats, at a 1 minute interval.
+	clock := &fakeClock{t: epoch.Add(4 * time.Minute)}
+	s := heartbeat.NewStore(10, nil)
+	p := &fleet.ThresholdPolicy{
+		Global:  thresholds,
+		Tenants: map[string]fleet.Thresholds{"globex": {SilentAfter: 2, ZombieAfter: 8}},
+	}
+	for _, a := range []struct {
+		tenant, id string
+		own        fleet.Thresholds
+	}{
+		{"acme", "global", fleet.Thresholds{}},                            // 5/15: ACTIVE
+		{"acme", "own", fleet.Thresholds{SilentAfter: 1, ZombieAfter: 4}}, // ZOMBIE
+		{"globex", "tenant", fleet.Thresholds{}},                          // 2/8: SILENT
+		{"globex", "own", fleet.Thresholds{SilentAfter: 6, ZombieAfter: 7}},
+	} {
+		_, err := s.Beat(&heartbeat.BeatRequest{
+			Key: fleet.Key{Tenant: a.tenant, AgentID: a.id}, Time: epoch, Interval: time.Minute, Thresholds: a.own,
+		}, p.Tenant(a.tenant))
+		require.NoError(t, err)
+	}
+	c := New(s, Options{Thresholds: func() *fleet.ThresholdPolicy { return p }, Now: clock.Now})
+	want := `
+# HELP sentinel_agent_lease_expiry_timestamp_seconds Unix time at which the agent's lease ends and it turns SILENT: last heartbeat + interval * silent_after.
+# TYPE sentinel_agent_lease_expiry_timestamp_seconds gauge
+sentinel_agent_lease_expiry_timestamp_seconds{agent_id="global",tenant="acme"} 1.7356899e+09
+sentinel_agent_lease_expiry_timestamp_seconds{agent_id="own",tenant="acme"} 1.73568966e+09
+sentinel_agent_lease_expiry_timestamp_seconds{agent_id="own",tenant="globex"} 1.73568996e+09
+sentinel_agent_lease_expiry_timestamp_seconds{agent_id="tenant",tenant="globex"} 1.73568972e+09
+# HELP sentinel_agent_zombie_deadline_timestamp_seconds Unix time at which the agent turns ZOMBIE: last heartbeat + interval * zombie_after.
+# TYPE sentinel_agent_zombie_deadline_timestamp_seconds gauge
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="global",tenant="acme"} 1.7356905e+09
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="own",tenant="acme"} 1.73568984e+09
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="own",tenant="globex"} 1.73569002e+09
+sentinel_agent_zombie_deadline_timestamp_seconds{agent_id="tenant",tenant="globex"} 1.73569008e+09
+# HELP sentinel_agents Number of agents per tenant and state.
+# TYPE sentinel_agents gauge
+sentinel_agents{state="ACTIVE",tenant="acme"} 1
+sentinel_agents{state="SILENT",tenant="acme"} 0
+sentinel_agents{state="ZOMBIE",tenant="acme"} 1
+sentinel_agents{state="STOPPED",tenant="acme"} 0
+sentinel_agents{state="REVOKED",tenant="acme"} 0
+sentinel_agents{state="ACTIVE",tenant="globex"} 1
+sentinel_agents{state="SILENT",tenant="globex"} 1
+sentinel_agents{state="ZOMBIE",tenant="globex"} 0
+sentinel_agents{state="STOPPED",tenant="globex"} 0
+sentinel_agents{state="REVOKED",tenant="globex"} 0
+`
+	names := []string{"sentinel_agent_lease_expiry_timestamp_seconds", "sentinel_agent_zombie_deadline_timestamp_seconds", "sentinel_agents"}
+	require.NoError(t, testutil.CollectAndCompare(c, strings.NewReader(want), names...))
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(c))
+	gathered, err := reg.Gather()
+	require.NoError(t, err)
+	_, body := scrapeHandler(t, c.Handler(nil, nil))
+	require.Equal(t, normalized(t, gathered), normalized(t, parseText(t, body)))
 }

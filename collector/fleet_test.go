@@ -14,7 +14,10 @@ import (
 // epoch is the fake clock's start: 2025-01-01T00:00:00Z.
 var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-var thresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+var (
+	thresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+	policy     = &fleet.ThresholdPolicy{Global: thresholds}
+)
 
 // fakeClock is a settable clock for Options.Now.
 type fakeClock struct{ t time.Time }

@@ -344,7 +344,7 @@ func (c *Collector) putScrape(sc *scrape) {
 // render snapshots the store into sc.view and renders every agent family.
 func (c *Collector) render(sc *scrape) {
 	sc.view = c.store.Snapshot(sc.view)
-	now, th := c.opts.Now(), c.opts.Thresholds()
+	now, policy := c.opts.Now(), c.opts.Thresholds()
 	sc.fleet.reset(c.opts.Tenants())
 	n := sc.view.Len()
 	for i := range sc.fams {
@@ -367,7 +367,7 @@ func (c *Collector) render(sc *scrape) {
 		labels [numInfoLabels]string
 	)
 	sc.view.Each(func(a *heartbeat.Agent) bool {
-		sc.fleet.add(a.Tenant, a.State(now, th))
+		sc.fleet.add(a.Tenant, a.State(now, policy))
 
 		lb := append(sc.labels[:0], `{agent_id="`...)
 		lb = appendLabelValue(lb, a.AgentID)
@@ -376,7 +376,7 @@ func (c *Collector) render(sc *scrape) {
 		lb = append(lb, `"} `...)
 		sc.labels = lb
 
-		mask := agentValues(a, th.SilentAfter, &vals)
+		mask := agentValues(a, a.Thresholds(policy), &vals)
 		for f := range numValueFamilies {
 			if mask&(1<<f) == 0 {
 				continue

@@ -278,11 +278,11 @@ func TestHandlerForget(t *testing.T) {
 	s := fiveStates(t)
 	h := newTestCollector(s, clock, "acme").Handler(nil, nil)
 	_, body := scrapeHandler(t, h)
-	require.Equal(t, 8, strings.Count(body, `agent_id="silent-1"`))
-	require.Equal(t, 7, strings.Count(body, `agent_id="zombie-1"`))
+	require.Equal(t, 9, strings.Count(body, `agent_id="silent-1"`))
+	require.Equal(t, 8, strings.Count(body, `agent_id="zombie-1"`))
 	require.True(t, s.Delete(fleet.Key{Tenant: "acme", AgentID: "zombie-1"}))
 	_, body = scrapeHandler(t, h)
-	require.Equal(t, 8, strings.Count(body, `agent_id="silent-1"`))
+	require.Equal(t, 9, strings.Count(body, `agent_id="silent-1"`))
 	require.NotContains(t, body, "zombie-1")
 }
 
@@ -427,7 +427,7 @@ func TestHandlerMaxScrapes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := &fakeClock{t: epoch}
 			c := New(fiveStates(t), Options{
-				Thresholds: func() fleet.Thresholds { return thresholds },
+				Thresholds: func() *fleet.ThresholdPolicy { return policy },
 				Now:        clock.Now, MaxScrapes: tc.max,
 			})
 			h := c.Handler(selfCounters(t), nil)

@@ -226,7 +226,7 @@ func TestHandlerStalledLoseSlots(t *testing.T) {
 		t.Run("accept "+accept, func(t *testing.T) {
 			clock := &fakeClock{t: epoch}
 			c := New(fiveStates(t), Options{
-				Thresholds: func() fleet.Thresholds { return thresholds },
+				Thresholds: func() *fleet.ThresholdPolicy { return policy },
 				Now:        clock.Now, MaxScrapes: 2,
 			})
 			c.writers.stallAfter = time.Hour // nobody is stalled yet
@@ -273,7 +273,7 @@ func TestHandlerStalledReadersTCP(t *testing.T) {
 	fillFleet(t, s, 10_000) // ~12 MB of text
 	const slots = 4
 	c := New(s, Options{
-		Thresholds: func() fleet.Thresholds { return thresholds },
+		Thresholds: func() *fleet.ThresholdPolicy { return policy },
 		Now:        clock.Now, MaxScrapes: slots,
 	})
 	c.writers.stallAfter = 100 * time.Millisecond

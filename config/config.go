@@ -77,11 +77,15 @@ type MetricsConfig struct {
 
 // HeartbeatConfig sets the liveness rules of SPEC 2.3.
 type HeartbeatConfig struct {
-	DefaultInterval    Duration `yaml:"default_interval"`
-	MinInterval        Duration `yaml:"min_interval"`
-	MaxInterval        Duration `yaml:"max_interval"`
-	SilentAfter        int      `yaml:"silent_after"`
-	ZombieAfter        int      `yaml:"zombie_after"`
+	DefaultInterval Duration `yaml:"default_interval"`
+	MinInterval     Duration `yaml:"min_interval"`
+	MaxInterval     Duration `yaml:"max_interval"`
+	SilentAfter     int      `yaml:"silent_after"`
+	ZombieAfter     int      `yaml:"zombie_after"`
+	// MaxZombieAfter bounds the thresholds an agent may ask for in its
+	// heartbeats: 1 ≤ silent_after < zombie_after ≤ max_zombie_after. It
+	// bounds agents only; the configured thresholds are the operator's.
+	MaxZombieAfter     int      `yaml:"max_zombie_after"`
 	TokenTTL           Duration `yaml:"token_ttl"`
 	TokenRefreshBefore Duration `yaml:"token_refresh_before"`
 	MaxAgents          int      `yaml:"max_agents"`
@@ -94,6 +98,7 @@ var DefaultHeartbeatConfig = HeartbeatConfig{
 	MaxInterval:        Duration(time.Hour),
 	SilentAfter:        5,
 	ZombieAfter:        15,
+	MaxZombieAfter:     100,
 	TokenTTL:           Duration(2160 * time.Hour),
 	TokenRefreshBefore: Duration(168 * time.Hour),
 	MaxAgents:          1000000,
@@ -356,6 +361,10 @@ func (c *Config) validate() error {
 		return errors.New("heartbeat.zombie_after must be greater than heartbeat.silent_after")
 	case h.MaxInterval > MaxSpan/Duration(h.ZombieAfter):
 		return fmt.Errorf("heartbeat.max_interval times heartbeat.zombie_after must not exceed %s, the longest span sentinel computes", MaxSpan)
+	case h.MaxZombieAfter < 2:
+		return errors.New("heartbeat.max_zombie_after must be at least 2")
+	case h.MaxInterval > MaxSpan/Duration(h.MaxZombieAfter):
+		return fmt.Errorf("heartbeat.max_interval times heartbeat.max_zombie_after must not exceed %s, the longest span sentinel computes", MaxSpan)
 	case h.TokenTTL <= 0:
 		return errors.New("heartbeat.token_ttl must be positive")
 	case h.TokenTTL > MaxSpan:

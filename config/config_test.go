@@ -51,6 +51,8 @@ func TestLoadBad(t *testing.T) {
 		{"bad-duration-bad.yml", "line 2: not a duration (use e.g. 90s, 5m, 2160h)"},
 		{"second-document-bad.yml", "a second YAML document follows the configuration (one document only): yaml: line 4: did not find expected ',' or '}'"},
 		{"second-document-valid-bad.yml", "line 4: a second YAML document follows the configuration (one document only)"},
+		{"max-zombie-after-bad.yml", "heartbeat.max_zombie_after must be at least 2"},
+		{"span-max-zombie-after-bad.yml", "heartbeat.max_interval times heartbeat.max_zombie_after must not exceed 100y, the longest span sentinel computes"},
 		// Type errors name the line and the types, never the value: it may be a secret.
 		{"api-keys-scalar-bad.yml", "yaml: unmarshal errors:\n  line 3: cannot unmarshal !!str <redacted> into []config.Secret"},
 		{"admin-tokens-scalar-bad.yml", "yaml: unmarshal errors:\n  line 1: cannot unmarshal !!str <redacted> into []config.Secret\n  line 7: cannot unmarshal !!map into []config.Secret"},
@@ -108,7 +110,7 @@ func TestParseRedactsValues(t *testing.T) {
 
 // The longest span that fits is accepted.
 func TestParseMaxSpan(t *testing.T) {
-	cfg, err := config.Parse([]byte("heartbeat:\n  max_interval: 50y\n  silent_after: 1\n  zombie_after: 2\n  token_ttl: 100y\ntenants: [{id: acme}]\n"), t.TempDir())
+	cfg, err := config.Parse([]byte("heartbeat:\n  max_interval: 50y\n  silent_after: 1\n  zombie_after: 2\n  max_zombie_after: 2\n  token_ttl: 100y\ntenants: [{id: acme}]\n"), t.TempDir())
 	require.NoError(t, err)
 	require.Equal(t, config.MaxSpan, config.Duration(cfg.Heartbeat.ZombieAfter)*cfg.Heartbeat.MaxInterval)
 	require.Equal(t, config.MaxSpan, cfg.Heartbeat.TokenTTL)
@@ -139,6 +141,7 @@ func TestLoadMinimalAppliesDefaults(t *testing.T) {
 		MaxInterval:        config.Duration(time.Hour),
 		SilentAfter:        5,
 		ZombieAfter:        15,
+		MaxZombieAfter:     100,
 		TokenTTL:           config.Duration(2160 * time.Hour),
 		TokenRefreshBefore: config.Duration(168 * time.Hour),
 		MaxAgents:          1000000,
@@ -184,6 +187,7 @@ func requireFilesGood(t *testing.T, cfg *config.Config) {
 		MaxInterval:        config.Duration(10 * time.Minute),
 		SilentAfter:        3,
 		ZombieAfter:        9,
+		MaxZombieAfter:     100,
 		TokenTTL:           config.Duration(720 * time.Hour),
 		TokenRefreshBefore: config.Duration(24 * time.Hour),
 		MaxAgents:          500,
@@ -277,7 +281,7 @@ func TestMarshalHidesSecrets(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, string(out), "CHANGE-ME")
 	require.NotContains(t, string(out), "whsec_")
-	require.Equal(t, 5, strings.Count(string(out), "<secret>"), string(out))
+	require.Equal(t, 6, strings.Count(string(out), "<secret>"), string(out)) // admin, tenant key and admin token, webhook, metrics, bridge
 }
 
 func TestExampleConfigLoads(t *testing.T) {

@@ -72,11 +72,22 @@ func lookTool(t *testing.T, names ...string) string {
 	return ""
 }
 
+// stackOptions change the stack's sentinel configuration.
+type stackOptions struct {
+	// TenantHeartbeat is the YAML flow mapping of the tenant's heartbeat
+	// section (its own thresholds), none when empty.
+	TenantHeartbeat string
+}
+
 // startStack starts Alertmanager, sentinel and Prometheus and waits until
 // Prometheus scrapes sentinel and the Watchdog alert has crossed the whole
 // pipeline to the fake webhook.
-func startStack(t *testing.T) *stack {
+func startStack(t *testing.T, opts ...func(*stackOptions)) *stack {
 	t.Helper()
+	var o stackOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	promBin := lookTool(t, prometheusTools...)
 	amBin := lookTool(t, alertmanagerTools...)
 	promtool := lookTool(t, "promtool")
@@ -106,7 +117,8 @@ func startStack(t *testing.T) *stack {
 	})
 	sentinelConfig := s.render(t, "sentinel.yml", map[string]string{
 		"Tenant": tenant, "APIKey": apiKey, "AdminToken": adminToken, "BridgeToken": bridgeToken,
-		"MetricsToken": metricsToken,
+		"MetricsToken":    metricsToken,
+		"TenantHeartbeat": o.TenantHeartbeat,
 	})
 	// The tools' own checks give a far better message than a process that
 	// exits at start.

@@ -92,10 +92,60 @@ func ParseState(name string) (State, bool) {
 }
 
 // Thresholds are the missed-beat counts at which an agent turns SILENT and
-// ZOMBIE (SPEC 8 heartbeat.silent_after and heartbeat.zombie_after).
+// ZOMBIE (heartbeat.silent_after and heartbeat.zombie_after). The zero value
+// is "not set": an agent without thresholds of its own follows its tenant's.
 type Thresholds struct {
 	SilentAfter int
 	ZombieAfter int
+}
+
+// IsZero reports whether t is "not set".
+func (t Thresholds) IsZero() bool { return t == Thresholds{} }
+
+// Or returns t, or fallback when t is not set.
+func (t Thresholds) Or(fallback Thresholds) Thresholds {
+	if t.IsZero() {
+		return fallback
+	}
+	return t
+}
+
+// LeaseEnd is when an agent whose last heartbeat was at last turns SILENT.
+func (t Thresholds) LeaseEnd(last time.Time, interval time.Duration) time.Time {
+	return last.Add(interval * time.Duration(t.SilentAfter))
+}
+
+// ZombieDeadline is when an agent whose last heartbeat was at last turns ZOMBIE.
+func (t Thresholds) ZombieDeadline(last time.Time, interval time.Duration) time.Time {
+	return last.Add(interval * time.Duration(t.ZombieAfter))
+}
+
+// ThresholdPolicy resolves the thresholds in force for an agent: its own,
+// else its tenant's, else the global ones. It is immutable once built (a
+// configuration reload builds a new one), so it is safe for concurrent use.
+type ThresholdPolicy struct {
+	// Global are heartbeat.silent_after and heartbeat.zombie_after.
+	Global Thresholds
+	// Tenants holds the tenants that set thresholds of their own, already
+	// completed from Global.
+	Tenants map[string]Thresholds
+}
+
+// Tenant returns the thresholds of the tenant's agents that set none.
+func (p *ThresholdPolicy) Tenant(tenant string) Thresholds {
+	if t, ok := p.Tenants[tenant]; ok {
+		return t
+	}
+	return p.Global
+}
+
+// For returns the thresholds in force for an agent of tenant whose own
+// thresholds are own (zero when it set none).
+func (p *ThresholdPolicy) For(tenant string, own Thresholds) Thresholds {
+	if !own.IsZero() {
+		return own
+	}
+	return p.Tenant(tenant)
 }
 
 // MissedBeats is floor((now − last) / interval), never negative.

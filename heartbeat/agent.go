@@ -103,6 +103,10 @@ type Agent struct {
 	RegisteredAt  time.Time
 	LastHeartbeat time.Time
 	Interval      time.Duration
+	// OwnThresholds are the thresholds the agent asked for in its last
+	// heartbeat (kept like its interval: a heartbeat without them returns
+	// the agent to its tenant's); zero when it asked for none.
+	OwnThresholds fleet.Thresholds
 
 	UptimeSeconds float64
 	HasUptime     bool
@@ -123,16 +127,32 @@ type Agent struct {
 	TokenVersion uint32
 }
 
-// State derives the agent's state at now (SPEC 2.3).
-func (a *Agent) State(now time.Time, t fleet.Thresholds) fleet.State {
+// Thresholds returns the thresholds in force for the agent under p: its
+// own, else its tenant's, else the global ones.
+func (a *Agent) Thresholds(p *fleet.ThresholdPolicy) fleet.Thresholds {
+	return p.For(a.Tenant, a.OwnThresholds)
+}
+
+// State derives the agent's state at now under p (SPEC 2.3).
+func (a *Agent) State(now time.Time, p *fleet.ThresholdPolicy) fleet.State {
 	switch {
 	case a.Revoked:
 		return fleet.StateRevoked
 	case a.Stopped:
 		return fleet.StateStopped
 	default:
-		return t.Liveness(a.MissedBeats(now))
+		return a.Thresholds(p).Liveness(a.MissedBeats(now))
 	}
+}
+
+// LeaseExpiry is when the agent turns SILENT under p if no heartbeat comes.
+func (a *Agent) LeaseExpiry(p *fleet.ThresholdPolicy) time.Time {
+	return a.Thresholds(p).LeaseEnd(a.LastHeartbeat, a.Interval)
+}
+
+// ZombieDeadline is when the agent turns ZOMBIE under p if no heartbeat comes.
+func (a *Agent) ZombieDeadline(p *fleet.ThresholdPolicy) time.Time {
+	return a.Thresholds(p).ZombieDeadline(a.LastHeartbeat, a.Interval)
 }
 
 // MissedBeats is floor((now − last heartbeat) / interval).

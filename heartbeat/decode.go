@@ -173,6 +173,14 @@ func fastDecodeBeat(data []byte, out *beatBody) bool {
 			var v int64
 			v, ok = s.int64()
 			out.ExitCode = &v
+		case "silent_after":
+			var v int64
+			v, ok = s.int64()
+			out.SilentAfter = &v
+		case "zombie_after":
+			var v int64
+			v, ok = s.int64()
+			out.ZombieAfter = &v
 		case "platform":
 			out.Platform = new(platformBody)
 			ok = s.platform(out.Platform)

@@ -30,6 +30,12 @@ var decodeSeeds = []string{
 	`null`,
 	`{"version":"1.0","heartbeat_interval_seconds":30}`,
 	"{\"status\":\"a\tb\"}",
+	`{"silent_after":3,"zombie_after":8}`,
+	`{"silent_after":3.0}`,
+	`{"zombie_after":-0}`,
+	`{"silent_after":"3"}`,
+	`{"zombie_after":99999999999999999999}`,
+	`{"silent_after":null,"zombie_after":1e1}`,
 }
 
 // checkDecodeMatchesJSON is the property: decodeBeatBody agrees with

@@ -18,9 +18,10 @@ type Transition struct {
 // SweepLiveness calls fn for every agent whose liveness state at now is
 // SILENT or ZOMBIE and was not reported by an earlier sweep: each turn is
 // reported once, and again only after the agent has been ACTIVE since.
-// STOPPED and REVOKED agents are never reported. It locks one shard at a
-// time; fn runs after the shard's lock is released and owns its Transition.
-func (s *Store) SweepLiveness(now time.Time, t fleet.Thresholds, fn func(Transition)) {
+// STOPPED and REVOKED agents are never reported. Each agent's state follows
+// its thresholds under p. It locks one shard at a time; fn runs after the
+// shard's lock is released and owns its Transition.
+func (s *Store) SweepLiveness(now time.Time, p *fleet.ThresholdPolicy, fn func(Transition)) {
 	var found []Transition
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -31,7 +32,7 @@ func (s *Store) SweepLiveness(now time.Time, t fleet.Thresholds, fn func(Transit
 			if r.flags&flagUsed == 0 {
 				continue
 			}
-			st := r.agentState(now, t)
+			st := r.agentState(now, p.Tenant(sh.str(r, strTenant)))
 			switch st {
 			case fleet.StateSilent, fleet.StateZombie:
 				if r.noticed == st {
@@ -64,7 +65,7 @@ func (s *Store) SweepLiveness(now time.Time, t fleet.Thresholds, fn func(Transit
 type LivenessLog struct {
 	Store      *Store
 	Logger     *slog.Logger
-	Thresholds func() fleet.Thresholds
+	Thresholds func() *fleet.ThresholdPolicy
 	// MaxLines is how many transitions are logged one by one per Window
 	// (10 when 0); Window is 1m when 0.
 	MaxLines int

@@ -17,7 +17,7 @@ func livenessLog(s *Store) (*LivenessLog, *testutil.SyncBuffer) {
 	logs := &testutil.SyncBuffer{}
 	return &LivenessLog{
 		Store: s, Logger: slog.New(slog.NewTextHandler(logs, nil)),
-		Thresholds: func() fleet.Thresholds { return fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15} },
+		Thresholds: func() *fleet.ThresholdPolicy { return stPolicy },
 	}, logs
 }
 

@@ -40,7 +40,10 @@ type KillSwitch interface {
 // Settings is the reloadable part of the configuration the receiver uses.
 // It is immutable once built; a reload swaps in a new one.
 type Settings struct {
-	Thresholds         fleet.Thresholds
+	// Thresholds resolves the thresholds in force for each agent.
+	Thresholds *fleet.ThresholdPolicy
+	// MaxZombieAfter bounds the thresholds an agent may ask for.
+	MaxZombieAfter     int
 	DefaultInterval    time.Duration
 	MinInterval        time.Duration
 	MaxInterval        time.Duration
@@ -57,7 +60,8 @@ type Settings struct {
 func SettingsFromConfig(cfg *config.Config) *Settings {
 	h := cfg.Heartbeat
 	return &Settings{
-		Thresholds:             ThresholdsOf(h),
+		Thresholds:             PolicyOf(cfg),
+		MaxZombieAfter:         h.MaxZombieAfter,
 		DefaultInterval:        time.Duration(h.DefaultInterval),
 		MinInterval:            time.Duration(h.MinInterval),
 		MaxInterval:            time.Duration(h.MaxInterval),
@@ -234,6 +238,8 @@ type beatBody struct {
 	HeartbeatIntervalSeconds *float64      `json:"heartbeat_interval_seconds"`
 	Version                  string        `json:"version"`
 	ExitCode                 *int64        `json:"exit_code"`
+	SilentAfter              *int64        `json:"silent_after"`
+	ZombieAfter              *int64        `json:"zombie_after"`
 	Platform                 *platformBody `json:"platform"`
 	Metrics                  *metricsBody  `json:"metrics"`
 }
@@ -268,12 +274,13 @@ type beat struct {
 	settings  *Settings
 	now       time.Time
 
-	res      BeatResult
-	interval time.Duration
-	state    fleet.State
-	token    string // runtime token issued by this beat
-	tokenExp time.Time
-	tokenVer uint32
+	res        BeatResult
+	interval   time.Duration
+	thresholds fleet.Thresholds // in force for the agent after this beat
+	state      fleet.State
+	token      string // runtime token issued by this beat
+	tokenExp   time.Time
+	tokenVer   uint32
 }
 
 func (rc *Receiver) count(p protocol, r result) { rc.heartbeats[p][r].Inc() }
@@ -371,6 +378,31 @@ func (rc *Receiver) validate(b *beat, req *BeatRequest) error {
 		return bad("version must be valid UTF-8 of at most 255 bytes")
 	}
 	*req = BeatRequest{Key: b.key, Time: b.now, Interval: b.interval, Status: status, Version: body.Version}
+	tenant := s.Thresholds.Tenant(b.key.Tenant)
+	b.thresholds = tenant
+	if body.SilentAfter != nil || body.ZombieAfter != nil {
+		// The agent's own thresholds, bounded by the configuration: a
+		// compromised agent must not be able to postpone its own ZOMBIE
+		// (and the kill switch) at will. The answer names the key, never its
+		// value. A field left out is the tenant's, at this beat.
+		own := tenant
+		for _, f := range [...]struct {
+			v   *int64
+			dst *int
+		}{{body.SilentAfter, &own.SilentAfter}, {body.ZombieAfter, &own.ZombieAfter}} {
+			if f.v == nil {
+				continue
+			}
+			if *f.v < 1 || *f.v > int64(s.MaxZombieAfter) {
+				return unsupported("silent_after and zombie_after must lie between 1 and heartbeat.max_zombie_after")
+			}
+			*f.dst = int(*f.v)
+		}
+		if own.ZombieAfter <= own.SilentAfter {
+			return unsupported("zombie_after must be greater than silent_after (a field the heartbeat leaves out is the tenant's)")
+		}
+		req.Thresholds, b.thresholds = own, own
+	}
 	if v := body.UptimeSeconds; v != nil {
 		if *v < 0 {
 			return bad("uptime_seconds must not be negative")
@@ -429,7 +461,7 @@ func (rc *Receiver) process(b *beat) error {
 	if err := rc.validate(b, &req); err != nil {
 		return err
 	}
-	res, err := rc.store.Beat(&req, b.settings.Thresholds)
+	res, err := rc.store.Beat(&req, b.settings.Thresholds.Tenant(b.key.Tenant))
 	if errors.Is(err, ErrTooManyAgents) || errors.Is(err, ErrTenantTooManyAgents) {
 		limit, msg := "heartbeat.max_agents", "agent limit reached (heartbeat.max_agents, shared by every tenant); no new agent is admitted"
 		if errors.Is(err, ErrTenantTooManyAgents) {
@@ -642,7 +674,7 @@ func (rc *Receiver) appendBeaconAnswer(out []byte, b *beat) []byte {
 	out = append(out, `,"lease_renewed":true,"state":"`...)
 	out = append(out, b.state.String()...)
 	out = append(out, `","lease_expires_at":"`...)
-	out = appendTime(out, b.now.Add(b.interval*time.Duration(b.settings.Thresholds.SilentAfter)))
+	out = appendTime(out, b.now.Add(b.interval*time.Duration(b.thresholds.SilentAfter)))
 	out = append(out, `","next_heartbeat_at":"`...)
 	out = appendTime(out, b.now.Add(b.interval))
 	out = append(out, `","heartbeat_interval_seconds":`...)
@@ -661,7 +693,7 @@ func (rc *Receiver) appendBeaconAnswer(out []byte, b *beat) []byte {
 	}
 	if b.res.Registered {
 		out = append(out, `,"registered":true,"lease_duration_seconds":`...)
-		out = strconv.AppendFloat(out, (b.interval * time.Duration(b.settings.Thresholds.SilentAfter)).Seconds(), 'f', -1, 64)
+		out = strconv.AppendFloat(out, (b.interval * time.Duration(b.thresholds.SilentAfter)).Seconds(), 'f', -1, 64)
 		if b.token != "" && !refreshed {
 			out = append(out, `,"runtime_token":`...)
 			out = b.appendToken(out)

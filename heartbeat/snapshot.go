@@ -17,10 +17,13 @@ import (
 // it: that is journaled by package killswitch and applied after a restore.
 // Framing, checksums and atomic replacement are package storage's job.
 //
-// Layout, little endian: takenAt int64 (unix ns); per agent a byte 1,
+// Layout, little endian: takenAt int64 (unix ns); per agent a marker byte,
 // numStrings length-prefixed strings (uint8 length) in blob order, and the
-// numeric fields (snapshotNumeric bytes); then a byte 0 and the number of
-// agents as uint64. The count comes last because the store is copied one
+// numeric fields (snapshotNumeric bytes), followed, after marker
+// markerThresholds only, by the agent's own silent_after and zombie_after
+// (uint32 each); then a byte 0 and the number of agents as uint64. Agents
+// without thresholds of their own keep marker markerAgent, so snapshots
+// written before per-agent thresholds existed read as they always did. The count comes last because the store is copied one
 // shard at a time while heartbeats go on.
 
 // snapshot flags, independent of the in-memory flag bits.
@@ -33,6 +36,13 @@ const (
 )
 
 const snapshotNumeric = 9*8 + 4 + 2 + 1 + 1
+
+// Record markers.
+const (
+	markerEnd        = 0
+	markerAgent      = 1
+	markerThresholds = 2 // an agent with thresholds of its own
+)
 
 // EncodeSnapshot writes every agent's hot state to w, stamped with takenAt.
 // It copies one shard at a time and never blocks heartbeats for long.
@@ -47,7 +57,11 @@ func (s *Store) EncodeSnapshot(w io.Writer, takenAt time.Time) (int, error) {
 	n := 0
 	var err error
 	s.Each(func(a *Agent) bool {
-		buf = append(buf[:0], 1)
+		marker := byte(markerAgent)
+		if !a.OwnThresholds.IsZero() {
+			marker = markerThresholds
+		}
+		buf = append(buf[:0], marker)
 		buf = appendBlob(buf, a.Key, a.Version, &a.Platform)
 		for _, v := range [...]int64{a.RegisteredAt.UnixNano(), a.LastHeartbeat.UnixNano(), int64(a.Interval), a.Platform.PID, a.ExitCode} {
 			buf = le.AppendUint64(buf, uint64(v))
@@ -67,6 +81,10 @@ func (s *Store) EncodeSnapshot(w io.Writer, takenAt time.Time) (int, error) {
 		}
 		buf = le.AppendUint16(buf, flags)
 		buf = append(buf, byte(a.Status), byte(a.Platform.Type))
+		if marker == markerThresholds {
+			buf = le.AppendUint32(buf, uint32(a.OwnThresholds.SilentAfter))
+			buf = le.AppendUint32(buf, uint32(a.OwnThresholds.ZombieAfter))
+		}
 		if _, err = bw.Write(buf); err != nil {
 			return false
 		}
@@ -76,7 +94,7 @@ func (s *Store) EncodeSnapshot(w io.Writer, takenAt time.Time) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	buf = le.AppendUint64(append(buf[:0], 0), uint64(n))
+	buf = le.AppendUint64(append(buf[:0], markerEnd), uint64(n))
 	if _, err := bw.Write(buf); err != nil {
 		return n, err
 	}
@@ -104,10 +122,10 @@ func (s *Store) DecodeSnapshot(r io.Reader) (time.Time, int, error) {
 		if err != nil {
 			return takenAt, int(i), fmt.Errorf("snapshot agent %d: %w", i, unexpected(err))
 		}
-		if marker == 0 {
+		if marker == markerEnd {
 			break
 		}
-		if marker != 1 {
+		if marker != markerAgent && marker != markerThresholds {
 			return takenAt, int(i), fmt.Errorf("snapshot agent %d: bad record marker %d", i, marker)
 		}
 		for j := range strs {
@@ -153,6 +171,19 @@ func (s *Store) DecodeSnapshot(r io.Reader) (time.Time, int, error) {
 		a.HasMetrics = flags&snapHasMetrics != 0
 		a.HasExitCode = flags&snapHasExitCode != 0
 		a.Paused = flags&snapPaused != 0
+		if marker == markerThresholds {
+			var th [8]byte
+			if _, err := io.ReadFull(br, th[:]); err != nil {
+				return takenAt, int(i), fmt.Errorf("snapshot agent %d: %w", i, unexpected(err))
+			}
+			silent, zombie := le.Uint32(th[0:]), le.Uint32(th[4:])
+			// A record that claims thresholds must hold a valid pair: zero
+			// would silently hand the agent its tenant's.
+			if silent < 1 || zombie <= silent || zombie > math.MaxInt32 {
+				return takenAt, int(i), fmt.Errorf("snapshot agent %d (%s): invalid thresholds", i, a.Key)
+			}
+			a.OwnThresholds = fleet.Thresholds{SilentAfter: int(silent), ZombieAfter: int(zombie)}
+		}
 		if !fleet.ValidAgentID(a.AgentID) || a.Tenant == "" || int(a.Status) >= len(statusNames) ||
 			int(a.Platform.Type) >= len(platformNames) || a.Interval <= 0 {
 			return takenAt, int(i), fmt.Errorf("snapshot agent %d (%s): invalid record", i, a.Key)

@@ -20,6 +20,9 @@ func snapshotFleet(t testing.TB) *Store {
 		if i%3 == 0 {
 			req = stBeat(fmt.Sprintf("agent-%03d", i), stT0.Add(time.Duration(i)*time.Second))
 		}
+		if i%7 == 1 {
+			req.Thresholds = fleet.Thresholds{SilentAfter: 1 + i%5, ZombieAfter: 6 + i}
+		}
 		if i%10 == 0 {
 			req.Status = StatusShutdown
 			req.ExitCode, req.HasExitCode = -1, true
@@ -78,12 +81,32 @@ func TestSnapshotDecodeErrors(t *testing.T) {
 		{"count mismatch", withCount(3), "snapshot holds 299 agents but its trailer says 3"},
 		{"trailing data", append(bytes.Clone(good), 0), "data after the last agent"},
 		{"bad marker", append(bytes.Clone(good[:8]), 7), "bad record marker 7"},
+		{"zombie_after not above silent_after", badThresholds(t, 3, 3), "invalid thresholds"},
+		{"zero thresholds", badThresholds(t, 0, 0), "invalid thresholds"},
+		{"truncated thresholds", badThresholds(t, 3, 8)[:len(badThresholds(t, 3, 8))-13], "unexpected EOF"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := NewStore(1000, nil).DecodeSnapshot(bytes.NewReader(tt.data))
 			require.ErrorContains(t, err, tt.msg)
 		})
 	}
+}
+
+// badThresholds is the snapshot of one agent whose own thresholds are
+// written as silent and zombie.
+func badThresholds(t *testing.T, silent, zombie uint32) []byte {
+	s := NewStore(10, nil)
+	req := stBeat("a", stT0)
+	req.Thresholds = fleet.Thresholds{SilentAfter: 3, ZombieAfter: 8}
+	stMustBeat(t, s, req)
+	var buf bytes.Buffer
+	_, err := s.EncodeSnapshot(&buf, stT0)
+	require.NoError(t, err)
+	b := buf.Bytes()
+	// The thresholds end where the trailer (a byte 0, a uint64) begins.
+	binary.LittleEndian.PutUint32(b[len(b)-17:], silent)
+	binary.LittleEndian.PutUint32(b[len(b)-13:], zombie)
+	return b
 }
 
 // Each copies one shard at a time, so an fn that writes to the store does

@@ -77,6 +77,8 @@ type record struct {
 	status       Status
 	platform     PlatformType
 	command      fleet.Command
+	silentAfter  uint32 // the agent's own thresholds, 0 when it set none
+	zombieAfter  uint32
 	noticed      fleet.State // the liveness state SweepLiveness last reported
 	registered   int64       // unix nanoseconds
 	lastBeat     int64       // unix nanoseconds
@@ -239,7 +241,10 @@ type BeatRequest struct {
 	Key      fleet.Key
 	Time     time.Time
 	Interval time.Duration
-	Status   Status
+	// Thresholds are the agent's own, validated and complete, or zero: the
+	// tenant's apply. Like Interval, every beat sets them anew.
+	Thresholds fleet.Thresholds
+	Status     Status
 	// Version, when not empty, replaces the reported version.
 	Version string
 	// Platform replaces the reported platform when HasPlatform is set.
@@ -282,10 +287,12 @@ type BeatResult struct {
 	TokenVersion uint32
 }
 
-// Beat records a heartbeat, registering the agent if it is new. It returns
+// Beat records a heartbeat, registering the agent if it is new. tenant are
+// the thresholds of the agent's tenant, which the agent's state before the
+// beat is derived with when it had none of its own. It returns
 // ErrTooManyAgents when a new agent would exceed max_agents. It is O(1) and
 // touches only the agent's shard.
-func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
+func (s *Store) Beat(req *BeatRequest, tenant fleet.Thresholds) (BeatResult, error) {
 	h := s.hash(req.Key)
 	sh := s.shardOf(h)
 	var res BeatResult
@@ -321,7 +328,7 @@ func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
 		res.Previous = fleet.StateActive
 	} else {
 		r = &sh.records[slot]
-		prev := r.agentState(req.Time, t)
+		prev := r.agentState(req.Time, tenant)
 		res.Previous = prev
 		res.PreviousBeat = time.Unix(0, r.lastBeat).UTC()
 	}
@@ -339,6 +346,7 @@ func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
 
 	r.lastBeat = req.Time.UnixNano()
 	r.interval = int64(req.Interval)
+	r.silentAfter, r.zombieAfter = uint32(req.Thresholds.SilentAfter), uint32(req.Thresholds.ZombieAfter)
 	if req.Status != StatusUnknown || r.status == StatusShutdown {
 		r.status = req.Status
 	}
@@ -404,14 +412,20 @@ func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
 	return res, nil
 }
 
-func (r *record) agentState(now time.Time, t fleet.Thresholds) fleet.State {
+// agentState derives r's state at now; tenant applies when r has no
+// thresholds of its own.
+func (r *record) agentState(now time.Time, tenant fleet.Thresholds) fleet.State {
 	switch {
 	case r.flags&flagRevoked != 0:
 		return fleet.StateRevoked
 	case r.flags&flagStopped != 0:
 		return fleet.StateStopped
 	}
-	return t.Liveness(fleet.MissedBeats(now, time.Unix(0, r.lastBeat), time.Duration(r.interval)))
+	return r.ownThresholds().Or(tenant).Liveness(fleet.MissedBeats(now, time.Unix(0, r.lastBeat), time.Duration(r.interval)))
+}
+
+func (r *record) ownThresholds() fleet.Thresholds {
+	return fleet.Thresholds{SilentAfter: int(r.silentAfter), ZombieAfter: int(r.zombieAfter)}
 }
 
 // insert adds an empty used record for hash h and returns it. The caller
@@ -461,6 +475,7 @@ func decode(a *Agent, r *record, arena []byte) {
 		RegisteredAt:  time.Unix(0, r.registered).UTC(),
 		LastHeartbeat: time.Unix(0, r.lastBeat).UTC(),
 		Interval:      time.Duration(r.interval),
+		OwnThresholds: r.ownThresholds(),
 		UptimeSeconds: r.uptime,
 		HasUptime:     r.flags&flagHasUptime != 0,
 		Metrics:       ReportedMetrics{RequestsHandled: r.requests, Errors: r.errors, AvgLatencyMs: r.latencyMs},
@@ -598,6 +613,7 @@ func (s *Store) restore(a *Agent, onlyNewer bool) bool {
 	r.registered = a.RegisteredAt.UnixNano()
 	r.lastBeat = a.LastHeartbeat.UnixNano()
 	r.interval = int64(a.Interval)
+	r.silentAfter, r.zombieAfter = uint32(a.OwnThresholds.SilentAfter), uint32(a.OwnThresholds.ZombieAfter)
 	r.status, r.platform, r.pid = a.Status, a.Platform.Type, a.Platform.PID
 	r.uptime, r.exitCode = a.UptimeSeconds, a.ExitCode
 	r.requests, r.errors, r.latencyMs = a.Metrics.RequestsHandled, a.Metrics.Errors, a.Metrics.AvgLatencyMs

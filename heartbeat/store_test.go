@@ -17,8 +17,9 @@ import (
 )
 
 var (
-	stT0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
-	stTh = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+	stT0     = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	stTh     = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+	stPolicy = &fleet.ThresholdPolicy{Global: stTh}
 )
 
 func stKey(id string) fleet.Key { return fleet.Key{Tenant: "acme", AgentID: id} }
@@ -42,7 +43,7 @@ func stMustGet(t *testing.T, s *Store, k fleet.Key) Agent {
 	return a
 }
 
-func stState(t *testing.T, s *Store, k fleet.Key, now time.Time, th fleet.Thresholds) fleet.State {
+func stState(t *testing.T, s *Store, k fleet.Key, now time.Time, th *fleet.ThresholdPolicy) fleet.State {
 	t.Helper()
 	a := stMustGet(t, s, k)
 	return a.State(now, th)
@@ -169,11 +170,11 @@ func TestStoreStateTransitions(t *testing.T) {
 			s := NewStore(10, nil)
 			stMustBeat(t, s, stBeat("a", stT0))
 			a := stMustGet(t, s, stKey("a"))
-			require.Equal(t, tc.want, a.State(stT0.Add(tc.age), stTh))
+			require.Equal(t, tc.want, a.State(stT0.Add(tc.age), stPolicy))
 			// The next beat reports the state it found.
 			res := stMustBeat(t, s, stBeat("a", stT0.Add(tc.age)))
 			require.Equal(t, tc.want, res.Previous)
-			require.Equal(t, fleet.StateActive, stState(t, s, stKey("a"), stT0.Add(tc.age), stTh))
+			require.Equal(t, fleet.StateActive, stState(t, s, stKey("a"), stT0.Add(tc.age), stPolicy))
 		})
 	}
 }
@@ -192,7 +193,7 @@ func TestStoreStoppedAndRevoked(t *testing.T) {
 		require.Equal(t, StatusShutdown, a.Status)
 		require.Equal(t, int64(3), a.ExitCode)
 		// Stopped forever, however long it stays quiet.
-		require.Equal(t, fleet.StateStopped, a.State(stT0.Add(1000*time.Hour), stTh))
+		require.Equal(t, fleet.StateStopped, a.State(stT0.Add(1000*time.Hour), stPolicy))
 	})
 	t.Run("next beat starts it again", func(t *testing.T) {
 		res := stMustBeat(t, s, stBeat("a", stT0.Add(time.Hour)))
@@ -200,7 +201,7 @@ func TestStoreStoppedAndRevoked(t *testing.T) {
 		a := stMustGet(t, s, stKey("a"))
 		require.False(t, a.Stopped)
 		require.Equal(t, StatusUnknown, a.Status) // shutdown is not carried over
-		require.Equal(t, fleet.StateActive, a.State(stT0.Add(time.Hour), stTh))
+		require.Equal(t, fleet.StateActive, a.State(stT0.Add(time.Hour), stPolicy))
 	})
 	t.Run("revoked beats are recorded but answered revoked", func(t *testing.T) {
 		require.True(t, s.SetRevoked(stKey("a"), true))
@@ -215,7 +216,7 @@ func TestStoreStoppedAndRevoked(t *testing.T) {
 		require.Equal(t, "9.9.9", after.Version)
 		require.Equal(t, stT0.Add(2*time.Hour), after.LastHeartbeat, "seen alive: a reinstatement must not find it ZOMBIE")
 		require.Equal(t, fleet.CommandPause, after.Command, "the command waits for the reinstatement")
-		require.Equal(t, fleet.StateRevoked, stState(t, s, stKey("a"), stT0.Add(2*time.Hour), stTh))
+		require.Equal(t, fleet.StateRevoked, stState(t, s, stKey("a"), stT0.Add(2*time.Hour), stPolicy))
 		require.True(t, s.SetCommand(stKey("a"), fleet.CommandNone, 0))
 	})
 	t.Run("reinstated beats are recorded", func(t *testing.T) {
@@ -797,7 +798,7 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 		{450*time.Second - 1, fleet.StateSilent},
 		{450 * time.Second, fleet.StateZombie},
 	} {
-		require.Equal(t, tc.want, got.State(stT0.Add(tc.at), stTh), tc.at)
+		require.Equal(t, tc.want, got.State(stT0.Add(tc.at), stPolicy), tc.at)
 	}
 	// The flood agents hold their latest beat too: the store is no cache.
 	for _, i := range []int{0, 1, fleetSize / 2, fleetSize - 1} {

@@ -52,7 +52,7 @@ func TestStoreTenantCounts(t *testing.T) {
 	s := heartbeat.NewStore(100, nil)
 	s.SetTenantLimits(map[string]int{"a": 2, "b": 0})
 	beat := func(tenant, id string) error {
-		_, err := s.Beat(&heartbeat.BeatRequest{Key: fleet.Key{Tenant: tenant, AgentID: id}, Time: t0, Interval: time.Minute}, thresholds)
+		_, err := s.Beat(&heartbeat.BeatRequest{Key: fleet.Key{Tenant: tenant, AgentID: id}, Time: t0, Interval: time.Minute}, thresholds.Global)
 		return err
 	}
 	require.NoError(t, beat("a", "1"))

@@ -43,16 +43,21 @@ const (
 // (whole seconds) are exactly now + token_ttl.
 var t0 = time.Date(2026, 2, 3, 12, 0, 0, 0, time.UTC)
 
-var thresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
+var thresholds = &fleet.ThresholdPolicy{Global: fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}}
 
 // testConfig is the YAML configuration of the test environment: two tenants,
 // a global admin and a bridge token. Intervals are clamped to [10s, 10m].
-func testConfig(maxAgents, acmeMaxAgents int) string {
+func testConfig(o envOptions) string {
+	globexHeartbeat := ""
+	if o.globexThresholds != "" {
+		globexHeartbeat = "\n    heartbeat: " + o.globexThresholds
+	}
 	return fmt.Sprintf(`
 heartbeat:
   min_interval: 10s
   max_interval: 10m
   max_agents: %d
+  max_zombie_after: 40
 admin_tokens: [%s]
 tenants:
   - id: acme
@@ -61,10 +66,10 @@ tenants:
     max_agents: %d
   - id: globex
     api_keys: [%s]
-    admin_tokens: [%s]
+    admin_tokens: [%s]%s
 bridge:
   bearer_token: %s
-`, maxAgents, globalAdmin, acmeKey, acmeAdmin, acmeMaxAgents, globexKey, globexAdmin, bridgeToken)
+`, o.maxAgents, globalAdmin, acmeKey, acmeAdmin, o.acmeMaxAgents, globexKey, globexAdmin, globexHeartbeat, bridgeToken)
 }
 
 // env is sentinel assembled as app.routes does it: configuration, store,
@@ -89,6 +94,8 @@ type envOptions struct {
 	maxAgents     int
 	acmeMaxAgents int
 	eventWindow   int
+	// globexThresholds is the YAML of globex's heartbeat section, if any.
+	globexThresholds string
 }
 
 func newEnv(t testing.TB, opts ...func(*envOptions)) *env {
@@ -97,7 +104,7 @@ func newEnv(t testing.TB, opts ...func(*envOptions)) *env {
 	for _, f := range opts {
 		f(&o)
 	}
-	cfg, err := config.Parse([]byte(testConfig(o.maxAgents, o.acmeMaxAgents)), t.TempDir())
+	cfg, err := config.Parse([]byte(testConfig(o)), t.TempDir())
 	require.NoError(t, err)
 	key := bytes.Repeat([]byte{0x5e}, auth.KeySize)
 	signer, err := auth.NewSigner(key)
@@ -109,6 +116,11 @@ func newEnv(t testing.TB, opts ...func(*envOptions)) *env {
 }
 
 func withMaxAgents(n int) func(*envOptions) { return func(o *envOptions) { o.maxAgents = n } }
+
+// withGlobexThresholds gives tenant globex a heartbeat section (YAML).
+func withGlobexThresholds(yaml string) func(*envOptions) {
+	return func(o *envOptions) { o.globexThresholds = yaml }
+}
 
 // withEventWindow sets ReceiverOptions.EventWindow.
 func withEventWindow(n int) func(*envOptions) { return func(o *envOptions) { o.eventWindow = n } }
@@ -140,7 +152,7 @@ func (e *env) start(snapshot []byte) {
 	}, heartbeat.SettingsFromConfig(e.cfg))
 	adminSettings := &killswitch.Settings{
 		Credentials:            auth.NewCredentials(e.cfg),
-		Thresholds:             thresholds,
+		Thresholds:             heartbeat.PolicyOf(e.cfg),
 		DefaultShutdownTimeout: time.Duration(e.cfg.Bridge.KillSwitch.ShutdownTimeout),
 	}
 	e.mux = http.NewServeMux()
@@ -150,7 +162,7 @@ func (e *env) start(snapshot []byte) {
 		Settings: func() *killswitch.Settings { return adminSettings },
 	}).Register(e.mux)
 	metrics := collector.New(e.store, collector.Options{
-		Thresholds: func() fleet.Thresholds { return thresholds },
+		Thresholds: func() *fleet.ThresholdPolicy { return heartbeat.PolicyOf(e.cfg) },
 		Tenants:    func() []string { return e.cfg.TenantIDs() },
 		Now:        e.clock.Now,
 	})

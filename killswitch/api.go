@@ -22,7 +22,7 @@ import (
 // Settings is the reloadable configuration of the admin API.
 type Settings struct {
 	Credentials            *auth.Credentials
-	Thresholds             fleet.Thresholds
+	Thresholds             *fleet.ThresholdPolicy
 	DefaultShutdownTimeout time.Duration
 }
 
@@ -383,8 +383,14 @@ type commandJSON struct {
 // detail is the answer of GET /api/v1/installations/{id}.
 type detail struct {
 	summary
-	RegisteredAt   time.Time       `json:"registered_at"`
-	LeaseExpiresAt time.Time       `json:"lease_expires_at"`
+	RegisteredAt   time.Time `json:"registered_at"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+	// ZombieAt is when the agent turns ZOMBIE without another heartbeat;
+	// SilentAfter and ZombieAfter are the thresholds in force for it (its
+	// own, else its tenant's, else the global ones).
+	ZombieAt       time.Time       `json:"zombie_at"`
+	SilentAfter    int             `json:"silent_after"`
+	ZombieAfter    int             `json:"zombie_after"`
 	Version        string          `json:"version"`
 	UptimeSeconds  *float64        `json:"uptime_seconds"`
 	ExitCode       *int64          `json:"exit_code"`
@@ -400,7 +406,10 @@ func (a *API) detail(ag *heartbeat.Agent, s *Settings, now time.Time) detail {
 	d := detail{
 		summary:        newSummary(ag, s, now),
 		RegisteredAt:   ag.RegisteredAt,
-		LeaseExpiresAt: ag.LastHeartbeat.Add(ag.Interval * time.Duration(s.Thresholds.SilentAfter)),
+		LeaseExpiresAt: ag.LeaseExpiry(s.Thresholds),
+		ZombieAt:       ag.ZombieDeadline(s.Thresholds),
+		SilentAfter:    ag.Thresholds(s.Thresholds).SilentAfter,
+		ZombieAfter:    ag.Thresholds(s.Thresholds).ZombieAfter,
 		Version:        ag.Version,
 		Platform: platformJSON{
 			Type: p.Type.String(), ContainerID: p.ContainerID, Image: p.Image, PodName: p.PodName,

@@ -647,8 +647,8 @@ func TestAPIDetail(t *testing.T) {
 	require.Equal(t, http.StatusOK, d.status, d.raw)
 	require.Equal(t, []string{
 		"exit_code", "heartbeat_interval_seconds", "installation_id", "last_heartbeat_at", "lease_expires_at",
-		"metrics", "missed_beats", "paused", "pending_command", "platform", "registered_at", "revocation", "state",
-		"status", "tenant", "token_version", "uptime_seconds", "version",
+		"metrics", "missed_beats", "paused", "pending_command", "platform", "registered_at", "revocation", "silent_after", "state",
+		"status", "tenant", "token_version", "uptime_seconds", "version", "zombie_after", "zombie_at",
 	}, d.keys())
 	require.Equal(t, "a1", d.str("installation_id"))
 	require.Equal(t, "acme", d.str("tenant"))
@@ -657,6 +657,9 @@ func TestAPIDetail(t *testing.T) {
 	require.Equal(t, rfc3339(t0), d.str("last_heartbeat_at"))
 	require.Equal(t, rfc3339(t0), d.str("registered_at"))
 	require.Equal(t, rfc3339(t0.Add(150*time.Second)), d.str("lease_expires_at"))
+	require.Equal(t, rfc3339(t0.Add(450*time.Second)), d.str("zombie_at"))
+	require.Equal(t, float64(5), d.body["silent_after"])
+	require.Equal(t, float64(15), d.body["zombie_after"])
 	require.Equal(t, float64(30), d.body["heartbeat_interval_seconds"])
 	require.Equal(t, "degraded", d.str("status"))
 	require.Equal(t, "1.4.2", d.str("version"))

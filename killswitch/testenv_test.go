@@ -145,7 +145,7 @@ func (e *env) start(snapshot []byte) {
 	}, heartbeat.SettingsFromConfig(e.cfg))
 	settings := &Settings{
 		Credentials:            auth.NewCredentials(e.cfg),
-		Thresholds:             thresholds,
+		Thresholds:             heartbeat.PolicyOf(e.cfg),
 		DefaultShutdownTimeout: time.Duration(e.cfg.Bridge.KillSwitch.ShutdownTimeout),
 	}
 	e.api = &API{

@@ -645,6 +645,9 @@ func TestE2EUsage(t *testing.T) {
 		{"bad endpoint", nil, []string{"run", "--endpoint", "sentinel:8080", "--token", "k", "--id", "a", "--", "true"}, 2, "scheme must be http or https"},
 		{"bad interval", nil, []string{"run", "--heartbeat-interval", "soon", "--", "true"}, 2, "not a duration"},
 		{"bad protocol", nil, []string{"run", "--protocol", "grpc", "--", "true"}, 2, "grpc"},
+		{"bad silent-after", nil, []string{"run", "--silent-after", "three", "--", "true"}, 2, "three"},
+		{"negative zombie-after", nil, []string{"run", "--endpoint", "http://x", "--token", "k", "--id", "a", "--zombie-after=-1", "--", "true"}, 2, "must be positive"},
+		{"zombie-after not above silent-after", []string{"SENTINEL_SILENT_AFTER=5"}, []string{"run", "--endpoint", "http://x", "--token", "k", "--id", "a", "--zombie-after", "5", "--", "true"}, 2, "--zombie-after (5) must be greater than --silent-after (5)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -655,14 +658,23 @@ func TestE2EUsage(t *testing.T) {
 	}
 }
 
-// TestE2EEnvironment: flags come from SENTINEL_* too, and an interval of "30"
-// is thirty seconds.
+// TestE2EEnvironment: flags come from SENTINEL_* too, an interval of "30"
+// is thirty seconds, and the agent's thresholds reach sentinel's deadlines.
 func TestE2EEnvironment(t *testing.T) {
 	t.Parallel()
 	s := startSentinel(t)
-	env := cleanEnv("SENTINEL_URL="+s.URL, "SENTINEL_TOKEN="+testAPIKey, "SENTINEL_AGENT_ID=from-env")
-	p := startBeacon(t, env, "run", "--heartbeat-interval", "30", "--", "sh", "-c", "exit 0")
+	env := cleanEnv("SENTINEL_URL="+s.URL, "SENTINEL_TOKEN="+testAPIKey, "SENTINEL_AGENT_ID=from-env", "SENTINEL_SILENT_AFTER=3")
+	p := startBeacon(t, env, "run", "--heartbeat-interval", "30", "--zombie-after", "7", "--", "sh", "-c", "exit 0")
 	require.Equal(t, 0, p.wait(t))
-	s.waitValue(t, "sentinel_agent_heartbeat_interval_seconds", map[string]string{"agent_id": "from-env"}, 30)
-	s.waitValue(t, "sentinel_agent_stopped", map[string]string{"agent_id": "from-env"}, 1)
+	agent := map[string]string{"agent_id": "from-env"}
+	s.waitValue(t, "sentinel_agent_heartbeat_interval_seconds", agent, 30)
+	s.waitValue(t, "sentinel_agent_stopped", agent, 1)
+	last, ok := s.value(t, "sentinel_agent_last_heartbeat_timestamp_seconds", agent)
+	require.True(t, ok)
+	lease, ok := s.value(t, "sentinel_agent_lease_expiry_timestamp_seconds", agent)
+	require.True(t, ok)
+	zombie, ok := s.value(t, "sentinel_agent_zombie_deadline_timestamp_seconds", agent)
+	require.True(t, ok)
+	require.InDelta(t, 3*30, lease-last, 1e-3, "silent_after from SENTINEL_SILENT_AFTER")
+	require.InDelta(t, 7*30, zombie-last, 1e-3, "zombie_after from --zombie-after")
 }

@@ -73,6 +73,10 @@ cannot be executed; 127 the command was not found.`).Default()
 			Envar("SENTINEL_AGENT_ID").PlaceHolder("ID").String()
 		interval = intervalFlag(runCmd.Flag("heartbeat-interval", "Heartbeat interval to ask for, e.g. 60s, 1m or 30 (seconds). Sentinel may clamp it; its answer wins.").
 				Default("60s").PlaceHolder("DURATION"))
+		silentAfter = runCmd.Flag("silent-after", "Missed heartbeats after which sentinel reports the agent SILENT. Default: the tenant's (sentinel's configuration bounds it).").
+				Envar("SENTINEL_SILENT_AFTER").PlaceHolder("BEATS").Int()
+		zombieAfter = runCmd.Flag("zombie-after", "Missed heartbeats after which sentinel reports the agent ZOMBIE (and the kill switch may revoke it). Default: the tenant's.").
+				Envar("SENTINEL_ZOMBIE_AFTER").PlaceHolder("BEATS").Int()
 		noHeartbeat = runCmd.Flag("no-heartbeat", "Run the agent with no beacon at all: no heartbeats, no kill switch.").Bool()
 		protocol    = runCmd.Flag("protocol", "Wire protocol: beacon (/api/v1/installations/{id}/heartbeat) or abs (/v1/heartbeat?agentId={id}).").
 				Default(string(beacon.ProtocolBeacon)).Enum(string(beacon.ProtocolBeacon), string(beacon.ProtocolABS))
@@ -132,6 +136,12 @@ cannot be executed; 127 the command was not found.`).Default()
 		if _, err := (&beacon.Client{Endpoint: *endpoint, AgentID: id, Protocol: beacon.Protocol(*protocol)}).URL(); err != nil {
 			return usage("--endpoint: %v", err)
 		}
+		switch {
+		case *silentAfter < 0 || *zombieAfter < 0:
+			return usage("--silent-after and --zombie-after must be positive")
+		case *silentAfter > 0 && *zombieAfter > 0 && *zombieAfter <= *silentAfter:
+			return usage("--zombie-after (%d) must be greater than --silent-after (%d)", *zombieAfter, *silentAfter)
+		}
 		if *token == "" && *tokenFile == "" {
 			return usage("no credential: set --token or SENTINEL_TOKEN (or a --token-file holding a runtime token)")
 		}
@@ -153,16 +163,18 @@ cannot be executed; 127 the command was not found.`).Default()
 		}
 		sup.ReportFile = reportFile
 		sup.Beacon = &beacon.Config{
-			Endpoint:  *endpoint,
-			AgentID:   id,
-			Token:     *token,
-			TokenFile: *tokenFile,
-			Interval:  *interval,
-			Protocol:  beacon.Protocol(*protocol),
-			Version:   *agentVersion,
-			Platform:  &platform,
-			UserAgent: "beacon/" + cmp.Or(version.Version, "dev"),
-			Logger:    logger,
+			Endpoint:    *endpoint,
+			AgentID:     id,
+			Token:       *token,
+			TokenFile:   *tokenFile,
+			Interval:    *interval,
+			SilentAfter: *silentAfter,
+			ZombieAfter: *zombieAfter,
+			Protocol:    beacon.Protocol(*protocol),
+			Version:     *agentVersion,
+			Platform:    &platform,
+			UserAgent:   "beacon/" + cmp.Or(version.Version, "dev"),
+			Logger:      logger,
 		}
 		logger.Info("Starting beacon", "version", version.Version, "endpoint", *endpoint, "agent_id", id,
 			"platform", platform.Type, "protocol", *protocol, "heartbeat_interval", *interval, "report_file", reportFile)
