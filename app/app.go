@@ -512,7 +512,8 @@ func (a *App) routes() http.Handler {
 		return string(a.cfg.Load().Metrics.BearerToken)
 	}, metrics.Handler(a.registry, a.logger)))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+			jsonapi.WriteError(w, a.logger, err)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -529,7 +530,8 @@ func (a *App) routes() http.Handler {
 		fmt.Fprintln(w, "Sentinel is Healthy.")
 	})
 	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+			jsonapi.WriteError(w, a.logger, err)
 			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -540,7 +542,7 @@ func (a *App) routes() http.Handler {
 		}
 		fmt.Fprintln(w, "Sentinel is Ready.")
 	})
-	mux.HandleFunc("/-/reload", a.serveReload)
+	mux.Handle("/-/reload", jsonapi.Handle(a.logger, a.serveReload))
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "Sentinel",
 		Description: "Prometheus-native dead man's switch for AI agents",
@@ -556,10 +558,14 @@ func (a *App) routes() http.Handler {
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
-			jsonapi.Errorf(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
+			jsonapi.WriteError(w, a.logger, jsonapi.NotFound("no such endpoint: "+r.URL.Path))
 			return
 		}
-		if jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) && landing != nil {
+		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+			jsonapi.WriteError(w, a.logger, err)
+			return
+		}
+		if landing != nil {
 			landing.ServeHTTP(w, r)
 		}
 	})

@@ -13,26 +13,23 @@ import (
 // the global admin, and without a credential anyone who reaches the port
 // could make sentinel re-read a file being edited. Without a global admin
 // token configured, reload with SIGHUP.
-func (a *App) serveReload(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodPost, http.MethodPut) {
-		return
+func (a *App) serveReload(r *http.Request) (any, error) {
+	if err := jsonapi.CheckMethod(r, http.MethodPost, http.MethodPut); err != nil {
+		return nil, err
 	}
 	p, err := auth.Authenticator{Credentials: a.admin.Load().Credentials, Signer: a.signer}.Authenticate(r, a.opts.Now())
 	switch {
 	case err != nil && p.Kind != auth.KindRuntimeToken:
-		jsonapi.Error(w, http.StatusUnauthorized, err.Error()+": reloading needs a global admin token")
-		return
+		return nil, jsonapi.Unauthorized(err.Error() + ": reloading needs a global admin token")
 	case p.Kind != auth.KindGlobalAdmin:
-		jsonapi.Error(w, http.StatusForbidden, "reloading needs a global admin token")
-		return
+		return nil, jsonapi.Forbidden("reloading needs a global admin token")
 	}
 	if err := a.Reload(); err != nil {
 		// The error names the line and the field but quotes no value
 		// (config.Parse redacts them).
-		jsonapi.Errorf(w, http.StatusInternalServerError, "reload failed, the running configuration is kept: %v", err)
-		return
+		return nil, jsonapi.Internal("reload failed, the running configuration is kept: "+err.Error(), err)
 	}
-	jsonapi.Write(w, http.StatusOK, map[string]string{"status": "reloaded"})
+	return map[string]string{"status": "reloaded"}, nil
 }
 
 // dropRemovedTenants forgets the hot state of the agents of tenants cfg no

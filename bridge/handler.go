@@ -55,6 +55,8 @@ type Handler struct {
 	logger   *slog.Logger
 	now      func() time.Time
 	settings atomic.Pointer[Settings]
+	// serveHTTP is serve adapted to HTTP; its errors are answered in one place.
+	serveHTTP http.Handler
 
 	notifications *prometheus.CounterVec
 }
@@ -80,38 +82,30 @@ func NewHandler(store Store, s *Settings, logger *slog.Logger, reg prometheus.Re
 		reg.MustRegister(h.notifications)
 	}
 	h.settings.Store(s)
+	h.serveHTTP = jsonapi.Handle(logger, h.serve)
 	return h
 }
 
 // Reload swaps in new settings.
 func (h *Handler) Reload(s *Settings) { h.settings.Store(s) }
 
-// Errors of the bridge endpoint; statusOf maps them to HTTP.
-var (
-	errUnauthorized = errors.New("a bridge bearer token is required")
-	errForbidden    = errors.New("this credential may not call the bridge")
-	errTooLarge     = fmt.Errorf("notification larger than %d bytes", MaxNotificationBytes)
-	errMethod       = errors.New("method not allowed: use POST")
-	// ErrUnavailable wraps a failed commit: Alertmanager retries 5xx.
-	ErrUnavailable = errors.New("cannot persist the notification now; retry")
-)
+// ErrUnavailable is the cause of the 503 of a failed commit, which
+// Alertmanager retries.
+var ErrUnavailable = errors.New("cannot persist the notification now; retry")
 
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, errUnauthorized):
-		return http.StatusUnauthorized
-	case errors.Is(err, errForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, errTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errMethod):
-		return http.StatusMethodNotAllowed
-	case errors.Is(err, ErrMalformed):
-		return http.StatusBadRequest
-	default:
-		return http.StatusServiceUnavailable
-	}
-}
+// unavailableRetryAfter is the Retry-After of a 503. Alertmanager keeps its
+// own backoff; the header is for other callers.
+const unavailableRetryAfter = 5 * time.Second
+
+// The refusals of the bridge endpoint. Alertmanager retries 5xx only, so
+// everything but a failed commit is a 4xx.
+const errUnauthorized = "a bridge bearer token is required"
+
+var (
+	errForbidden = jsonapi.Forbidden("this credential may not call the bridge")
+	errTooLarge  = &jsonapi.Error{Status: http.StatusRequestEntityTooLarge, Msg: fmt.Sprintf("notification larger than %d bytes", MaxNotificationBytes)}
+	errMethod    = &jsonapi.Error{Status: http.StatusMethodNotAllowed, Msg: "method not allowed: use POST", Allow: []string{http.MethodPost}}
+)
 
 // answer is the bridge's 200 body: how many alerts had each result.
 type answer struct {
@@ -120,22 +114,11 @@ type answer struct {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	a, err := h.serve(r)
-	if err != nil {
-		status := statusOf(err)
-		switch status {
-		case http.StatusMethodNotAllowed:
-			w.Header().Set("Allow", http.MethodPost)
-		case http.StatusServiceUnavailable:
-			w.Header().Set("Retry-After", "5")
-		}
-		jsonapi.Error(w, status, err.Error())
-		return
-	}
-	jsonapi.Write(w, http.StatusOK, a)
+	h.serveHTTP.ServeHTTP(w, r)
 }
 
-func (h *Handler) serve(r *http.Request) (*answer, error) {
+// serve handles a notification; every error it returns is an *jsonapi.Error.
+func (h *Handler) serve(r *http.Request) (any, error) {
 	if r.Method != http.MethodPost {
 		return nil, errMethod
 	}
@@ -144,10 +127,10 @@ func (h *Handler) serve(r *http.Request) (*answer, error) {
 	switch {
 	case errors.Is(err, auth.ErrNoCredential):
 		h.notifications.WithLabelValues("unauthorized").Inc()
-		return nil, errUnauthorized
+		return nil, jsonapi.Unauthorized(errUnauthorized)
 	case err != nil:
 		h.notifications.WithLabelValues("unauthorized").Inc()
-		return nil, fmt.Errorf("%w: unknown credential", errUnauthorized)
+		return nil, jsonapi.Unauthorized(errUnauthorized + ": unknown credential")
 	}
 	if p.Kind != auth.KindBridge {
 		h.notifications.WithLabelValues("unauthorized").Inc()
@@ -155,7 +138,7 @@ func (h *Handler) serve(r *http.Request) (*answer, error) {
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxNotificationBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read body: %v", ErrMalformed, err)
+		return nil, &jsonapi.Error{Status: http.StatusBadRequest, Msg: fmt.Sprintf("%v: read body: %v", ErrMalformed, err), Err: ErrMalformed}
 	}
 	if len(body) > MaxNotificationBytes {
 		h.notifications.WithLabelValues("malformed").Inc()
@@ -165,7 +148,7 @@ func (h *Handler) serve(r *http.Request) (*answer, error) {
 	if err != nil {
 		h.notifications.WithLabelValues("malformed").Inc()
 		h.logger.Warn("refused Alertmanager notification", "err", err)
-		return nil, err
+		return nil, &jsonapi.Error{Status: http.StatusBadRequest, Msg: err.Error(), Err: err}
 	}
 	now := h.now().UTC()
 	plan := Decide(n, h.store.Facts(), s.Policy, now)
@@ -173,7 +156,7 @@ func (h *Handler) serve(r *http.Request) (*answer, error) {
 		if err := h.store.Commit(r.Context(), plan, now); err != nil {
 			h.notifications.WithLabelValues("unavailable").Inc()
 			h.logger.Error("cannot commit Alertmanager notification; Alertmanager will retry", "err", err, "alerts", len(n.Alerts))
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, jsonapi.Unavailable(ErrUnavailable.Error(), unavailableRetryAfter, fmt.Errorf("%w: %w", ErrUnavailable, err))
 		}
 	}
 	h.notifications.WithLabelValues("accepted").Inc()

@@ -69,13 +69,14 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 		own[f.name] = true
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
+		if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+			jsonapi.WriteError(w, logger, err)
 			return
 		}
 		sw := &scrapeWriter{w: w, rc: http.NewResponseController(w)}
 		if !c.acquire(sw) {
 			c.rejected.Add(1)
-			jsonapi.Errorf(w, http.StatusServiceUnavailable, "%d scrapes are already in flight, the limit; retry later", cap(c.inflight))
+			jsonapi.WriteError(w, logger, jsonapi.Unavailable(strconv.Itoa(cap(c.inflight))+" scrapes are already in flight, the limit; retry later", 0, nil))
 			return
 		}
 		defer c.release(sw)
@@ -559,7 +560,7 @@ func RequireBearer(token func() string, next http.Handler) http.Handler {
 		got, ok := auth.BearerToken(r)
 		gotSum, wantSum := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
 		if !ok || subtle.ConstantTimeCompare(gotSum[:], wantSum[:]) != 1 {
-			jsonapi.Error(w, http.StatusUnauthorized, "the metrics need the scrape bearer token (metrics.bearer_token of the configuration)")
+			jsonapi.WriteError(w, nil, jsonapi.Unauthorized("the metrics need the scrape bearer token (metrics.bearer_token of the configuration)"))
 			return
 		}
 		next.ServeHTTP(w, r)

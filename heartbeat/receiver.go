@@ -285,58 +285,77 @@ type beat struct {
 
 func (rc *Receiver) count(p protocol, r result) { rc.heartbeats[p][r].Inc() }
 
-func (rc *Receiver) fail(w http.ResponseWriter, p protocol, r result, status int, msg string) {
-	rc.count(p, r)
-	jsonapi.Error(w, status, msg)
+// refuse answers the error that ended a request of protocol p, and counts
+// the request in sentinel_heartbeats_total with the result its status
+// means. It is the receiver's one place where an error becomes an answer; a
+// 405 and an internal error have no result label and are not counted.
+func (rc *Receiver) refuse(w http.ResponseWriter, p protocol, err error) {
+	var e *jsonapi.Error
+	if errors.As(err, &e) {
+		if res, ok := resultOfStatus(e.Status); ok {
+			rc.count(p, res)
+		}
+	}
+	jsonapi.WriteError(w, rc.logger, err)
 }
 
-// authenticate resolves the bearer credential for a heartbeat of agentID
-// (empty when the agent is not known yet, as for events before decoding).
-func (rc *Receiver) authenticate(w http.ResponseWriter, r *http.Request, b *beat) bool {
+// resultOfStatus is the result label of a refused heartbeat's status.
+func resultOfStatus(status int) (result, bool) {
+	switch status {
+	case http.StatusBadRequest:
+		return resultBadRequest, true
+	case http.StatusUnauthorized:
+		return resultUnauthorized, true
+	case http.StatusForbidden:
+		return resultForbidden, true
+	case http.StatusRequestEntityTooLarge:
+		return resultTooLarge, true
+	case http.StatusUnprocessableEntity:
+		return resultUnsupported, true
+	case http.StatusTooManyRequests:
+		return resultRefused, true
+	}
+	return 0, false
+}
+
+// admit checks the method and resolves the bearer credential of a heartbeat.
+func (rc *Receiver) admit(r *http.Request, b *beat) error {
+	if err := jsonapi.CheckMethod(r, http.MethodPost); err != nil {
+		return err
+	}
 	p, err := auth.Authenticator{
 		Credentials: b.settings.Credentials, Signer: rc.signer,
 		TokenTTL: b.settings.TokenTTL, Forgotten: rc.kill.Forgotten,
 	}.Authenticate(r, b.now)
 	switch {
 	case errors.Is(err, auth.ErrTokenExpired):
-		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "runtime token expired; register again with the tenant API key")
-		return false
+		return jsonapi.Unauthorized("runtime token expired; register again with the tenant API key")
 	case err != nil:
-		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, err.Error())
-		return false
+		return jsonapi.Unauthorized(err.Error())
 	case p.Kind != auth.KindRuntimeToken && p.Kind != auth.KindTenantKey:
-		rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
-		return false
+		return jsonapi.Forbidden("this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
 	}
 	b.principal = p
-	return true
+	return nil
 }
 
 // authorizeAgent checks that the principal may beat agent id and sets the key.
-func (rc *Receiver) authorizeAgent(w http.ResponseWriter, b *beat, id string) bool {
+func (rc *Receiver) authorizeAgent(b *beat, id string) error {
 	if !fleet.ValidAgentID(id) {
-		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "invalid agent id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-		return false
+		return jsonapi.BadRequest("invalid agent id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 	}
 	if t := b.principal.Token; t != nil && t.AgentID != id {
-		rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "runtime token is bound to another agent")
-		return false
+		return jsonapi.Forbidden("runtime token is bound to another agent")
 	}
 	b.key = fleet.Key{Tenant: b.principal.Tenant, AgentID: id}
-	return true
+	return nil
 }
 
-// validate turns the body into a BeatRequest, or answers 400.
-func (rc *Receiver) validate(w http.ResponseWriter, b *beat, req *BeatRequest) bool {
-	bad := func(msg string) bool {
-		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, msg)
-		return false
-	}
+// validate turns the body into a BeatRequest, or returns the 400 or 422.
+func (rc *Receiver) validate(b *beat, req *BeatRequest) error {
+	bad := func(msg string) error { return jsonapi.BadRequest(msg) }
 	// A value outside an enumeration is well-formed but unsupported: 422.
-	unsupported := func(msg string) bool {
-		rc.fail(w, b.proto, resultUnsupported, http.StatusUnprocessableEntity, msg)
-		return false
-	}
+	unsupported := func(msg string) error { return jsonapi.Unprocessable(msg) }
 	body := &b.body
 	status, err := ParseStatus(body.Status)
 	if err != nil {
@@ -429,18 +448,18 @@ func (rc *Receiver) validate(w http.ResponseWriter, b *beat, req *BeatRequest) b
 		// Only the Beacon answer has room for the runtime token.
 		req.IssueTokenOnRegister = b.proto == protoBeacon
 	}
-	return true
+	return nil
 }
 
 // validString keeps agent-reported strings fit to be label values.
 func validString(s string) bool { return len(s) <= MaxStringLen && utf8.ValidString(s) }
 
-// process records the beat in the store and works out the answer's content.
-// It answers errors itself and returns false after doing so.
-func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
+// process records the beat in the store and works out the answer's content,
+// or returns the error to answer.
+func (rc *Receiver) process(b *beat) error {
 	var req BeatRequest
-	if !rc.validate(w, b, &req) {
-		return false
+	if err := rc.validate(b, &req); err != nil {
+		return err
 	}
 	res, err := rc.store.Beat(&req, b.settings.Thresholds.Tenant(b.key.Tenant))
 	if errors.Is(err, ErrTooManyAgents) || errors.Is(err, ErrTenantTooManyAgents) {
@@ -458,9 +477,7 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 		}
 		// Room appears only when an operator forgets agents or raises the
 		// limit: asking again at the agent's own pace is soon enough.
-		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(b.interval.Seconds())), 10))
-		rc.fail(w, b.proto, resultRefused, http.StatusTooManyRequests, msg)
-		return false
+		return jsonapi.TooMany(msg, b.interval)
 	}
 	b.res = res
 	if res.AckedCommandSeq != 0 {
@@ -469,7 +486,7 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 	if res.Revoked {
 		rc.count(b.proto, resultRevoked)
 		b.state = fleet.StateRevoked
-		return true
+		return nil
 	}
 	rc.count(b.proto, resultAccepted)
 	if rc.observer != nil {
@@ -503,37 +520,40 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 		b.tokenExp = b.now.Add(b.settings.TokenTTL).Truncate(time.Second)
 		b.token = rc.signer.Issue(auth.RuntimeToken{Tenant: b.key.Tenant, AgentID: b.key.AgentID, Version: b.tokenVer, ExpiresAt: b.tokenExp})
 	}
-	return true
+	return nil
 }
 
 func (rc *Receiver) newBeat(proto protocol) *beat {
 	return &beat{proto: proto, settings: rc.settings.Load(), now: rc.now()}
 }
 
-func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, b *beat, into any) bool {
+// readBody reads and decodes the request body into into; w is only told to
+// close the connection after a body over the limit.
+func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, into any) error {
 	bufp := rc.bufs.Get().(*[]byte)
 	defer rc.bufs.Put(bufp)
-	body, status := jsonapi.ReadBody(w, r, *bufp)
-	if status != 0 {
-		res := resultBadRequest
-		if status == http.StatusRequestEntityTooLarge {
-			res = resultTooLarge
-		}
-		rc.count(b.proto, res)
-		return false
+	body, err := jsonapi.ReadBody(w, r, *bufp)
+	if err != nil {
+		return err
 	}
 	*bufp = body[:0]
-	if !rc.decode(w, body, into) {
-		rc.count(b.proto, resultBadRequest)
-		return false
-	}
-	return true
+	return decodeRequest(body, into)
 }
 
 func (rc *Receiver) serveBeacon(w http.ResponseWriter, r *http.Request) {
 	b := rc.newBeat(protoBeacon)
-	if !jsonapi.AllowMethods(w, r, http.MethodPost) || !rc.authenticate(w, r, b) ||
-		!rc.authorizeAgent(w, b, r.PathValue("id")) || !rc.readBody(w, r, b, &b.body) || !rc.process(w, b) {
+	err := rc.admit(r, b)
+	if err == nil {
+		err = rc.authorizeAgent(b, r.PathValue("id"))
+	}
+	if err == nil {
+		err = rc.readBody(w, r, &b.body)
+	}
+	if err == nil {
+		err = rc.process(b)
+	}
+	if err != nil {
+		rc.refuse(w, b.proto, err)
 		return
 	}
 	out := rc.appendBeaconAnswer(make([]byte, 0, 512), b)
@@ -542,8 +562,18 @@ func (rc *Receiver) serveBeacon(w http.ResponseWriter, r *http.Request) {
 
 func (rc *Receiver) serveABS(w http.ResponseWriter, r *http.Request) {
 	b := rc.newBeat(protoABS)
-	if !jsonapi.AllowMethods(w, r, http.MethodPost) || !rc.authenticate(w, r, b) ||
-		!rc.authorizeAgent(w, b, r.URL.Query().Get("agentId")) || !rc.readBody(w, r, b, &b.body) || !rc.process(w, b) {
+	err := rc.admit(r, b)
+	if err == nil {
+		err = rc.authorizeAgent(b, r.URL.Query().Get("agentId"))
+	}
+	if err == nil {
+		err = rc.readBody(w, r, &b.body)
+	}
+	if err == nil {
+		err = rc.process(b)
+	}
+	if err != nil {
+		rc.refuse(w, b.proto, err)
 		return
 	}
 	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
@@ -561,35 +591,44 @@ type eventBody struct {
 
 func (rc *Receiver) serveEvents(w http.ResponseWriter, r *http.Request) {
 	b := rc.newBeat(protoEvents)
-	var ev eventBody
-	if !jsonapi.AllowMethods(w, r, http.MethodPost) || !rc.authenticate(w, r, b) || !rc.readBody(w, r, b, &ev) {
+	out, err := rc.event(w, r, b)
+	if err != nil {
+		rc.refuse(w, b.proto, err)
 		return
+	}
+	jsonapi.Raw(w, http.StatusOK, out)
+}
+
+// event takes an ABS event from the request to the store and returns the
+// answer's body; w is only told to close the connection after a body over
+// the limit.
+func (rc *Receiver) event(w http.ResponseWriter, r *http.Request, b *beat) ([]byte, error) {
+	var ev eventBody
+	if err := rc.admit(r, b); err != nil {
+		return nil, err
+	}
+	if err := rc.readBody(w, r, &ev); err != nil {
+		return nil, err
 	}
 	switch {
 	case ev.EventID == "" || len(ev.EventID) > 128 || !utf8.ValidString(ev.EventID):
-		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "event_id is required (at most 128 bytes)")
-		return
+		return nil, jsonapi.BadRequest("event_id is required (at most 128 bytes)")
 	case ev.TenantID == "":
-		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "tenant_id is required")
-		return
+		return nil, jsonapi.BadRequest("tenant_id is required")
 	case ev.TenantID != b.principal.Tenant:
-		rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "tenant_id is not the credential's tenant")
-		return
+		return nil, jsonapi.Forbidden("tenant_id is not the credential's tenant")
 	}
 	switch ev.EventType {
 	case "":
-		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "event_type is required")
-		return
+		return nil, jsonapi.BadRequest("event_type is required")
 	case "agent.heartbeat":
 	case "agent.shutdown":
 		b.shutdown = true
 	default:
-		rc.fail(w, b.proto, resultUnsupported, http.StatusUnprocessableEntity,
-			"unsupported event_type "+strconv.Quote(ev.EventType)+"; supported: agent.heartbeat, agent.shutdown")
-		return
+		return nil, jsonapi.Unprocessable("unsupported event_type " + strconv.Quote(ev.EventType) + "; supported: agent.heartbeat, agent.shutdown")
 	}
-	if !rc.authorizeAgent(w, b, ev.Source) {
-		return
+	if err := rc.authorizeAgent(b, ev.Source); err != nil {
+		return nil, err
 	}
 	dedupKey := []byte(b.key.Tenant + "\x00" + ev.EventID)
 	// The check, the processing and the Set are one step for each event id:
@@ -599,28 +638,25 @@ func (rc *Receiver) serveEvents(w http.ResponseWriter, r *http.Request) {
 	defer mu.Unlock()
 	if rc.events.seen(b.key.Tenant, ev.EventID) {
 		rc.count(b.proto, resultDuplicate)
-		jsonapi.Write(w, http.StatusOK, struct {
+		return json.Marshal(struct {
 			EventID   string `json:"event_id"`
 			AgentID   string `json:"agentId"`
 			Duplicate bool   `json:"duplicate"`
 		}{ev.EventID, ev.Source, true})
-		return
 	}
 	if len(ev.Payload) > 0 && string(ev.Payload) != "null" {
 		if err := json.Unmarshal(ev.Payload, &b.body); err != nil {
-			rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "malformed payload: "+err.Error())
-			return
+			return nil, jsonapi.BadRequest("malformed payload: " + err.Error())
 		}
 	}
-	if !rc.process(w, b) {
-		return
+	if err := rc.process(b); err != nil {
+		return nil, err
 	}
 	rc.events.add(b.key.Tenant, ev.EventID)
 	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
 	out = append(out, `,"event_id":`...)
 	out = appendJSONString(out, ev.EventID)
-	out = append(out, `,"duplicate":false}`...)
-	jsonapi.Raw(w, http.StatusOK, out)
+	return append(out, `,"duplicate":false}`...), nil
 }
 
 // The answers are appended by hand: they are written for every heartbeat and
@@ -746,15 +782,15 @@ func appendJSONString(out []byte, s string) []byte {
 	return append(out, '"')
 }
 
-// decode parses a request body, with the fast heartbeat decoder when it is one.
-func (rc *Receiver) decode(w http.ResponseWriter, body []byte, into any) bool {
+// decodeRequest parses a request body, with the fast heartbeat decoder when it is
+// one, or returns the 400.
+func decodeRequest(body []byte, into any) error {
 	bb, isBeat := into.(*beatBody)
 	if !isBeat || len(bytes.TrimSpace(body)) == 0 {
-		return jsonapi.Decode(w, body, into)
+		return jsonapi.Decode(body, into)
 	}
 	if err := decodeBeatBody(body, bb); err != nil {
-		jsonapi.Errorf(w, http.StatusBadRequest, "malformed JSON body: %v", err)
-		return false
+		return jsonapi.BadRequest("malformed JSON body: " + err.Error())
 	}
-	return true
+	return nil
 }

@@ -3,51 +3,109 @@ package jsonapi
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-func TestError(t *testing.T) {
+func TestWriteError(t *testing.T) {
+	cause := errors.New("pq: connection refused to 10.0.0.7 password=hunter2")
 	tests := []struct {
-		status    int
-		msg       string
-		body      string
-		challenge bool
+		name    string
+		err     error
+		status  int
+		body    string
+		headers map[string]string // every header besides Content-Type and Cache-Control; "" is absent
+		logged  bool
 	}{
-		{http.StatusBadRequest, "bad input", `{"error":"bad input"}` + "\n", false},
-		{http.StatusUnauthorized, "missing bearer credential", `{"error":"missing bearer credential"}` + "\n", true},
-		{http.StatusForbidden, "nope", `{"error":"nope"}` + "\n", false},
-		{http.StatusRequestEntityTooLarge, `quote " and <tag> & \ backslash`, `{"error":"quote \" and \u003ctag\u003e \u0026 \\ backslash"}` + "\n", false},
-		{http.StatusServiceUnavailable, "", `{"error":""}` + "\n", false},
+		{"bad request", BadRequest("bad input"), http.StatusBadRequest, `{"error":"bad input"}`, nil, false},
+		{"unauthorized", Unauthorized("missing bearer credential"), http.StatusUnauthorized, `{"error":"missing bearer credential"}`,
+			map[string]string{"WWW-Authenticate": `Bearer realm="sentinel"`}, false},
+		{"forbidden", Forbidden("nope"), http.StatusForbidden, `{"error":"nope"}`, nil, false},
+		{"not found", NotFound(`agent "a-1" not found`), http.StatusNotFound, `{"error":"agent \"a-1\" not found"}`, nil, false},
+		{"method not allowed", MethodNotAllowed(http.MethodPut, http.MethodGet, http.MethodDelete), http.StatusMethodNotAllowed,
+			`{"error":"method PUT not allowed; use GET or DELETE"}`, map[string]string{"Allow": "GET, DELETE"}, false},
+		{"too large", TooLarge(), http.StatusRequestEntityTooLarge, `{"error":"request body over 65536 bytes"}`, nil, false},
+		{"escaped", BadRequest(`quote " and <tag> & \ backslash`), http.StatusBadRequest,
+			`{"error":"quote \" and \u003ctag\u003e \u0026 \\ backslash"}`, nil, false},
+		{"unprocessable", Unprocessable(`unsupported command "x"`), http.StatusUnprocessableEntity, `{"error":"unsupported command \"x\""}`, nil, false},
+		{"too many", TooMany("agent limit reached", 1500*time.Millisecond), http.StatusTooManyRequests, `{"error":"agent limit reached"}`,
+			map[string]string{"Retry-After": "2"}, false},
+		{"unavailable", Unavailable("cannot persist; retry", 5*time.Second, cause), http.StatusServiceUnavailable, `{"error":"cannot persist; retry"}`,
+			map[string]string{"Retry-After": "5"}, false},
+		{"unavailable without retry-after", Unavailable("", 0, nil), http.StatusServiceUnavailable, `{"error":""}`, nil, false},
+		{"internal with a message", Internal("cannot build the test event", cause), http.StatusInternalServerError,
+			`{"error":"cannot build the test event"}`, nil, false},
+		{"wrapped", fmt.Errorf("serve: %w", Forbidden("nope")), http.StatusForbidden, `{"error":"nope"}`, nil, false},
+		// Anything else is a failure of sentinel: a 500 that says nothing of it.
+		{"unknown", cause, http.StatusInternalServerError, `{"error":"` + InternalErrorMessage + `"}`, nil, true},
+		{"unknown wrapped", fmt.Errorf("commit: %w", cause), http.StatusInternalServerError, `{"error":"` + InternalErrorMessage + `"}`, nil, true},
 	}
 	for _, tt := range tests {
-		t.Run(http.StatusText(tt.status), func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
+			var log bytes.Buffer
 			w := httptest.NewRecorder()
-			Error(w, tt.status, tt.msg)
+			WriteError(w, slog.New(slog.NewTextHandler(&log, nil)), tt.err)
 			require.Equal(t, tt.status, w.Code)
 			require.Equal(t, "application/json", w.Header().Get("Content-Type"))
 			require.Equal(t, "no-store", w.Header().Get("Cache-Control"))
-			require.Equal(t, tt.body, w.Body.String())
-			if tt.challenge {
-				require.True(t, strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Bearer "), w.Header().Get("WWW-Authenticate"))
+			require.Equal(t, tt.body+"\n", w.Body.String())
+			for _, h := range []string{"WWW-Authenticate", "Allow", "Retry-After"} {
+				require.Equal(t, tt.headers[h], w.Header().Get(h), h)
+			}
+			require.NotContains(t, w.Body.String(), "hunter2")
+			require.NotContains(t, w.Body.String(), "10.0.0.7")
+			if tt.logged {
+				require.Contains(t, log.String(), "connection refused", "an unexpected error is logged")
 			} else {
-				require.Empty(t, w.Header().Get("WWW-Authenticate"))
+				require.Empty(t, log.String())
 			}
 		})
 	}
 }
 
-func TestErrorf(t *testing.T) {
+// TestWriteErrorNilLogger: an unknown error without a logger is still a 500.
+func TestWriteErrorNilLogger(t *testing.T) {
 	w := httptest.NewRecorder()
-	Errorf(w, http.StatusNotFound, "agent %q not found", "a-1")
-	require.Equal(t, http.StatusNotFound, w.Code)
-	require.JSONEq(t, `{"error":"agent \"a-1\" not found"}`, w.Body.String())
+	WriteError(w, nil, errors.New("disk on fire"))
+	require.Equal(t, http.StatusInternalServerError, w.Code)
+	require.NotContains(t, w.Body.String(), "disk")
+}
+
+func TestHandle(t *testing.T) {
+	tests := []struct {
+		name   string
+		f      Func
+		status int
+		body   string
+	}{
+		{"ok", func(*http.Request) (any, error) { return map[string]int{"a": 1}, nil }, http.StatusOK, `{"a":1}`},
+		{"accepted", func(*http.Request) (any, error) {
+			return Response{Status: http.StatusAccepted, Body: map[string]string{"status": "pending"}}, nil
+		}, http.StatusAccepted, `{"status":"pending"}`},
+		{"typed error", func(*http.Request) (any, error) { return nil, NotFound("no such thing") }, http.StatusNotFound, `{"error":"no such thing"}`},
+		{"unknown error", func(*http.Request) (any, error) { return nil, errors.New("secret detail") }, http.StatusInternalServerError,
+			`{"error":"` + InternalErrorMessage + `"}`},
+		{"method", func(r *http.Request) (any, error) { return nil, CheckMethod(r, http.MethodPost) }, http.StatusMethodNotAllowed,
+			`{"error":"method GET not allowed; use POST"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			Handle(slog.New(slog.DiscardHandler), tt.f).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/x", nil))
+			require.Equal(t, tt.status, w.Code)
+			require.Equal(t, "application/json", w.Header().Get("Content-Type"))
+			require.Equal(t, tt.body+"\n", w.Body.String())
+		})
+	}
 }
 
 func TestWrite(t *testing.T) {
@@ -72,7 +130,7 @@ func TestRaw(t *testing.T) {
 	require.Equal(t, `{"x":true}`+"\n", w.Body.String())
 }
 
-func TestAllowMethods(t *testing.T) {
+func TestCheckMethod(t *testing.T) {
 	tests := []struct {
 		method  string
 		allowed []string
@@ -88,14 +146,13 @@ func TestAllowMethods(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+strings.Join(tt.allowed, ","), func(t *testing.T) {
-			w := httptest.NewRecorder()
-			ok := AllowMethods(w, httptest.NewRequest(tt.method, "/x", nil), tt.allowed...)
-			require.Equal(t, tt.ok, ok)
+			err := CheckMethod(httptest.NewRequest(tt.method, "/x", nil), tt.allowed...)
 			if tt.ok {
-				require.Empty(t, w.Header().Get("Allow"))
-				require.Zero(t, w.Body.Len(), "nothing written")
+				require.NoError(t, err)
 				return
 			}
+			w := httptest.NewRecorder()
+			WriteError(w, nil, err)
 			require.Equal(t, http.StatusMethodNotAllowed, w.Code)
 			require.Equal(t, tt.allow, w.Header().Get("Allow"))
 			require.Equal(t, "application/json", w.Header().Get("Content-Type"))
@@ -135,14 +192,16 @@ func TestReadBody(t *testing.T) {
 			r := httptest.NewRequest(http.MethodPost, "/", tt.body)
 			r.ContentLength = tt.length
 			w := httptest.NewRecorder()
-			got, status := ReadBody(w, r, nil)
-			require.Equal(t, tt.status, status)
-			if status == 0 {
+			got, err := ReadBody(w, r, nil)
+			require.Zero(t, w.Body.Len(), "ReadBody answers nothing itself")
+			if tt.status == 0 {
+				require.NoError(t, err)
 				require.Equal(t, tt.want, string(got))
-				require.Zero(t, w.Body.Len(), "nothing answered on success")
 				return
 			}
 			require.Nil(t, got)
+			WriteError(w, nil, err)
+			status := tt.status
 			require.Equal(t, status, w.Code)
 			require.Equal(t, "application/json", w.Header().Get("Content-Type"))
 			if status == http.StatusRequestEntityTooLarge {
@@ -160,24 +219,26 @@ func TestReadBodyContentLengthNotRead(t *testing.T) {
 	r := httptest.NewRequest(http.MethodPost, "/", failingReader{})
 	r.ContentLength = MaxBodyBytes + 1
 	w := httptest.NewRecorder()
-	_, status := ReadBody(w, r, nil)
-	require.Equal(t, http.StatusRequestEntityTooLarge, status)
+	_, err := ReadBody(w, r, nil)
+	var e *Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, http.StatusRequestEntityTooLarge, e.Status)
 }
 
 // TestReadBodyReusesBuffer: a buffer big enough is used as is.
 func TestReadBodyReusesBuffer(t *testing.T) {
 	buf := make([]byte, 0, 1024)
 	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"status":"healthy"}`))
-	got, status := ReadBody(httptest.NewRecorder(), r, buf)
-	require.Zero(t, status)
+	got, err := ReadBody(httptest.NewRecorder(), r, buf)
+	require.NoError(t, err)
 	require.Equal(t, `{"status":"healthy"}`, string(got))
 	require.Same(t, &buf[:1][0], &got[0])
 
 	// A small buffer grows; its old content does not leak into the body.
 	small := []byte("garbage")
 	r = httptest.NewRequest(http.MethodPost, "/", strings.NewReader(strings.Repeat("z", 5000)))
-	got, status = ReadBody(httptest.NewRecorder(), r, small[:0])
-	require.Zero(t, status)
+	got, err = ReadBody(httptest.NewRecorder(), r, small[:0])
+	require.NoError(t, err)
 	require.Equal(t, strings.Repeat("z", 5000), string(got))
 }
 
@@ -204,14 +265,14 @@ func TestDecode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			v := target{A: 7}
-			w := httptest.NewRecorder()
-			ok := Decode(w, []byte(tt.body), &v)
-			require.Equal(t, tt.ok, ok)
+			err := Decode([]byte(tt.body), &v)
 			if tt.ok {
+				require.NoError(t, err)
 				require.Equal(t, tt.want, v)
-				require.Zero(t, w.Body.Len())
 				return
 			}
+			w := httptest.NewRecorder()
+			WriteError(w, nil, err)
 			require.Equal(t, http.StatusBadRequest, w.Code)
 			require.True(t, bytes.HasPrefix(w.Body.Bytes(), []byte(`{"error":"malformed JSON body: `)), w.Body.String())
 		})

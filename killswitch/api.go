@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -47,11 +49,35 @@ const (
 
 // Register adds the admin routes to mux.
 func (a *API) Register(mux *http.ServeMux) {
-	mux.HandleFunc("/api/v1/installations", a.serveList)
-	mux.HandleFunc("/api/v1/installations/{id}", a.serveInstallation)
-	mux.HandleFunc("/api/v1/installations/{id}/revoke", a.serveRevoke)
-	mux.HandleFunc("/api/v1/installations/{id}/command", a.serveCommand)
-	mux.HandleFunc("/api/v1/revoke-all", a.serveRevokeAll)
+	mux.Handle("/api/v1/installations", a.handle(a.serveList))
+	mux.Handle("/api/v1/installations/{id}", a.handle(a.serveInstallation))
+	mux.Handle("/api/v1/installations/{id}/revoke", a.handle(a.serveRevoke))
+	mux.Handle("/api/v1/installations/{id}/command", a.handle(a.serveCommand))
+	mux.Handle("/api/v1/revoke-all", a.handle(a.serveRevokeAll))
+}
+
+// errPersist is the message of every failure to read or commit the durable
+// kill-switch state.
+const errPersist = "cannot persist the change; nothing was changed, retry later"
+
+// handle adapts an endpoint of the admin API. It is the one place its
+// errors are mapped: an *jsonapi.Error is answered as it is; every other
+// error an endpoint returns comes from Control or the Ledger (ErrUnavailable,
+// ErrUnknownOutcome, a failed journal, a cancelled wait for the commit), a
+// failure to read or commit durable state after which nothing changed and a
+// retry may succeed: a 503, logged with its cause, which the client never
+// sees.
+func (a *API) handle(f jsonapi.Func) http.Handler {
+	logger := a.logger()
+	return jsonapi.Handle(logger, func(r *http.Request) (any, error) {
+		v, err := f(r)
+		var apiErr *jsonapi.Error
+		if err != nil && !errors.As(err, &apiErr) {
+			logger.Error("cannot persist kill-switch change", "err", err)
+			return nil, jsonapi.Unavailable(errPersist, 0, err)
+		}
+		return v, err
+	})
 }
 
 func (a *API) logger() *slog.Logger {
@@ -71,91 +97,78 @@ func (a *API) now() time.Time {
 // admin authenticates an admin token and resolves the tenant it acts on:
 // a tenant admin acts on its own tenant; a global admin names it with
 // ?tenant=, which only the list may omit (all tenants, returned as "").
-func (a *API) admin(w http.ResponseWriter, r *http.Request, tenantRequired bool) (string, *Settings, bool) {
+func (a *API) admin(r *http.Request, tenantRequired bool) (string, *Settings, error) {
 	s := a.Settings()
 	p, err := auth.Authenticator{Credentials: s.Credentials, Signer: a.Signer}.Authenticate(r, a.now())
 	if p.Kind == auth.KindRuntimeToken {
 		// A genuine runtime token, even expired, is a credential of the
 		// wrong kind (403); a forged one is unknown (401).
-		jsonapi.Error(w, http.StatusForbidden, "an admin token is required; runtime tokens only send heartbeats")
-		return "", nil, false
+		return "", nil, jsonapi.Forbidden("an admin token is required; runtime tokens only send heartbeats")
 	}
 	if err != nil {
-		jsonapi.Error(w, http.StatusUnauthorized, err.Error())
-		return "", nil, false
+		return "", nil, jsonapi.Unauthorized(err.Error())
 	}
 	query := r.URL.Query().Get("tenant")
 	switch p.Kind {
 	case auth.KindTenantAdmin:
 		if query != "" && query != p.Tenant {
-			jsonapi.Error(w, http.StatusForbidden, "this admin token belongs to another tenant")
-			return "", nil, false
+			return "", nil, jsonapi.Forbidden("this admin token belongs to another tenant")
 		}
-		return p.Tenant, s, true
+		return p.Tenant, s, nil
 	case auth.KindGlobalAdmin:
 		if query == "" {
 			if tenantRequired {
-				jsonapi.Error(w, http.StatusBadRequest, "a global admin token must name the tenant with ?tenant=")
-				return "", nil, false
+				return "", nil, jsonapi.BadRequest("a global admin token must name the tenant with ?tenant=")
 			}
-			return "", s, true
+			return "", s, nil
 		}
 		if !s.Credentials.HasTenant(query) {
-			jsonapi.Errorf(w, http.StatusNotFound, "unknown tenant %q", query)
-			return "", nil, false
+			return "", nil, jsonapi.NotFound(fmt.Sprintf("unknown tenant %q", query))
 		}
-		return query, s, true
+		return query, s, nil
 	default:
-		jsonapi.Error(w, http.StatusForbidden, "an admin token is required")
-		return "", nil, false
+		return "", nil, jsonapi.Forbidden("an admin token is required")
 	}
 }
 
 // agentRequest checks the method and the admin token of a request about
-// the agent {id} of the path and resolves the agent's key, answering 405,
-// 401, 403, 400 or 404 (unknown tenant) itself when it returns false.
-func (a *API) agentRequest(w http.ResponseWriter, r *http.Request, methods ...string) (fleet.Key, *Settings, bool) {
-	if !jsonapi.AllowMethods(w, r, methods...) {
-		return fleet.Key{}, nil, false
+// the agent {id} of the path and resolves the agent's key, or returns the
+// 405, 401, 403, 400 or 404 (unknown tenant) to answer.
+func (a *API) agentRequest(r *http.Request, methods ...string) (fleet.Key, *Settings, error) {
+	if err := jsonapi.CheckMethod(r, methods...); err != nil {
+		return fleet.Key{}, nil, err
 	}
-	tenant, s, ok := a.admin(w, r, true)
-	if !ok {
-		return fleet.Key{}, nil, false
+	tenant, s, err := a.admin(r, true)
+	if err != nil {
+		return fleet.Key{}, nil, err
 	}
 	id := r.PathValue("id")
 	if !fleet.ValidAgentID(id) {
-		jsonapi.Error(w, http.StatusBadRequest, "invalid agent id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-		return fleet.Key{}, nil, false
+		return fleet.Key{}, nil, jsonapi.BadRequest("invalid agent id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 	}
-	return fleet.Key{Tenant: tenant, AgentID: id}, s, true
+	return fleet.Key{Tenant: tenant, AgentID: id}, s, nil
 }
 
 // decodeStrict reads an admin request body; unknown fields are errors here,
 // because a misspelt "reason" silently ignored would be a surprise.
-func decodeStrict(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, status := jsonapi.ReadBody(w, r, nil)
-	if status != 0 {
-		return false
+func decodeStrict(r *http.Request, v any) error {
+	// No ResponseWriter: the server drains or closes after a body over the limit.
+	body, err := jsonapi.ReadBody(nil, r, nil)
+	if err != nil {
+		return err
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return true
+		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		jsonapi.Errorf(w, http.StatusBadRequest, "malformed JSON body: %v", err)
-		return false
+		return jsonapi.BadRequest("malformed JSON body: " + err.Error())
 	}
 	if dec.More() {
-		jsonapi.Error(w, http.StatusBadRequest, "malformed JSON body: data after the object")
-		return false
+		return jsonapi.BadRequest("malformed JSON body: data after the object")
 	}
-	return true
-}
-
-func (a *API) persistFailed(w http.ResponseWriter, err error) {
-	a.logger().Error("cannot persist kill-switch change", "err", err)
-	jsonapi.Error(w, http.StatusServiceUnavailable, "cannot persist the change; nothing was changed, retry later")
+	return nil
 }
 
 type revokeRequest struct {
@@ -164,27 +177,25 @@ type revokeRequest struct {
 }
 
 // revocation validates a revoke request body into a revocation.
-func (a *API) revocation(w http.ResponseWriter, r *http.Request, s *Settings) (fleet.Revocation, bool) {
+func (a *API) revocation(r *http.Request, s *Settings) (fleet.Revocation, error) {
 	var req revokeRequest
-	if !decodeStrict(w, r, &req) {
-		return fleet.Revocation{}, false
+	if err := decodeStrict(r, &req); err != nil {
+		return fleet.Revocation{}, err
 	}
 	rev := fleet.Revocation{Reason: req.Reason, ShutdownTimeout: s.DefaultShutdownTimeout, RevokedAt: a.now(), Source: "admin"}
 	if rev.Reason == "" {
 		rev.Reason = DefaultRevokeReason
 	}
 	if len(rev.Reason) > 1024 {
-		jsonapi.Error(w, http.StatusBadRequest, "reason is longer than 1024 bytes")
-		return rev, false
+		return rev, jsonapi.BadRequest("reason is longer than 1024 bytes")
 	}
 	if v := req.ShutdownTimeoutMs; v != nil {
 		if *v < 0 || *v > int64(24*time.Hour/time.Millisecond) {
-			jsonapi.Error(w, http.StatusBadRequest, "shutdown_timeout_ms must be between 0 and 86400000")
-			return rev, false
+			return rev, jsonapi.BadRequest("shutdown_timeout_ms must be between 0 and 86400000")
 		}
 		rev.ShutdownTimeout = time.Duration(*v) * time.Millisecond
 	}
-	return rev, true
+	return rev, nil
 }
 
 type revocationJSON struct {
@@ -198,132 +209,121 @@ func toRevocationJSON(r fleet.Revocation) *revocationJSON {
 	return &revocationJSON{Reason: r.Reason, ShutdownTimeoutMs: r.ShutdownTimeout.Milliseconds(), RevokedAt: r.RevokedAt.UTC(), Source: r.Source}
 }
 
-func (a *API) serveRevoke(w http.ResponseWriter, r *http.Request) {
-	k, s, ok := a.agentRequest(w, r, http.MethodPost, http.MethodDelete)
-	if !ok {
-		return
+// notFound is the 404 of an agent sentinel does not know.
+func notFound(k fleet.Key) error {
+	return jsonapi.NotFound(fmt.Sprintf("agent %q not found", k.AgentID))
+}
+
+func (a *API) serveRevoke(r *http.Request) (any, error) {
+	k, s, err := a.agentRequest(r, http.MethodPost, http.MethodDelete)
+	if err != nil {
+		return nil, err
 	}
 	if r.Method == http.MethodDelete {
 		reinstated, err := a.Control.Reinstate(r.Context(), k)
 		if err != nil {
-			a.persistFailed(w, err)
-			return
+			return nil, err
 		}
-		if !reinstated {
-			if !a.Control.Known(k) {
-				jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
-				return
-			}
+		if !reinstated && !a.Control.Known(k) {
+			return nil, notFound(k)
 		}
-		jsonapi.Write(w, http.StatusOK, map[string]any{"installation_id": k.AgentID, "revoked": false, "reinstated": reinstated})
-		return
+		return map[string]any{"installation_id": k.AgentID, "revoked": false, "reinstated": reinstated}, nil
 	}
-	rev, ok := a.revocation(w, r, s)
-	if !ok {
-		return
+	rev, err := a.revocation(r, s)
+	if err != nil {
+		return nil, err
 	}
 	if !a.Control.Known(k) {
 		if _, revoked := a.Control.Revocation(k); !revoked {
-			jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
-			return
+			return nil, notFound(k)
 		}
 	}
-	rev, _, err := a.Control.Revoke(r.Context(), k, rev)
+	rev, _, err = a.Control.Revoke(r.Context(), k, rev)
 	if err != nil {
-		a.persistFailed(w, err)
-		return
+		return nil, err
 	}
-	jsonapi.Write(w, http.StatusOK, struct {
+	return struct {
 		InstallationID string `json:"installation_id"`
 		Revoked        bool   `json:"revoked"`
 		*revocationJSON
-	}{k.AgentID, true, toRevocationJSON(rev)})
+	}{k.AgentID, true, toRevocationJSON(rev)}, nil
 }
 
-func (a *API) serveRevokeAll(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodPost) {
-		return
+func (a *API) serveRevokeAll(r *http.Request) (any, error) {
+	if err := jsonapi.CheckMethod(r, http.MethodPost); err != nil {
+		return nil, err
 	}
-	tenant, s, ok := a.admin(w, r, true)
-	if !ok {
-		return
+	tenant, s, err := a.admin(r, true)
+	if err != nil {
+		return nil, err
 	}
-	rev, ok := a.revocation(w, r, s)
-	if !ok {
-		return
+	rev, err := a.revocation(r, s)
+	if err != nil {
+		return nil, err
 	}
 	n, err := a.Control.RevokeAll(r.Context(), a.Control.Keys(tenant), rev)
 	if err != nil {
-		a.persistFailed(w, err)
-		return
+		return nil, err
 	}
-	jsonapi.Write(w, http.StatusOK, struct {
+	return struct {
 		Tenant  string `json:"tenant"`
 		Revoked int    `json:"revoked"`
 		*revocationJSON
-	}{tenant, n, toRevocationJSON(rev)})
+	}{tenant, n, toRevocationJSON(rev)}, nil
 }
 
 type commandRequest struct {
 	Command string `json:"command"`
 }
 
-func (a *API) serveCommand(w http.ResponseWriter, r *http.Request) {
-	k, _, ok := a.agentRequest(w, r, http.MethodPost)
-	if !ok {
-		return
+func (a *API) serveCommand(r *http.Request) (any, error) {
+	k, _, err := a.agentRequest(r, http.MethodPost)
+	if err != nil {
+		return nil, err
 	}
 	var req commandRequest
-	if !decodeStrict(w, r, &req) {
-		return
+	if err := decodeStrict(r, &req); err != nil {
+		return nil, err
 	}
 	if req.Command == "" {
-		jsonapi.Error(w, http.StatusBadRequest, `"command" is required: pause, resume or terminate`)
-		return
+		return nil, jsonapi.BadRequest(`"command" is required: pause, resume or terminate`)
 	}
 	cmd, ok := fleet.ParseCommand(req.Command)
 	if !ok {
-		jsonapi.Errorf(w, http.StatusUnprocessableEntity, "unsupported command %q; supported: pause, resume, terminate", req.Command)
-		return
+		return nil, jsonapi.Unprocessable(fmt.Sprintf("unsupported command %q; supported: pause, resume, terminate", req.Command))
 	}
 	if !a.Control.Known(k) {
-		jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
-		return
+		return nil, notFound(k)
 	}
 	pc, err := a.Control.Command(r.Context(), k, cmd, a.now())
 	if err != nil {
-		a.persistFailed(w, err)
-		return
+		return nil, err
 	}
-	jsonapi.Write(w, http.StatusOK, map[string]any{
+	return map[string]any{
 		"installation_id": k.AgentID, "command": pc.Command.String(), "pending": true, "issued_at": pc.IssuedAt,
-	})
+	}, nil
 }
 
-func (a *API) serveInstallation(w http.ResponseWriter, r *http.Request) {
-	k, s, ok := a.agentRequest(w, r, http.MethodGet, http.MethodDelete)
-	if !ok {
-		return
+func (a *API) serveInstallation(r *http.Request) (any, error) {
+	k, s, err := a.agentRequest(r, http.MethodGet, http.MethodDelete)
+	if err != nil {
+		return nil, err
 	}
 	if r.Method == http.MethodDelete {
 		forgotten, err := a.Control.Forget(r.Context(), k, a.now)
 		if err != nil {
-			a.persistFailed(w, err)
-			return
+			return nil, err
 		}
 		if !forgotten {
-			jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
-			return
+			return nil, notFound(k)
 		}
-		jsonapi.Write(w, http.StatusOK, map[string]any{"installation_id": k.AgentID, "forgotten": true})
-		return
+		return map[string]any{"installation_id": k.AgentID, "forgotten": true}, nil
 	}
 	ag, ok := a.Store.Get(k)
 	if !ok {
-		jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
-		return
+		return nil, notFound(k)
 	}
-	jsonapi.Write(w, http.StatusOK, a.detail(&ag, s, a.now()))
+	return a.detail(&ag, s, a.now()), nil
 }
 
 // summary is one agent in the list.
@@ -439,21 +439,20 @@ func (a *API) detail(ag *heartbeat.Agent, s *Settings, now time.Time) detail {
 // serveList lists agents ordered by (tenant, agent id); the cursor is the
 // opaque position after the last agent of the previous page, so pages stay
 // stable while agents come and go.
-func (a *API) serveList(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodGet) {
-		return
+func (a *API) serveList(r *http.Request) (any, error) {
+	if err := jsonapi.CheckMethod(r, http.MethodGet); err != nil {
+		return nil, err
 	}
-	tenant, s, ok := a.admin(w, r, false)
-	if !ok {
-		return
+	tenant, s, err := a.admin(r, false)
+	if err != nil {
+		return nil, err
 	}
 	q := r.URL.Query()
 	limit := defaultListLimit
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxListLimit {
-			jsonapi.Errorf(w, http.StatusBadRequest, "limit must be an integer between 1 and %d", maxListLimit)
-			return
+			return nil, jsonapi.BadRequest(fmt.Sprintf("limit must be an integer between 1 and %d", maxListLimit))
 		}
 		limit = n
 	}
@@ -461,8 +460,7 @@ func (a *API) serveList(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("state"); v != "" {
 		st, ok := fleet.ParseState(strings.ToUpper(v))
 		if !ok {
-			jsonapi.Errorf(w, http.StatusBadRequest, "unknown state %q; use ACTIVE, SILENT, ZOMBIE, STOPPED or REVOKED", v)
-			return
+			return nil, jsonapi.BadRequest(fmt.Sprintf("unknown state %q; use ACTIVE, SILENT, ZOMBIE, STOPPED or REVOKED", v))
 		}
 		filter = &st
 	}
@@ -471,8 +469,7 @@ func (a *API) serveList(w http.ResponseWriter, r *http.Request) {
 		raw, err := base64.RawURLEncoding.DecodeString(v)
 		t, id, found := strings.Cut(string(raw), "\x00")
 		if err != nil || !found {
-			jsonapi.Error(w, http.StatusBadRequest, "malformed cursor")
-			return
+			return nil, jsonapi.BadRequest("malformed cursor")
 		}
 		after = fleet.Key{Tenant: t, AgentID: id}
 	}
@@ -522,9 +519,9 @@ func (a *API) serveList(w http.ResponseWriter, r *http.Request) {
 	if page == nil {
 		page = []summary{}
 	}
-	jsonapi.Write(w, http.StatusOK, struct {
+	return struct {
 		Installations []summary `json:"installations"`
 		NextCursor    *string   `json:"next_cursor"`
 		Total         int       `json:"total"`
-	}{page, next, total})
+	}{page, next, total}, nil
 }

@@ -3,6 +3,7 @@ package killswitch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -34,10 +35,10 @@ type DeliveriesAPI struct {
 
 // Register adds the deliveries routes to mux.
 func (d *DeliveriesAPI) Register(mux *http.ServeMux) {
-	mux.HandleFunc("/api/v1/deliveries", d.serveList)
-	mux.HandleFunc("/api/v1/deliveries/{eventId}/redeliver", d.serveRedeliver)
-	mux.HandleFunc("/api/v1/webhook/test", d.serveTest)
-	mux.HandleFunc("/api/v1/webhook/enable", d.serveEnable)
+	mux.Handle("/api/v1/deliveries", d.handle(d.serveList))
+	mux.Handle("/api/v1/deliveries/{eventId}/redeliver", d.handle(d.serveRedeliver))
+	mux.Handle("/api/v1/webhook/test", d.handle(d.serveTest))
+	mux.Handle("/api/v1/webhook/enable", d.handle(d.serveEnable))
 }
 
 type deliveryJSON struct {
@@ -84,49 +85,44 @@ func (d *DeliveriesAPI) toJSON(dl ledger.Delivery) deliveryJSON {
 	return j
 }
 
-func (d *DeliveriesAPI) serveList(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
-		return
+func (d *DeliveriesAPI) serveList(r *http.Request) (any, error) {
+	if err := jsonapi.CheckMethod(r, http.MethodGet, http.MethodHead); err != nil {
+		return nil, err
 	}
-	tenant, _, ok := d.admin(w, r, true)
-	if !ok {
-		return
+	tenant, _, err := d.admin(r, true)
+	if err != nil {
+		return nil, err
 	}
 	q := r.URL.Query()
 	f := ledger.DeliveryFilter{Tenant: tenant, Limit: defaultListLimit, Cursor: q.Get("cursor")}
 	if s := q.Get("status"); s != "" {
 		st, ok := ledger.ParseDeliveryStatus(s)
 		if !ok {
-			jsonapi.Error(w, http.StatusBadRequest, "status must be one of pending, delivered, failed")
-			return
+			return nil, jsonapi.BadRequest("status must be one of pending, delivered, failed")
 		}
 		f.Status = st
 	}
 	if id := q.Get("agent_id"); id != "" {
 		if !fleet.ValidAgentID(id) {
-			jsonapi.Error(w, http.StatusBadRequest, "invalid agent_id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-			return
+			return nil, jsonapi.BadRequest("invalid agent_id: must match ^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 		}
 		f.AgentID = id
 	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxListLimit {
-			jsonapi.Errorf(w, http.StatusBadRequest, "limit must be an integer from 1 to %d", maxListLimit)
-			return
+			return nil, jsonapi.BadRequest(fmt.Sprintf("limit must be an integer from 1 to %d", maxListLimit))
 		}
 		f.Limit = n
 	}
 	if f.Cursor != "" {
 		if _, err := strconv.ParseUint(f.Cursor, 10, 64); err != nil {
-			jsonapi.Error(w, http.StatusBadRequest, "invalid cursor: pass the next_cursor of the previous page")
-			return
+			return nil, jsonapi.BadRequest("invalid cursor: pass the next_cursor of the previous page")
 		}
 	}
 	page, next, err := d.Ledger.Deliveries(r.Context(), f)
 	if err != nil {
-		d.persistFailed(w, err)
-		return
+		return nil, err
 	}
 	out := struct {
 		Deliveries []deliveryJSON `json:"deliveries"`
@@ -138,58 +134,55 @@ func (d *DeliveriesAPI) serveList(w http.ResponseWriter, r *http.Request) {
 	if next != "" {
 		out.NextCursor = &next
 	}
-	jsonapi.Write(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (d *DeliveriesAPI) serveRedeliver(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodPost) {
-		return
+// errNoDelivery is the 404 of an event id the tenant has no delivery of.
+const errNoDelivery = "no delivery of this tenant has this event id"
+
+func (d *DeliveriesAPI) serveRedeliver(r *http.Request) (any, error) {
+	if err := jsonapi.CheckMethod(r, http.MethodPost); err != nil {
+		return nil, err
 	}
-	tenant, _, ok := d.admin(w, r, true)
-	if !ok {
-		return
+	tenant, _, err := d.admin(r, true)
+	if err != nil {
+		return nil, err
 	}
 	id := r.PathValue("eventId")
 	found, _, err := d.Ledger.Deliveries(r.Context(), ledger.DeliveryFilter{ID: id, Tenant: tenant, Limit: 1})
 	if err != nil {
-		d.persistFailed(w, err)
-		return
+		return nil, err
 	}
 	if len(found) == 0 {
-		jsonapi.Error(w, http.StatusNotFound, "no delivery of this tenant has this event id")
-		return
+		return nil, jsonapi.NotFound(errNoDelivery)
 	}
 	if err := d.Ledger.Redeliver(r.Context(), id, d.now()); err != nil {
 		if errors.Is(err, ledger.ErrNotFound) {
-			jsonapi.Error(w, http.StatusNotFound, "no delivery of this tenant has this event id")
-			return
+			return nil, jsonapi.NotFound(errNoDelivery)
 		}
-		d.persistFailed(w, err)
-		return
+		return nil, err
 	}
 	if d.Wake != nil {
 		d.Wake()
 	}
 	d.logger().Info("webhook event redelivery requested", "tenant", tenant, "event_id", id)
-	jsonapi.Write(w, http.StatusAccepted, map[string]string{"event_id": id, "status": string(ledger.StatusPending)})
+	return jsonapi.Response{Status: http.StatusAccepted, Body: map[string]string{"event_id": id, "status": string(ledger.StatusPending)}}, nil
 }
 
-func (d *DeliveriesAPI) serveTest(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodPost) {
-		return
+func (d *DeliveriesAPI) serveTest(r *http.Request) (any, error) {
+	if err := jsonapi.CheckMethod(r, http.MethodPost); err != nil {
+		return nil, err
 	}
-	tenant, _, ok := d.admin(w, r, true)
-	if !ok {
-		return
+	tenant, _, err := d.admin(r, true)
+	if err != nil {
+		return nil, err
 	}
 	res, err := d.Tester.Test(r.Context(), tenant)
 	if errors.Is(err, delivery.ErrNoEndpoint) {
-		jsonapi.Error(w, http.StatusNotFound, "the tenant has no webhook configured")
-		return
+		return nil, jsonapi.NotFound("the tenant has no webhook configured")
 	}
 	if err != nil {
-		jsonapi.Error(w, http.StatusInternalServerError, "cannot build the test event")
-		return
+		return nil, jsonapi.Internal("cannot build the test event", err)
 	}
 	out := struct {
 		Delivered  bool    `json:"delivered"`
@@ -200,21 +193,20 @@ func (d *DeliveriesAPI) serveTest(w http.ResponseWriter, r *http.Request) {
 	if res.Err != nil {
 		out.Error = res.Err.Error()
 	}
-	jsonapi.Write(w, http.StatusOK, out)
+	return out, nil
 }
 
-func (d *DeliveriesAPI) serveEnable(w http.ResponseWriter, r *http.Request) {
-	if !jsonapi.AllowMethods(w, r, http.MethodPost) {
-		return
+func (d *DeliveriesAPI) serveEnable(r *http.Request) (any, error) {
+	if err := jsonapi.CheckMethod(r, http.MethodPost); err != nil {
+		return nil, err
 	}
-	tenant, _, ok := d.admin(w, r, true)
-	if !ok {
-		return
+	tenant, _, err := d.admin(r, true)
+	if err != nil {
+		return nil, err
 	}
 	res, err := d.Control.Commit(r.Context(), ledger.SetEndpointDisabled{Tenant: tenant, Disabled: false})
 	if err != nil {
-		d.persistFailed(w, err)
-		return
+		return nil, err
 	}
 	if res.Applied(0) {
 		d.logger().Info("webhook endpoint re-enabled", "tenant", tenant)
@@ -222,5 +214,5 @@ func (d *DeliveriesAPI) serveEnable(w http.ResponseWriter, r *http.Request) {
 			d.Wake()
 		}
 	}
-	jsonapi.Write(w, http.StatusOK, map[string]bool{"enabled": true, "was_disabled": res.Applied(0)})
+	return map[string]bool{"enabled": true, "was_disabled": res.Applied(0)}, nil
 }
