@@ -477,3 +477,18 @@ func TestBridgeReplicasOnPostgres(t *testing.T) {
 	require.EqualValues(t, []any{1.0, 2.0, 3.0}, []any{evs[0]["sequence"], evs[1]["sequence"], evs[2]["sequence"]})
 	require.Equal(t, true, r3.do(http.MethodPost, "/api/v1/installations/p1/heartbeat", acmeKey, nil).json(t)["revoked"])
 }
+
+// An agent forgotten and registered again within the same second gets a
+// token that works, while its old one, issued in that second too, stays
+// refused.
+func TestForgetThenRegisterInTheSameSecond(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	r := e.start()
+	old := r.register("f1", acmeKey, nil)
+	e.clock.Set(e.clock.Now().Add(time.Millisecond))
+	require.Equal(t, http.StatusOK, r.do(http.MethodDelete, "/api/v1/installations/f1", acmeAdmin, nil).status)
+	e.clock.Set(e.clock.Now().Add(time.Millisecond))
+	fresh := r.register("f1", acmeKey, nil)
+	require.Equal(t, http.StatusOK, r.do(http.MethodPost, "/api/v1/installations/f1/heartbeat", fresh, nil).status)
+	require.Equal(t, http.StatusUnauthorized, r.do(http.MethodPost, "/api/v1/installations/f1/heartbeat", old, nil).status)
+}

@@ -58,13 +58,12 @@ func (a Authenticator) Authenticate(r *http.Request, now time.Time) (Principal, 
 			return p, err
 		}
 		// A forget invalidates every token issued before it. A token
-		// carries its expiry, its issue time plus token_ttl rounded down
-		// to the second, so the comparison is by whole seconds: a token
-		// issued in the second of the forget stays valid, whether before
-		// or after it. Refusing it instead would lock out the agent that
-		// registers again at once (the README walk-through does).
+		// carries its expiry in whole seconds, so its issue time is known
+		// to the second: one issued in the second of the forget, before
+		// it, is refused too. The receiver stamps a token issued after a
+		// forget of the same second one second later, so that it works.
 		if a.Forgotten != nil {
-			if at, ok := a.Forgotten(fleet.Key{Tenant: tok.Tenant, AgentID: tok.AgentID}); ok && tok.ExpiresAt.Add(-a.TokenTTL).Before(at.Truncate(time.Second)) {
+			if at, ok := a.Forgotten(fleet.Key{Tenant: tok.Tenant, AgentID: tok.AgentID}); ok && !tok.ExpiresAt.Add(-a.TokenTTL).After(at) {
 				return p, ErrTokenForgotten
 			}
 		}

@@ -518,6 +518,12 @@ func (rc *Receiver) process(b *beat) error {
 	if res.TokenVersion != 0 {
 		b.tokenVer = res.TokenVersion
 		b.tokenExp = b.now.Add(b.settings.TokenTTL).Truncate(time.Second)
+		if at, ok := rc.kill.Forgotten(b.key); ok && !b.tokenExp.Add(-b.settings.TokenTTL).After(at) {
+			// Registered again in the second of its forget: the token
+			// carries whole seconds, and stamped as issued in that second
+			// it would be refused with the tokens from before the forget.
+			b.tokenExp = b.tokenExp.Add(time.Second)
+		}
 		b.token = rc.signer.Issue(auth.RuntimeToken{Tenant: b.key.Tenant, AgentID: b.key.AgentID, Version: b.tokenVer, ExpiresAt: b.tokenExp})
 	}
 	return nil
