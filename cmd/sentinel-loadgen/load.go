@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
@@ -50,6 +47,10 @@ type Config struct {
 	// Progress receives a progress line every ProgressEvery; nil: none.
 	Progress      io.Writer
 	ProgressEvery time.Duration
+	// Marks receives "phase <name> started" as each phase starts, so that
+	// a driver can sample the server's CPU time around the measured phase;
+	// nil: none.
+	Marks io.Writer
 }
 
 func (c *Config) validate() error {
@@ -129,7 +130,8 @@ type Summary struct {
 type generator struct {
 	cfg    Config
 	tokens []string // runtime token per agent, set by registration; read-only after
-	base   string
+	base   *url.URL
+	path   string // base path, without its trailing slash
 }
 
 // Run registers the agents when asked, then runs the measured phase until
@@ -144,7 +146,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "agent"
 	}
-	g := &generator{cfg: cfg, base: trimSlash(cfg.URL)}
+	base, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("--url: %w", err)
+	}
+	g := &generator{cfg: cfg, base: base, path: trimSlash(base.Path)}
+	if _, err := newConn(base, cfg.Timeout); err != nil {
+		return nil, fmt.Errorf("--url: %w", err)
+	}
 	if cfg.RuntimeTokens && cfg.Protocol != protoABS {
 		g.tokens = make([]string, cfg.Agents)
 	}
@@ -223,16 +232,19 @@ func (g *generator) phase(ctx context.Context, name, mode string, rate float64, 
 			return nil, fmt.Errorf("rate %g per second is too high", rate)
 		}
 	}
+	if g.cfg.Marks != nil {
+		fmt.Fprintf(g.cfg.Marks, "phase %s started\n", name)
+	}
 	stopProgress := g.progress(name, cnt, start)
 	for w := range hists {
 		h := &Histogram{}
 		hists[w] = h
-		client := newClient(g.cfg.Timeout)
+		c, _ := newConn(g.base, g.cfg.Timeout) // the URL was checked by Run
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer client.CloseIdleConnections()
-			var body []byte
+			defer c.Close()
+			var body, answer []byte
 			for ctx.Err() == nil {
 				k := next.Add(1) - 1
 				if once && k >= int64(g.cfg.Agents) {
@@ -263,7 +275,7 @@ func (g *generator) phase(ctx context.Context, name, mode string, rate float64, 
 				agent := int(k % int64(g.cfg.Agents))
 				var status int
 				var err error
-				body, status, err = g.beat(ctx, client, agent, k, body, once)
+				body, answer, status, err = g.beat(ctx, c, agent, k, body, answer, once)
 				if ctx.Err() != nil && err != nil {
 					return // cancelled mid-request: not a server failure
 				}
@@ -373,22 +385,6 @@ func (g *generator) progress(name string, c *counters, start time.Time) func() {
 	return func() { close(done); wg.Wait() }
 }
 
-// newClient returns a client that keeps one HTTP/1.1 connection alive.
-func newClient(timeout time.Duration) *http.Client {
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
-			DialContext:         (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext,
-			MaxIdleConns:        1,
-			MaxIdleConnsPerHost: 1,
-			MaxConnsPerHost:     1,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-			ForceAttemptHTTP2:   false,
-		},
-	}
-}
-
 // agentID is the id of agent i.
 func (g *generator) agentID(i int) string {
 	return g.cfg.Prefix + "-" + fmt.Sprintf("%07d", i)
@@ -404,43 +400,38 @@ func (g *generator) protocolOf(i int) string {
 	return g.cfg.Protocol
 }
 
-// beat sends agent i's heartbeat number k, reusing buf for its body, and
-// reads the whole answer so the connection stays alive.
-func (g *generator) beat(ctx context.Context, client *http.Client, i int, k int64, buf []byte, register bool) ([]byte, int, error) {
+// beat sends agent i's heartbeat number k, reusing buf for its body and
+// answer for a registration's answer.
+func (g *generator) beat(ctx context.Context, c *conn, i int, k int64, buf, answer []byte, register bool) ([]byte, []byte, int, error) {
 	id := g.agentID(i)
 	proto := g.protocolOf(i)
 	buf = appendBody(buf[:0], id, k/int64(g.cfg.Agents), g.cfg.Interval)
 	var target string
 	if proto == protoBeacon {
-		target = g.base + "/api/v1/installations/" + id + "/heartbeat"
+		target = g.path + "/api/v1/installations/" + id + "/heartbeat"
 	} else {
-		target = g.base + "/v1/heartbeat?agentId=" + url.QueryEscape(id)
+		target = g.path + "/v1/heartbeat?agentId=" + url.QueryEscape(id)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(buf))
-	if err != nil {
-		return buf, 0, err
-	}
-	req.Header.Set("Content-Type", "application/json")
 	cred := g.cfg.Token
 	if g.tokens != nil && proto == protoBeacon && !register && g.tokens[i] != "" {
 		cred = g.tokens[i]
 	}
-	req.Header.Set("Authorization", "Bearer "+cred)
-	resp, err := client.Do(req)
-	if err != nil {
-		return buf, 0, err
-	}
-	defer resp.Body.Close()
-	if register && g.tokens != nil && proto == protoBeacon && resp.StatusCode == http.StatusOK {
-		answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if err != nil {
-			return buf, resp.StatusCode, err
+	wantToken := register && g.tokens != nil && proto == protoBeacon
+	var keep []byte
+	if wantToken {
+		keep = answer[:0]
+		if keep == nil {
+			keep = make([]byte, 0, 1024)
 		}
-		g.tokens[i] = runtimeToken(answer)
-		return buf, resp.StatusCode, nil
 	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	return buf, resp.StatusCode, err
+	status, keep, err := c.post(ctx, target, cred, buf, keep)
+	if wantToken {
+		answer = keep
+		if err == nil && status == 200 {
+			g.tokens[i] = runtimeToken(answer)
+		}
+	}
+	return buf, answer, status, err
 }
 
 // runtimeToken returns the runtime token of a registration answer, "" when
