@@ -65,6 +65,9 @@ type Options struct {
 	// MaxScrapes caps the scrapes of TelemetryPath in flight, more are
 	// answered 503; DefaultMaxScrapes when 0.
 	MaxScrapes int
+	// DisabledCollectors are the optional per-agent families left out of
+	// TelemetryPath (--no-collector.<name>).
+	DisabledCollectors []collector.OptionalFamily
 	// Logger discards when nil.
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
@@ -358,6 +361,7 @@ func (a *App) routes() http.Handler {
 		Tenants:    func() []string { return a.cfg.Load().TenantIDs() },
 		Now:        a.opts.Now,
 		MaxScrapes: a.opts.MaxScrapes,
+		Disabled:   a.opts.DisabledCollectors,
 	})
 	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "sentinel_metrics_scrapes_rejected_total",

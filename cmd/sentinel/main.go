@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/agentsentinel/sentinel/app"
+	"github.com/agentsentinel/sentinel/collector"
 	"github.com/agentsentinel/sentinel/config"
 )
 
@@ -33,7 +34,13 @@ func run(args []string) int {
 		shutdownTimeout  = a.Flag("web.shutdown-timeout", "How long a graceful shutdown waits for in-flight requests.").Default("15s").Duration()
 		maxScrapes       = a.Flag("web.max-requests", "Maximum number of scrapes of the metrics in flight; more are answered 503. Each holds a rendered copy of the fleet, ~160 MB per 100k agents, until its client has read it.").Default(strconv.Itoa(app.DefaultMaxScrapes)).Int()
 		webFlags         = kingpinflag.AddFlags(a, ":9464")
+		collectors       = make([]*bool, len(collector.Optional))
 	)
+	// node_exporter's style: --[no-]collector.<name>, all on by default.
+	// The families the alerting rules read have no flag.
+	for i, o := range collector.Optional {
+		collectors[i] = a.Flag("collector."+o.Name, "Expose "+o.Family+" per agent (--no-collector."+o.Name+" to spare Prometheus the series).").Default("true").Bool()
+	}
 	logConfig := &promslog.Config{}
 	promslogflag.AddFlags(a, logConfig)
 	a.Version(version.Print("sentinel"))
@@ -47,6 +54,12 @@ func run(args []string) int {
 		return 2
 	}
 	logger := promslog.New(logConfig)
+	var disabled []collector.OptionalFamily
+	for i, on := range collectors {
+		if !*on {
+			disabled = append(disabled, collector.Optional[i])
+		}
+	}
 
 	if *configCheck {
 		if _, err := config.Load(*configFile); err != nil {
@@ -64,12 +77,13 @@ func run(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	sentinel, err := app.New(app.Options{
-		ConfigFile:       *configFile,
-		StoragePath:      *storagePath,
-		SnapshotInterval: *snapshotInterval,
-		TelemetryPath:    *telemetryPath,
-		MaxScrapes:       *maxScrapes,
-		Logger:           logger,
+		ConfigFile:         *configFile,
+		StoragePath:        *storagePath,
+		SnapshotInterval:   *snapshotInterval,
+		TelemetryPath:      *telemetryPath,
+		MaxScrapes:         *maxScrapes,
+		DisabledCollectors: disabled,
+		Logger:             logger,
 	})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
