@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"time"
 )
@@ -251,7 +250,7 @@ func machine() string {
 		line, _, _ := strings.Cut(string(b), "\n")
 		mem = strings.Join(strings.Fields(line)[1:], " ")
 	}
-	return fmt.Sprintf("%d × %s, %s RAM", runtime.NumCPU(), model, mem)
+	return fmt.Sprintf("%d × %s, %s RAM", onlineCPUs(), model, mem)
 }
 
 func cmdOut(name string, args ...string) string {
