@@ -58,6 +58,9 @@ type env struct {
 	out        *report
 	started    time.Time
 	loadBefore string
+	// large and huge are the fleet sizes of the 100k and 1M scenarios
+	// (smaller ones try the full run out quickly).
+	large, huge int
 }
 
 func main() { os.Exit(run()) }
@@ -70,6 +73,8 @@ func run() int {
 	a.Flag("bin", "Directory holding sentinel, sentinel-loadgen and refserver.").Default("bin").StringVar(&e.bin)
 	a.Flag("server-cpu", "CPU the servers under test are pinned to.").Default("0").StringVar(&e.serverCPU)
 	a.Flag("gen-cpu", "CPU the load generator, scrapers and Prometheus are pinned to.").Default("1").StringVar(&e.genCPU)
+	a.Flag("large", "Fleet size of the scrape, Prometheus and kill-switch scenarios.").Default("100000").IntVar(&e.large)
+	a.Flag("huge", "Fleet size of the memory and GC scenario.").Default("1000000").IntVar(&e.huge)
 	if _, err := a.Parse(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 2
@@ -156,7 +161,7 @@ func (e *env) all() error {
 		return fmt.Errorf("ingest at %d agents: %w", small, err)
 	}
 	if !e.quick {
-		if err := e.large(bare, ing10); err != nil {
+		if err := e.largeFleet(bare, ing10); err != nil {
 			e.out.note(fmt.Sprintf("100k scenarios failed: %v", err))
 		}
 		if err := e.memory1M(bare, ing10); err != nil {
@@ -459,7 +464,7 @@ func (e *env) ingest(bare *proc, n int) (*ingestResult, error) {
 	}
 	r.sentinel = sent
 	r.rssEmpty = sent.rss()
-	d := e.dur(15*time.Second, 6*time.Second)
+	d := e.dur(10*time.Second, 5*time.Second)
 	common := []string{"--agents", strconv.Itoa(n), "--protocol", "mixed", "--interval", "60s"}
 	// Interleaved, so that both servers see the same machine state.
 	if r.bareClosed, err = e.loadgen(bare, append(common, "--mode", "closed", "--connections", r.connsClosed, "--duration", d)...); err != nil {
@@ -520,9 +525,9 @@ func scrapeMedian(url string, n int) (float64, float64, error) {
 
 // large runs the 100k scenarios: ingest, memory, scrape, Prometheus,
 // kill switch.
-func (e *env) large(bare *proc, small *ingestResult) error {
+func (e *env) largeFleet(bare *proc, small *ingestResult) error {
 	small.sentinel.stop()
-	r, err := e.ingest(bare, 100000)
+	r, err := e.ingest(bare, e.large)
 	if err != nil {
 		return err
 	}
@@ -532,11 +537,12 @@ func (e *env) large(bare *proc, small *ingestResult) error {
 	if err := e.scrape(bare, r); err != nil {
 		e.out.note(fmt.Sprintf("scrape scenario failed: %v", err))
 	}
-	if sent, err = e.prometheus(sent, filepath.Join(e.dir, "data-100000")); err != nil {
+	data := filepath.Join(e.dir, fmt.Sprintf("data-%d", e.large))
+	if sent, err = e.prometheus(sent, data); err != nil {
 		e.out.note(fmt.Sprintf("Prometheus scenario failed: %v", err))
 		return nil
 	}
-	if err := e.killSwitch(sent, filepath.Join(e.dir, "data-100000")); err != nil {
+	if err := e.killSwitch(sent, data); err != nil {
 		e.out.note(fmt.Sprintf("kill-switch scenario failed: %v", err))
 	}
 	return nil
@@ -571,6 +577,7 @@ type scrapeResult struct {
 	sentSeconds, sentBytes     float64
 	vecSeconds, vecBytes       float64
 	sentRSS, vecRSS            int64
+	sentRSSScraped             int64
 	families                   []string
 	quiet, scraping            *loadResult
 	scrapesDuringLoad          int
@@ -588,6 +595,7 @@ func (e *env) scrape(bare *proc, r *ingestResult) error {
 	if s.sentSeconds, s.sentBytes, err = scrapeMedian(sent.url+"/metrics", 5); err != nil {
 		return err
 	}
+	s.sentRSSScraped = sent.rss()
 	args := []string{"--web.listen-address", e.addr(), "gaugevec", "--agents", strconv.Itoa(r.agents)}
 	for _, f := range s.families {
 		args = append(args, "--family", f)
@@ -626,7 +634,7 @@ func (e *env) scrape(bare *proc, r *ingestResult) error {
 	}()
 	rate := strconv.FormatFloat(r.rate, 'f', 0, 64)
 	s.scraping, err = e.loadgen(sent, "--agents", strconv.Itoa(r.agents), "--protocol", "mixed", "--no-register",
-		"--mode", "open", "--rate", rate, "--connections", r.connsOpen, "--duration", e.dur(15*time.Second, 6*time.Second))
+		"--mode", "open", "--rate", rate, "--connections", r.connsOpen, "--duration", e.dur(10*time.Second, 5*time.Second))
 	cancel()
 	wg.Wait()
 	if err != nil {
@@ -664,6 +672,7 @@ func (e *env) prometheus(sent *proc, data string) (*proc, error) {
 
 type promResult struct {
 	name                 string
+	agents               int
 	scrapeSeconds        float64
 	samples              float64
 	rss                  int64
@@ -678,6 +687,7 @@ func (e *env) promRun(sent *proc, name string) (*promResult, error) {
 		return nil, err
 	}
 	cfg := filepath.Join(dir, "prometheus.yml")
+	listen := e.addr()
 	target := strings.TrimPrefix(sent.url, "http://")
 	if err := os.WriteFile(cfg, []byte(`global:
   scrape_interval: 5s
@@ -686,10 +696,12 @@ scrape_configs:
   - job_name: sentinel
     static_configs:
       - targets: ['`+target+`']
+  - job_name: prometheus
+    static_configs:
+      - targets: ['`+strings.TrimPrefix(listen, "http://")+`']
 `), 0o644); err != nil {
 		return nil, err
 	}
-	listen := e.addr()
 	logf("prometheus (%s families) scraping sentinel", name)
 	prom, err := e.start("prometheus-"+name, e.genCPU, nil, "prometheus", "--config.file", cfg,
 		"--storage.tsdb.path", filepath.Join(dir, "tsdb"), "--web.listen-address", listen, "--log.level", "warn")
@@ -698,7 +710,7 @@ scrape_configs:
 	}
 	defer prom.stop()
 	time.Sleep(e.promWait())
-	r := &promResult{name: name, rss: prom.rss()}
+	r := &promResult{name: name, agents: e.large, rss: prom.rss()}
 	q := func(expr string) (float64, error) {
 		resp, err := http.Get(prom.url + "/api/v1/query?query=" + urlQueryEscape(expr))
 		if err != nil {
@@ -764,6 +776,7 @@ func urlQueryEscape(s string) string {
 }
 
 type killResult struct {
+	agents                 int
 	revocations, fsyncs    float64 // acknowledged per second
 	revErrors, fsyncErrors int
 	revokeAllSeconds       float64
@@ -778,15 +791,18 @@ type killResult struct {
 // same bytes.
 func (e *env) killSwitch(sent *proc, data string) error {
 	logf("kill switch")
-	k := &killResult{}
+	k := &killResult{agents: e.large}
 	d := 10 * time.Second
 	if e.quick {
 		d = 4 * time.Second
 	}
 	var err error
+	// A quarter of the fleet at most, each agent once, so that every call
+	// is a new durable revocation and revoke-all still has most to do.
+	limit := e.large / 4
 	k.revocations, k.revErrors, err = e.posts(sent.url, func(i int) string {
 		return fmt.Sprintf("/api/v1/installations/loadgen-%07d/revoke", i)
-	}, `{"reason":"bench","shutdown_timeout_ms":5000}`, d)
+	}, `{"reason":"bench","shutdown_timeout_ms":5000}`, d, limit)
 	if err != nil {
 		return err
 	}
@@ -797,7 +813,7 @@ func (e *env) killSwitch(sent *proc, data string) error {
 	}
 	k.fsyncs, k.fsyncErrors, err = e.posts(ref.url, func(i int) string {
 		return fmt.Sprintf("/api/v1/installations/loadgen-%07d/revoke", i)
-	}, `{"reason":"bench","shutdown_timeout_ms":5000}`, d)
+	}, `{"reason":"bench","shutdown_timeout_ms":5000}`, d, limit)
 	ref.stop()
 	if err != nil {
 		return err
@@ -878,9 +894,10 @@ func post(url, body string) (int, []byte, error) {
 	return resp.StatusCode, b, err
 }
 
-// posts sends body to path(i) for i = 0, 1, … from 32 concurrent callers
-// for d and returns the acknowledged (2xx) answers per second.
-func (e *env) posts(base string, path func(int) string, body string, d time.Duration) (float64, int, error) {
+// posts sends body to path(i) for i = 0, 1, … < limit from 32 concurrent
+// callers for at most d and returns the acknowledged (2xx) answers per
+// second.
+func (e *env) posts(base string, path func(int) string, body string, d time.Duration, limit int) (float64, int, error) {
 	var (
 		next, ok, failed atomic.Int64
 		wg               sync.WaitGroup
@@ -894,6 +911,9 @@ func (e *env) posts(base string, path func(int) string, body string, d time.Dura
 			defer wg.Done()
 			for time.Now().Before(deadline) {
 				i := int(next.Add(1) - 1)
+				if i >= limit {
+					return
+				}
 				req, _ := http.NewRequest(http.MethodPost, base+path(i), strings.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+adminKey)
 				resp, err := client.Do(req)
@@ -918,7 +938,7 @@ func (e *env) posts(base string, path func(int) string, body string, d time.Dura
 // memory1M registers a million agents on a fresh sentinel with gctrace on,
 // keeps them beating and reports RSS per agent and the GC's CPU share.
 func (e *env) memory1M(bare *proc, small *ingestResult) error {
-	const n = 1000000
+	n := e.huge
 	logf("memory at %d agents", n)
 	sent, err := e.startSentinel("sentinel-1M", filepath.Join(e.dir, "data-1M"), nil, "GODEBUG=gctrace=1")
 	if err != nil {
@@ -944,7 +964,7 @@ func (e *env) pushgateway(small *ingestResult) error {
 		return errors.New("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
 	}
 	n := small.agents
-	capTime := 150 * time.Second
+	capTime := 100 * time.Second
 	if e.quick {
 		n, capTime = 1000, 15*time.Second
 	}
@@ -960,11 +980,11 @@ func (e *env) pushgateway(small *ingestResult) error {
 		next, pushed atomic.Int64
 		wg           sync.WaitGroup
 		mu           sync.Mutex
-		marks        []time.Duration // time at which each 10 % of the groups was reached
+		marks        []time.Duration // time at which each 1 % of the groups was reached
 	)
 	start := time.Now()
 	deadline := start.Add(capTime)
-	step := int64(n / 10)
+	step := max(int64(n/100), 1)
 	for range 8 {
 		wg.Add(1)
 		go func() {
