@@ -194,7 +194,8 @@ type proc struct {
 	// gcCPU sums the GC CPU milliseconds of the gctrace lines seen
 	// (assist + background + the two stop-the-world phases; not idle
 	// marking, which only uses CPU nothing else wanted).
-	gcCPU  atomic.Int64 // microseconds
+	gcCPU    atomic.Int64 // microseconds
+	gcCycles atomic.Int64
 	mu     sync.Mutex
 	tail   []string // last stderr lines, for errors
 	exited error
@@ -238,6 +239,7 @@ func (p *proc) watch(r io.Reader) {
 		line := sc.Text()
 		if us, ok := parseGCTrace(line); ok {
 			p.gcCPU.Add(us)
+			p.gcCycles.Add(1)
 			continue
 		}
 		p.mu.Lock()
@@ -384,6 +386,7 @@ type loadResult struct {
 	sum        summary
 	serverCPU  float64 // seconds over the load phase
 	gcCPU      float64 // seconds over the load phase (gctrace servers only)
+	gcCycles   int64
 	cpuPerBeat float64 // seconds
 }
 
@@ -407,12 +410,13 @@ func (e *env) loadgen(target *proc, args ...string) (*loadResult, error) {
 	}
 	var (
 		cpu0, gc0 float64
+		cycles0   int64
 		tail      []string
 	)
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
 		if sc.Text() == "phase load started" {
-			cpu0, gc0 = target.cpuSeconds(), float64(target.gcCPU.Load())/1e6
+			cpu0, gc0, cycles0 = target.cpuSeconds(), float64(target.gcCPU.Load())/1e6, target.gcCycles.Load()
 			continue
 		}
 		tail = append(tail, sc.Text())
@@ -421,6 +425,7 @@ func (e *env) loadgen(target *proc, args ...string) (*loadResult, error) {
 	res := &loadResult{
 		serverCPU: target.cpuSeconds() - cpu0,
 		gcCPU:     float64(target.gcCPU.Load())/1e6 - gc0,
+		gcCycles:  target.gcCycles.Load() - cycles0,
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &res.sum); err != nil || res.sum.Load == nil {
 		return nil, fmt.Errorf("sentinel-loadgen %s: %v %v\n%s", strings.Join(args, " "), werr, err, strings.Join(tail, "\n"))
@@ -952,8 +957,36 @@ func (e *env) memory1M(bare *proc, small *ingestResult) error {
 	if err != nil {
 		return err
 	}
-	e.out.memory1M(n, empty, sent.rss(), res)
+	rss := sent.rss()
+	// The Go heap's view, to explain the RSS: read after the RSS, as the
+	// scrape renders the fleet (the self metrics are gathered before).
+	heap := selfMetrics(sent.url+"/metrics", "go_memstats_heap_alloc_bytes", "go_memstats_next_gc_bytes", "go_memstats_heap_sys_bytes")
+	e.out.memory1M(n, empty, rss, res, heap)
 	return nil
+}
+
+// selfMetrics returns the values of unlabelled series of a /metrics page.
+func selfMetrics(url string, names ...string) map[string]float64 {
+	out := map[string]float64{}
+	resp, err := http.Get(url)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, n := range names {
+			if v, ok := strings.CutPrefix(line, n+" "); ok {
+				out[n], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		if strings.HasPrefix(line, "sentinel_agent_") {
+			break // the self families come first
+		}
+	}
+	return out
 }
 
 // pushgateway pushes the same agents' series as push groups to a

@@ -167,7 +167,7 @@ func (r *report) killSwitch(k *killResult) {
 		k.revocations, ratio(k.revocations, k.fsyncs), k.revokeAllAgents, ms(k.revokeAllSeconds)))
 }
 
-func (r *report) memory1M(n int, empty, loaded int64, res *loadResult) {
+func (r *report) memory1M(n int, empty, loaded int64, res *loadResult, heap map[string]float64) {
 	per := float64(loaded) / float64(n)
 	share := 0.0
 	if res.serverCPU > 0 {
@@ -180,12 +180,15 @@ func (r *report) memory1M(n int, empty, loaded int64, res *loadResult) {
 		"| | value | reference | ratio | target |\n|---|---|---|---|---|\n"+
 		"| RSS per agent (total / agents) | %.0f B (RSS %s) | 1024 B | **%s** | ≤ 1 KiB (%s) |\n"+
 		"| RSS growth per agent | %.0f B | 1024 B | %s | |\n"+
-		"| GC CPU share during the heartbeats | %.1f %% (%.2f s of %.2f s) | the process's whole CPU time | %.3f | |\n\n"+
+		"| GC CPU share during the heartbeats | %.1f %% (%.2f s of %.2f s, %d cycles) | the process's whole CPU time | %.3f | |\n"+
+		"| Go heap in use / next GC goal / heap obtained from the OS | %s / %s / %s | RSS %s | %s / %s / %s | |\n\n"+
 		"GC CPU is the sum of the gctrace cycles' assist, background and stop-the-world CPU (idle marking left out) over the load phase, divided by the process's user+sys time from /proc over the same phase.\n",
 		human(n), human(n), l.Throughput, l.Seconds, ms(l.Latency.P99), l.Errors,
 		per, mib(float64(loaded)), ratio(per, 1024), verdict(per <= 1024),
 		float64(loaded-empty)/float64(n), ratio(float64(loaded-empty)/float64(n), 1024),
-		share*100, res.gcCPU, res.serverCPU, share))
+		share*100, res.gcCPU, res.serverCPU, res.gcCycles, share,
+		mib(heap["go_memstats_heap_alloc_bytes"]), mib(heap["go_memstats_next_gc_bytes"]), mib(heap["go_memstats_heap_sys_bytes"]), mib(float64(loaded)),
+		ratio(heap["go_memstats_heap_alloc_bytes"], float64(loaded)), ratio(heap["go_memstats_next_gc_bytes"], float64(loaded)), ratio(heap["go_memstats_heap_sys_bytes"], float64(loaded))))
 	r.headline = append(r.headline, fmt.Sprintf("memory: %.0f B of RSS per agent at %s agents, GC %.1f %% of the CPU under ingest", per, human(n), share*100))
 }
 
