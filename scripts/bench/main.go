@@ -196,9 +196,9 @@ type proc struct {
 	// marking, which only uses CPU nothing else wanted).
 	gcCPU    atomic.Int64 // microseconds
 	gcCycles atomic.Int64
-	mu     sync.Mutex
-	tail   []string // last stderr lines, for errors
-	exited error
+	mu       sync.Mutex
+	tail     []string // last stderr lines, for errors
+	exited   error
 }
 
 func (e *env) start(name, cpu string, extraEnv []string, path string, args ...string) (*proc, error) {
