@@ -56,6 +56,7 @@ bench: bench-build
 bench-quick: bench-build
 	$(BENCH_PIN) ./$(BIN)/bench --quick --bin=$(BIN) --out=$(BIN)/BENCHMARKS-quick.md
 
+# The PrometheusRule and the dashboards, and the Helm chart's copies of both.
 generate:
 	$(GO) generate ./...
 

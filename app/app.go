@@ -1,5 +1,5 @@
 // Package app assembles sentinel: configuration, the hot store, the
-// kill-switch journal, the receiver, the admin API and /metrics, behind one
+// ledger, the kill switch, the receiver, the admin API and /metrics, behind one
 // http.Handler. It never touches signals or globals: cmd/sentinel turns
 // those into calls of Reload and a cancelled context, and tests start it
 // in-process.
@@ -10,11 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,26 +24,25 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/agentsentinel/sentinel/auth"
+	"github.com/agentsentinel/sentinel/bridge"
 	"github.com/agentsentinel/sentinel/collector"
 	"github.com/agentsentinel/sentinel/config"
+	"github.com/agentsentinel/sentinel/delivery"
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/jsonapi"
 	"github.com/agentsentinel/sentinel/killswitch"
+	"github.com/agentsentinel/sentinel/ledger"
+	"github.com/agentsentinel/sentinel/ledger/embedded"
+	"github.com/agentsentinel/sentinel/outbox"
 	"github.com/agentsentinel/sentinel/storage"
 )
 
-// Files under Options.StoragePath.
-const (
-	journalFile  = "killswitch.journal"
-	snapshotFile = "agents.snapshot"
-	keyFile      = "token.key"
-	snapshotKind = "agents"
-)
-
-// journalCompactBytes is the journal size past which a snapshot also
-// compacts it.
-const journalCompactBytes = 16 << 20
+// firstSnapshotDelay is how soon after start the hot state is first saved
+// (at most; SnapshotInterval when shorter): a sentinel in a crash loop then
+// keeps the heartbeats it received, rather than starting again and again
+// from an older snapshot.
+const firstSnapshotDelay = 10 * time.Second
 
 // DefaultMaxScrapes is Options.MaxScrapes when 0: two Prometheus servers of
 // an HA pair with room for a human's curl. Each scrape in flight holds its
@@ -56,7 +53,8 @@ const DefaultMaxScrapes = 4
 type Options struct {
 	// ConfigFile is the YAML configuration (SPEC 8).
 	ConfigFile string
-	// StoragePath holds the journal, the snapshot and the token key (SPEC 9).
+	// StoragePath holds the embedded ledger: state, journal, snapshot and
+	// token key (SPEC 9). Unused with storage.postgres.
 	StoragePath string
 	// SnapshotInterval is how often the hot state is snapshotted; 1m when 0.
 	SnapshotInterval time.Duration
@@ -81,16 +79,24 @@ type App struct {
 	cfg      atomic.Pointer[config.Config]
 	store    *heartbeat.Store
 	signer   *auth.Signer
-	journal  *storage.Journal
+	ledger   ledger.Ledger
+	journal  *storage.Journal // the embedded ledger's; nil with PostgreSQL
 	control  *killswitch.Control
 	receiver *heartbeat.Receiver
 	admin    atomic.Pointer[killswitch.Settings]
-	registry *prometheus.Registry
-	handler  http.Handler
-	ready    atomic.Bool
 
-	// journalHealth is the journal's Healthy; tests replace it (export_test.go),
-	// as a failed fsync cannot be provoked from outside package storage.
+	sender     *delivery.Sender
+	bridge     *bridge.Handler
+	recoveries *bridge.Recoveries
+	dispatcher *outbox.Dispatcher
+	watchdog   *bridge.Watchdog
+	registry   *prometheus.Registry
+	handler    http.Handler
+	ready      atomic.Bool
+
+	// journalHealth is the embedded journal's Healthy, nil with PostgreSQL;
+	// tests replace it (export_test.go), as a failed fsync cannot be
+	// provoked from outside package storage.
 	journalHealth interface{ Healthy() error }
 
 	reloadMu      sync.Mutex
@@ -141,46 +147,76 @@ func New(o Options) (*App, error) {
 	)
 	a.registerSelfMetrics()
 
-	key, err := storage.ReadOrCreateKey(filepath.Join(o.StoragePath, keyFile), auth.KeySize)
-	if err != nil {
+	if err := a.openLedger(cfg); err != nil {
 		return nil, err
 	}
-	a.signer, err = auth.NewSigner(key)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(o.StoragePath, keyFile), err)
-	}
-	journalPath := filepath.Join(o.StoragePath, journalFile)
-	journal, records, err := storage.OpenJournal(journalPath, o.Logger)
-	if err != nil {
-		return nil, err
-	}
-	a.journal, a.journalHealth = journal, journal
-	a.registerJournalMetrics()
-	a.control = killswitch.New(journal, o.Logger, a.registry)
-	if err := a.control.Replay(records); err != nil {
-		journal.Close()
-		return nil, fmt.Errorf("replay %s: %w", journalPath, err)
-	}
-	a.store = heartbeat.NewStore(cfg.Heartbeat.MaxAgents, a.control.NewAgent)
-	snapshotAt, err := a.restoreSnapshot()
-	if err != nil {
-		journal.Close()
-		return nil, err
-	}
-	a.control.SyncStore(a.store)
-	if err := a.control.Compact(snapshotAt); err != nil {
-		journal.Close()
+	if err := a.restore(cfg); err != nil {
+		a.control.Close()
+		_ = a.ledger.Close()
 		return nil, err
 	}
 
+	if err := a.openBridge(cfg); err != nil {
+		a.control.Close()
+		_ = a.ledger.Close()
+		return nil, err
+	}
 	a.receiver = heartbeat.NewReceiver(heartbeat.ReceiverOptions{
 		Store: a.store, Signer: a.signer, KillSwitch: a.control, Registerer: a.registry,
-		Logger: o.Logger, Now: o.Now,
+		Logger: o.Logger, Now: o.Now, Observer: a.recoveries,
 	}, heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
 	a.handler = a.routes()
+	a.startBridge()
 	a.ready.Store(true)
 	return a, nil
+}
+
+// openLedger opens the configured ledger and the kill switch on it.
+func (a *App) openLedger(cfg *config.Config) error {
+	var err error
+	if cfg.Storage.Postgres != nil {
+		return errors.New("storage.postgres: PostgreSQL is not supported by this build yet")
+	}
+	el, err := embedded.Open(a.opts.StoragePath, embedded.Options{KeySize: auth.KeySize, Logger: a.logger})
+	if err != nil {
+		return err
+	}
+	a.ledger, a.journal, a.journalHealth = el, el.Journal(), el.Journal()
+	a.registerJournalMetrics()
+	a.registerStorageMetrics()
+	ctx := context.Background()
+	key, err := a.ledger.SigningKey(ctx, auth.KeySize)
+	if err == nil {
+		a.signer, err = auth.NewSigner(key)
+	}
+	if err == nil {
+		a.control, err = killswitch.New(ctx, a.ledger, a.logger, a.registry)
+	}
+	if err != nil {
+		_ = a.ledger.Close()
+		return err
+	}
+	return nil
+}
+
+// restore fills the store with the saved hot state and makes it agree with
+// the kill switch.
+func (a *App) restore(cfg *config.Config) error {
+	a.store = heartbeat.NewStore(cfg.Heartbeat.MaxAgents, a.control.NewAgent)
+	err := a.ledger.LoadAgents(context.Background(), func(replica string, _ time.Time, r io.Reader) error {
+		takenAt, n, err := a.store.DecodeSnapshot(r)
+		if err != nil {
+			return err
+		}
+		a.logger.Info("agents restored from snapshot", "replica", replica, "agents", n, "taken_at", takenAt)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("restore agents: %w (move the snapshot away to start with an empty fleet; revocations are kept in the ledger)", err)
+	}
+	a.control.SyncStore(a.store)
+	return nil
 }
 
 func adminSettings(cfg *config.Config) *killswitch.Settings {
@@ -217,8 +253,8 @@ func (a *App) registerSelfMetrics() {
 	a.registry.MustRegister(a.reloadSuccess, a.reloadTime, a.snapshotSuccess, a.snapshotFailures, a.snapshotDuration)
 }
 
-// registerJournalMetrics exposes the kill-switch journal's counters, read
-// at scrape time.
+// registerJournalMetrics exposes the embedded ledger journal's counters,
+// read at scrape time.
 func (a *App) registerJournalMetrics() {
 	stats := func(field func(storage.JournalStats) uint64) func() float64 {
 		return func() float64 { return float64(field(a.journal.Stats())) }
@@ -226,23 +262,23 @@ func (a *App) registerJournalMetrics() {
 	a.registry.MustRegister(
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sentinel_journal_records_total",
-			Help: "Records made durable in the kill-switch journal.",
+			Help: "Records made durable in the ledger journal.",
 		}, stats(func(s storage.JournalStats) uint64 { return s.Records })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sentinel_journal_fsyncs_total",
-			Help: "fsyncs of the kill-switch journal; records per fsync is the group-commit factor.",
+			Help: "fsyncs of the ledger journal; records per fsync is the group-commit factor.",
 		}, stats(func(s storage.JournalStats) uint64 { return s.Syncs })),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sentinel_journal_async_dropped_total",
-			Help: "Registrations and command acknowledgements not journaled because the queue was full; they only matter after a crash.",
+			Help: "Asynchronous journal records dropped because the queue was full; they only matter after a crash.",
 		}, stats(func(s storage.JournalStats) uint64 { return s.AsyncDropped })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sentinel_journal_size_bytes",
-			Help: "Size of the kill-switch journal; it is compacted past 16 MiB.",
+			Help: "Size of the ledger journal; it is compacted past 16 MiB.",
 		}, func() float64 { return float64(a.journal.Size()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "sentinel_journal_healthy",
-			Help: "1 while the kill-switch journal accepts writes; 0 after a write failure, until sentinel restarts.",
+			Help: "1 while the ledger journal accepts writes; 0 after a write failure, until sentinel restarts.",
 		}, func() float64 {
 			if a.journalFailure() != nil {
 				return 0
@@ -252,37 +288,44 @@ func (a *App) registerJournalMetrics() {
 	)
 }
 
-// journalFailure is why the kill-switch journal refuses writes, nil while it
-// accepts them. A failed fsync makes the journal refuse every write (every
-// kill-switch action then answers 503) until it is reopened, which
-// re-verifies the file: only a restart does that. A closed journal is not a
-// failure: it is closed only on the way out, and /-/ready already says so.
-func (a *App) journalFailure() error {
-	if err := a.journalHealth.Healthy(); err != nil && !errors.Is(err, storage.ErrJournalClosed) {
+// registerStorageMetrics exposes sentinel_storage_healthy.
+func (a *App) registerStorageMetrics() {
+	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sentinel_storage_healthy",
+		Help: "1 while the ledger can commit changes; 0 while it cannot (kill-switch actions then answer 503).",
+	}, func() float64 {
+		if a.storageFailure() != nil {
+			return 0
+		}
+		return 1
+	}))
+}
+
+// storageFailure is why the ledger cannot commit, nil while it can.
+func (a *App) storageFailure() error {
+	if a.journalHealth != nil {
+		return a.journalFailure()
+	}
+	if err := a.ledger.Healthy(); err != nil && !errors.Is(err, ledger.ErrClosed) {
 		return err
 	}
 	return nil
 }
 
-// restoreSnapshot loads the hot state; a missing snapshot is a first start.
-func (a *App) restoreSnapshot() (time.Time, error) {
-	path := filepath.Join(a.opts.StoragePath, snapshotFile)
-	var takenAt time.Time
-	var n int
-	err := storage.ReadSnapshot(path, snapshotKind, func(r io.Reader) error {
-		var err error
-		takenAt, n, err = a.store.DecodeSnapshot(r)
-		return err
-	})
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		a.logger.Info("no snapshot of agents yet, starting with an empty fleet", "file", path)
-		return time.Time{}, nil
-	case err != nil:
-		return time.Time{}, fmt.Errorf("restore agents from %s: %w (move the file away to start with an empty fleet; revocations are kept in %s)", path, err, journalFile)
+// journalFailure is why the embedded ledger's journal refuses writes, nil
+// while it accepts them (and always with PostgreSQL). A failed fsync makes
+// the journal refuse every write (every kill-switch action then answers
+// 503) until it is reopened, which re-verifies the file: only a restart
+// does that. A closed journal is not a failure: it is closed only on the way
+// out, and /-/ready already says so.
+func (a *App) journalFailure() error {
+	if a.journalHealth == nil {
+		return nil
 	}
-	a.logger.Info("agents restored from snapshot", "file", path, "agents", n, "taken_at", takenAt)
-	return takenAt, nil
+	if err := a.journalHealth.Healthy(); err != nil && !errors.Is(err, storage.ErrJournalClosed) && !errors.Is(err, ledger.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // Snapshot writes the hot state to disk now. Heartbeats go on meanwhile:
@@ -292,26 +335,20 @@ func (a *App) Snapshot() error {
 	defer a.snapshotMu.Unlock()
 	start := time.Now()
 	takenAt := a.opts.Now().UTC()
-	path := filepath.Join(a.opts.StoragePath, snapshotFile)
 	var n int
-	err := storage.WriteSnapshot(path, snapshotKind, func(w io.Writer) error {
+	err := a.ledger.SaveAgents(context.Background(), takenAt, func(w io.Writer) error {
 		var err error
 		n, err = a.store.EncodeSnapshot(w, takenAt)
 		return err
 	})
 	if err != nil {
 		a.snapshotFailures.Inc()
-		a.logger.Error("snapshot of agents failed", "file", path, "err", err)
-		return fmt.Errorf("snapshot agents to %s: %w", path, err)
+		a.logger.Error("snapshot of agents failed", "err", err)
+		return fmt.Errorf("snapshot agents: %w", err)
 	}
 	a.snapshotSuccess.Set(float64(time.Now().Unix()))
 	a.snapshotDuration.Set(time.Since(start).Seconds())
-	a.logger.Debug("snapshot of agents written", "file", path, "agents", n, "duration", time.Since(start))
-	if a.control.JournalSize() > journalCompactBytes {
-		if err := a.control.Compact(takenAt); err != nil {
-			a.logger.Error("compacting the kill-switch journal failed", "err", err)
-		}
-	}
+	a.logger.Debug("snapshot of agents written", "taken_at", takenAt, "agents", n, "duration", time.Since(start))
 	return nil
 }
 
@@ -323,6 +360,11 @@ func (a *App) Reload() error {
 	defer a.reloadMu.Unlock()
 	cfg, err := config.Load(a.opts.ConfigFile)
 	if err != nil {
+		a.reloadSuccess.Set(0)
+		a.logger.Error("configuration reload failed, keeping the running configuration", "file", a.opts.ConfigFile, "err", err)
+		return err
+	}
+	if err := a.reloadBridge(cfg); err != nil {
 		a.reloadSuccess.Set(0)
 		a.logger.Error("configuration reload failed, keeping the running configuration", "file", a.opts.ConfigFile, "err", err)
 		return err
@@ -353,6 +395,14 @@ func (a *App) routes() http.Handler {
 		Control: a.control, Store: a.store, Logger: a.logger, Now: a.opts.Now,
 		Signer: a.signer, Settings: a.admin.Load,
 	}).Register(mux)
+	(&killswitch.DeliveriesAPI{
+		API: &killswitch.API{
+			Control: a.control, Store: a.store, Logger: a.logger, Now: a.opts.Now,
+			Signer: a.signer, Settings: a.admin.Load,
+		},
+		Ledger: a.ledger, Tester: a.sender, Wake: a.dispatcher.Wake, WithSequence: outbox.WithSequence,
+	}).Register(mux)
+	mux.Handle("/api/v1/alertmanager", a.bridge)
 
 	metrics := collector.New(a.store, collector.Options{
 		Thresholds: func() fleet.Thresholds {
@@ -375,7 +425,9 @@ func (a *App) routes() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		// A failed journal heals only by reopening it: failing the liveness
 		// probe makes the orchestrator restart sentinel, which reopens and
-		// re-verifies the journal.
+		// re-verifies the journal. An unreachable PostgreSQL is not such a
+		// failure: sentinel reconnects by itself, and a restart would not
+		// help.
 		if err := a.journalFailure(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "Sentinel is unhealthy: the kill-switch journal refuses writes: %v\n", err)
@@ -449,6 +501,8 @@ func (a *App) Run(ctx context.Context, flags *web.FlagConfig, listener net.Liste
 		}
 		serveErr <- err
 	}()
+	first := time.NewTimer(min(firstSnapshotDelay, a.opts.SnapshotInterval))
+	defer first.Stop()
 	ticker := time.NewTicker(a.opts.SnapshotInterval)
 	defer ticker.Stop()
 	var runErr error
@@ -464,6 +518,8 @@ loop:
 			break loop
 		case <-reload:
 			_ = a.Reload() // logged and exposed as a metric; the old config stays
+		case <-first.C:
+			_ = a.Snapshot() // logged and exposed as a metric
 		case <-ticker.C:
 			_ = a.Snapshot() // logged and exposed as a metric
 		}
@@ -481,13 +537,19 @@ loop:
 	return runErr
 }
 
-// Close writes a final snapshot and closes the journal. It is idempotent.
+// Close writes a final snapshot, stops the kill switch and closes the
+// ledger. It is idempotent.
 func (a *App) Close() error {
 	a.closeOnce.Do(func() {
 		a.ready.Store(false)
+		a.stopBridge()
 		snapErr := a.Snapshot()
-		journalErr := a.journal.Close()
-		a.closeErr = errors.Join(snapErr, journalErr)
+		a.control.Close()
+		ledgerErr := a.ledger.Close()
+		a.closeErr = errors.Join(snapErr, ledgerErr)
 	})
 	return a.closeErr
 }
+
+// Ledger returns the durable state.
+func (a *App) Ledger() ledger.Ledger { return a.ledger }

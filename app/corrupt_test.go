@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/binary"
 	"hash/crc32"
 	"io"
@@ -9,11 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentsentinel/sentinel/app"
 	"github.com/agentsentinel/sentinel/fleet"
+	"github.com/agentsentinel/sentinel/ledger"
 	"github.com/agentsentinel/sentinel/storage"
 
 	"github.com/agentsentinel/sentinel/internal/testutil"
@@ -23,27 +26,46 @@ import (
 // what operators see on disk).
 const (
 	snapshotName = "agents.snapshot"
-	journalName  = "killswitch.journal"
+	journalName  = "ledger.journal"
+	stateName    = "ledger.state"
 	keyName      = "token.key"
 )
 
-// corruptionFixture is a storage directory written by a gracefully stopped
-// sentinel: four agents in the snapshot; a1 and a2 revoked and a3 told to
-// pause, each in its own journal batch.
-func corruptionFixture(t *testing.T) *env {
+// corruptionFixture is a storage directory written by a sentinel that
+// crashed: four agents in the snapshot; then a1 and a2 revoked and a3 told
+// to pause, each in its own journal batch. It returns the ledger's revision.
+func corruptionFixture(t *testing.T) (*env, ledger.Revision) {
 	t.Helper()
 	e := newEnv(t, baseConfig)
 	s := e.start()
 	for _, id := range []string{"a1", "a2", "a3", "a4"} {
 		s.register(id, acmeKey, nil)
 	}
+	require.NoError(t, s.app.Snapshot())
 	for _, id := range []string{"a1", "a2"} {
 		r := s.do(http.MethodPost, "/api/v1/installations/"+id+"/revoke", acmeAdmin, map[string]any{"reason": "revoked " + id})
 		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 	}
 	r := s.do(http.MethodPost, "/api/v1/installations/a3/command", acmeAdmin, map[string]any{"command": "pause"})
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
-	s.close()
+	st, err := s.app.Ledger().Load(context.Background())
+	require.NoError(t, err)
+	s.server.Close()
+	s.app.Crash()
+	return e, st.Revision
+}
+
+// compactedFixture is corruptionFixture restarted twice: its whole state is
+// in the state file, the journal holds only its header.
+func compactedFixture(t *testing.T) *env {
+	t.Helper()
+	e, _ := corruptionFixture(t)
+	for range 2 {
+		e.start().close()
+	}
+	b, err := os.ReadFile(e.path(journalName))
+	require.NoError(t, err)
+	require.Len(t, b, 8, "the journal holds only its header")
 	return e
 }
 
@@ -89,66 +111,129 @@ func storageFiles(t *testing.T, dir string) map[string][]byte {
 	return files
 }
 
-// A damaged state file stops sentinel with an error that names the file, and
-// nothing on disk is touched: never a silent reset.
-func TestDamagedStateRefusesToStart(t *testing.T) {
-	fixture := corruptionFixture(t)
+type damage struct {
+	name   string
+	file   string
+	damage func([]byte) []byte // nil: remove the file
+	// msg is a further part of the error, besides the file's path.
+	msg string
+	// other: the error need not match ledger.ErrCorrupt (a format version
+	// this build does not know may be a newer sentinel's).
+	other bool
+}
 
-	for _, tc := range []struct {
-		name    string
-		file    string
-		damage  func([]byte) []byte
-		corrupt bool // the error matches storage.ErrCorrupt
-	}{
-		{"snapshot truncated to half", snapshotName, func(b []byte) []byte { return b[:len(b)/2] }, true},
-		{"snapshot missing its last byte", snapshotName, func(b []byte) []byte { return b[:len(b)-1] }, true},
-		{"snapshot empty", snapshotName, func([]byte) []byte { return nil }, true},
-		{"snapshot bit flipped in the middle", snapshotName, flipBit(func(n int) int { return n / 2 }), true},
-		{"snapshot bit flipped in the header", snapshotName, flipBit(func(int) int { return 3 }), true},
-		{"snapshot bit flipped in the trailer", snapshotName, flipBit(func(n int) int { return n - 2 }), true},
-		{"snapshot with trailing garbage", snapshotName, func(b []byte) []byte { return append(b, "garbage"...) }, true},
+func truncate(n int) func([]byte) []byte {
+	return func(b []byte) []byte { return b[:min(n, len(b))] }
+}
+
+func dropLast(n int) func([]byte) []byte {
+	return func(b []byte) []byte { return b[:len(b)-n] }
+}
+
+// requireRefused checks that sentinel refuses to start on e with an error
+// naming the damaged file and changes nothing on disk, twice.
+func requireRefused(t *testing.T, e *env, file, msg string, other bool) {
+	t.Helper()
+	before := storageFiles(t, e.storage)
+	a, err := app.New(e.options())
+	require.Error(t, err)
+	require.Nil(t, a)
+	require.ErrorContains(t, err, e.path(file))
+	if !other {
+		require.ErrorIs(t, err, ledger.ErrCorrupt)
+	}
+	if msg != "" {
+		require.ErrorContains(t, err, msg)
+	}
+	require.Equal(t, before, storageFiles(t, e.storage), "a failed start must not change the state on disk")
+	// It stays refused: a second attempt does not start from a reset.
+	_, err = app.New(e.options())
+	require.ErrorContains(t, err, e.path(file))
+}
+
+func applyDamage(t *testing.T, e *env, d damage) {
+	t.Helper()
+	if d.damage == nil {
+		require.NoError(t, os.Remove(e.path(d.file)))
+		return
+	}
+	e.mutate(d.file, d.damage)
+}
+
+// Damage to anything that may hold an acknowledged action stops sentinel
+// with an error that names the file, and nothing on disk is touched: never
+// a silent reset.
+func TestDamagedStateRefusesToStart(t *testing.T) {
+	fixture, _ := corruptionFixture(t)
+	for _, tc := range []damage{
+		{"snapshot truncated to half", snapshotName, func(b []byte) []byte { return b[:len(b)/2] }, "", false},
+		{"snapshot missing its last byte", snapshotName, dropLast(1), "", false},
+		{"snapshot empty", snapshotName, truncate(0), "", false},
+		{"snapshot bit flipped in the middle", snapshotName, flipBit(func(n int) int { return n / 2 }), "", false},
+		{"snapshot bit flipped in the header", snapshotName, flipBit(func(int) int { return 3 }), "", false},
+		{"snapshot bit flipped in the trailer", snapshotName, flipBit(func(n int) int { return n - 2 }), "", false},
+		{"snapshot with trailing garbage", snapshotName, func(b []byte) []byte { return append(b, "garbage"...) }, "", false},
+		{"state missing its last byte", stateName, dropLast(1), "", false},
+		{"state bit flipped in the middle", stateName, flipBit(func(n int) int { return n / 2 }), "", false},
+		{"state empty", stateName, truncate(0), "", false},
+		{"state deleted next to a journal", stateName, nil, "missing next to the journal", false},
 		// Header (8 bytes), then the first record's header (8 bytes) and payload.
-		{"journal record damaged before intact ones", journalName, flipBit(func(int) int { return 8 + 8 + 5 }), true},
-		{"journal record header damaged before intact ones", journalName, flipBit(func(int) int { return 8 + 5 }), true},
-		{"journal bad magic", journalName, flipBit(func(int) int { return 0 }), true},
-		{"key of the wrong size", keyName, nil, false},
-		{"key not in its container", keyName, func([]byte) []byte { return make([]byte, 32) }, true},
-		{"key truncated", keyName, func(b []byte) []byte { return b[:len(b)-4] }, true},
-		{"key bit flipped", keyName, flipBit(func(n int) int { return n - 20 }), true},
+		{"journal record damaged before intact ones", journalName, flipBit(func(int) int { return 8 + 8 + 5 }), "an intact record follows", false},
+		{"journal record header damaged before intact ones", journalName, flipBit(func(int) int { return 8 + 5 }), "an intact record follows", false},
+		{"journal bad magic", journalName, flipBit(func(int) int { return 0 }), "", false},
+		{"journal deleted", journalName, nil, "missing next to the state file", false},
+		{"journal empty", journalName, truncate(0), "truncated to 0 bytes", false},
+		{"journal of 3 bytes", journalName, truncate(3), "truncated to 3 bytes", false},
+		{"key deleted", keyName, nil, "signing key", false},
+		{"key not in its container", keyName, func([]byte) []byte { return make([]byte, 32) }, "", false},
+		{"key truncated", keyName, dropLast(4), "", false},
+		{"key bit flipped", keyName, flipBit(func(n int) int { return n - 20 }), "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := fixture.clone(t)
-			if tc.damage != nil {
-				e.mutate(tc.file, tc.damage)
-			} else {
-				// A well-formed container holding a 16-byte key.
-				require.NoError(t, storage.WriteSnapshot(e.path(keyName), "signing-key", func(w io.Writer) error {
-					_, err := w.Write(make([]byte, 16))
-					return err
-				}))
-			}
-			before := storageFiles(t, e.storage)
-
-			a, err := app.New(e.options())
-			require.Error(t, err)
-			require.Nil(t, a)
-			require.ErrorContains(t, err, e.path(tc.file))
-			if tc.corrupt {
-				require.ErrorIs(t, err, storage.ErrCorrupt)
-			}
-			if tc.file == keyName && tc.damage == nil {
-				require.ErrorContains(t, err, "key is 16 bytes, want 32")
-			}
-			if tc.file == journalName && tc.name != "journal bad magic" {
-				require.ErrorContains(t, err, "an intact record follows")
-			}
-			require.Equal(t, before, storageFiles(t, e.storage), "a failed start must not change the state on disk")
-
-			// It stays refused: a second attempt does not start from a reset.
-			_, err = app.New(e.options())
-			require.ErrorContains(t, err, e.path(tc.file))
+			applyDamage(t, e, tc)
+			requireRefused(t, e, tc.file, tc.msg, tc.other)
 		})
 	}
+
+	t.Run("key of the wrong size", func(t *testing.T) {
+		e := fixture.clone(t)
+		// A well-formed container holding a 16-byte key.
+		require.NoError(t, storage.WriteSnapshot(e.path(keyName), "signing-key", func(w io.Writer) error {
+			_, err := w.Write(make([]byte, 16))
+			return err
+		}))
+		_, err := app.New(e.options())
+		require.ErrorContains(t, err, e.path(keyName))
+		require.ErrorContains(t, err, "key is 16 bytes, want 32")
+	})
+}
+
+// The case of the issue that made the ledger: revocations and a pending
+// command, two restarts (each compacts the whole state into one file), then
+// the last bytes of the state or the journal damaged. Sentinel refuses to
+// start instead of taking the damage for a torn write.
+func TestDamagedCompactedStateRefusesToStart(t *testing.T) {
+	fixture := compactedFixture(t)
+	for _, tc := range []damage{
+		{"state: one byte truncated", stateName, dropLast(1), "", false},
+		{"state: one bit flipped in the last record", stateName, flipBit(func(n int) int { return n - 1 }), "", false},
+		{"state: bit flipped in the payload's last chunk", stateName, flipBit(func(n int) int { return n - 40 }), "", false},
+		{"journal: one byte truncated", journalName, dropLast(1), "truncated to 7 bytes", false},
+		{"journal: one bit flipped in its last byte", journalName, flipBit(func(n int) int { return n - 1 }), "unsupported format version", true},
+		{"journal: empty", journalName, truncate(0), "", false},
+		{"journal: deleted", journalName, nil, "", false},
+		{"key: deleted", keyName, nil, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := fixture.clone(t)
+			applyDamage(t, e, tc)
+			requireRefused(t, e, tc.file, tc.msg, tc.other)
+		})
+	}
+	// And undamaged, it starts with everything.
+	s := fixture.clone(t).start()
+	requireFixtureState(t, s, false)
 }
 
 // journalRecord encodes one journal record (storage's format: length word
@@ -165,13 +250,23 @@ func journalRecord(payload string, endOfBatch bool) []byte {
 	return append(rec, payload...)
 }
 
-const revokeA4 = `{"op":"revoke","tenant":"acme","agent":"a4","at":"2023-11-14T22:13:20Z","reason":"from the tail"}`
+// revokeA4 is the journal payload of the change after rev: a4 revoked.
+func revokeA4(t *testing.T, rev ledger.Revision) string {
+	t.Helper()
+	b, err := ledger.EncodeChange(ledger.Change{Revision: rev + 1, Ops: []ledger.Op{ledger.Revoke{
+		Key:        fleet.Key{Tenant: "acme", AgentID: "a4"},
+		Revocation: fleet.Revocation{Reason: "from the tail", RevokedAt: time.Unix(1_700_000_000, 0).UTC(), Source: "admin"},
+	}}})
+	require.NoError(t, err)
+	return string(b)
+}
 
 // A torn journal tail, the unfinished last write of a crash, which therefore
 // was never acknowledged, is cut off and logged; every complete record is
 // kept.
 func TestTornJournalTail(t *testing.T) {
-	fixture := corruptionFixture(t)
+	fixture, rev := corruptionFixture(t)
+	revokeA4 := revokeA4(t, rev)
 
 	for _, tc := range []struct {
 		name string

@@ -8,12 +8,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// crash abandons a running App without closing it (no final snapshot, the
-// journal left as the last acknowledged write made it) and starts a new one
-// on the same storage. The abandoned App is closed by the test's cleanup.
+// crash stops a running App without closing it (no final snapshot, the
+// ledger left as the last acknowledged write made it) and starts a new one
+// on the same storage.
 func (e *env) crash(s *running) *running {
 	e.t.Helper()
 	s.server.Close()
+	s.app.Crash()
 	return e.start()
 }
 

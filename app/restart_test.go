@@ -187,9 +187,9 @@ func TestCrashAfterSnapshot(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 
 	// Crash: the process stops serving and never closes; a new one opens the
-	// same storage. (The abandoned App is closed by the cleanup, after the
-	// new one.)
+	// same storage.
 	s.server.Close()
+	s.app.Crash()
 	e.clock.Advance(2 * time.Second)
 	s2 := e.start()
 

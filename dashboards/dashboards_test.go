@@ -281,6 +281,7 @@ func TestMetricNames(t *testing.T) {
 	records := recordingRules(t)
 	known := func(name string) bool {
 		return slices.Contains(exposedMetrics, name) || slices.Contains(prometheusSeries, name) ||
+			slices.Contains(BridgeMetrics, name) ||
 			slices.Contains(records, name) ||
 			slices.ContainsFunc(collectorPrefixes, func(p string) bool { return strings.HasPrefix(name, p) })
 	}
@@ -405,4 +406,27 @@ func TestMetricNamesLexer(t *testing.T) {
 	}
 	_, err := metricNames(`rate(x[5m]) > $threshold`)
 	require.ErrorContains(t, err, "variable outside a string")
+}
+
+// TestBridgeMetricsShown checks that every family of BridgeMetrics has a
+// panel, and that no other dashboard than Self reads them.
+func TestBridgeMetricsShown(t *testing.T) {
+	read := map[string][]string{}
+	for _, d := range All() {
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				names, err := metricNames(tg.Expr)
+				require.NoError(t, err)
+				for _, n := range names {
+					read[n] = append(read[n], d.UID)
+				}
+			}
+		}
+	}
+	for _, m := range BridgeMetrics {
+		require.NotEmpty(t, read[m], "no panel shows %s", m)
+		for _, uid := range read[m] {
+			require.Equal(t, Self().UID, uid, "%s is read by %s", m, uid)
+		}
+	}
 }

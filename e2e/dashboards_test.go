@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,8 +93,9 @@ func TestDashboards(t *testing.T) {
 					for _, tg := range p.Targets {
 						key := fmt.Sprintf("%s/%s/%s/%s", d.UID, p.Type, p.Title, tg.RefID)
 						seen[key] = true
+						// Parsed and evaluated by Prometheus in any case.
 						res := promInstant(t, s, substitute(t, tg.Expr, values))
-						if _, ok := emptyPanels[panel]; !ok {
+						if _, ok := emptyPanels[panel]; !ok && !readsBridgeMetrics(tg.Expr) {
 							require.NotEmpty(t, res, "panel %q query %s shows no data: %s", p.Title, tg.RefID, tg.Expr)
 						}
 						if check, ok := keyPanels[key]; ok {
@@ -111,6 +113,18 @@ func TestDashboards(t *testing.T) {
 		require.True(t, seen[key], "keyPanels checks %s, which no dashboard has", key)
 	}
 	t.Logf("dashboards test took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// readsBridgeMetrics reports whether q reads one of the bridge's metric
+// families, which a sentinel without the bridge does not expose: such a
+// query must parse and evaluate, but may find no data.
+func readsBridgeMetrics(q string) bool {
+	for _, m := range dashboards.BridgeMetrics {
+		if strings.Contains(q, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // keyPanels check the data of the panels a reader opens the dashboards

@@ -75,6 +75,17 @@ type ReceiverOptions struct {
 	Now func() time.Time
 	// EventCacheBytes sizes the event_id duplicate filter (fastcache; 32 MiB minimum).
 	EventCacheBytes int
+	// Observer, when set, learns of every accepted heartbeat that is not
+	// answered "revoked" (the bridge announces recoveries from it).
+	Observer BeatObserver
+}
+
+// BeatObserver learns of accepted heartbeats. It is called on the heartbeat
+// path and must not block or wait for storage.
+type BeatObserver interface {
+	// BeatAccepted reports a heartbeat of k at at; previous is the one
+	// before it (zero for a new agent), interval the beat's interval.
+	BeatAccepted(k fleet.Key, at, previous time.Time, interval time.Duration)
 }
 
 // Receiver serves the agent-facing API of SPEC 2: Beacon and ABS heartbeats
@@ -83,6 +94,7 @@ type Receiver struct {
 	store    *Store
 	signer   *auth.Signer
 	kill     KillSwitch
+	observer BeatObserver
 	logger   *slog.Logger
 	now      func() time.Time
 	settings atomic.Pointer[Settings]
@@ -152,6 +164,7 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 		store:     o.Store,
 		signer:    o.Signer,
 		kill:      o.KillSwitch,
+		observer:  o.Observer,
 		logger:    o.Logger,
 		now:       o.Now,
 		events:    fastcache.New(o.EventCacheBytes),
@@ -416,6 +429,9 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 		return true
 	}
 	rc.count(b.proto, resultAccepted)
+	if rc.observer != nil {
+		rc.observer.BeatAccepted(b.key, b.now, res.PreviousBeat, b.interval)
+	}
 	switch {
 	case req.Status == StatusShutdown:
 		b.state = fleet.StateStopped

@@ -2,6 +2,7 @@ package heartbeat_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -660,7 +661,7 @@ func TestRevokedAnswer(t *testing.T) {
 	e := newEnv(t)
 	token := e.register("agent-1")
 	k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
-	_, changed, err := e.control.Revoke(k, fleet.Revocation{Reason: "runaway spend", ShutdownTimeout: 2500 * time.Millisecond, RevokedAt: t0, Source: "admin"})
+	_, changed, err := e.control.Revoke(context.Background(), k, fleet.Revocation{Reason: "runaway spend", ShutdownTimeout: 2500 * time.Millisecond, RevokedAt: t0, Source: "admin"})
 	require.NoError(t, err)
 	require.True(t, changed)
 	e.clock.Advance(time.Minute)
@@ -705,7 +706,7 @@ func TestRevokedAnswer(t *testing.T) {
 	}
 
 	// Reinstated, it beats again.
-	ok, err := e.control.Reinstate(k)
+	ok, err := e.control.Reinstate(context.Background(), k)
 	require.NoError(t, err)
 	require.True(t, ok)
 	a = e.beacon("agent-1", token, "")
@@ -718,7 +719,7 @@ func TestRevokedAnswer(t *testing.T) {
 func TestRevokedSurvivesRestart(t *testing.T) {
 	e := newEnv(t)
 	token := e.register("agent-1")
-	_, _, err := e.control.Revoke(fleet.Key{Tenant: "acme", AgentID: "agent-1"},
+	_, _, err := e.control.Revoke(context.Background(), fleet.Key{Tenant: "acme", AgentID: "agent-1"},
 		fleet.Revocation{Reason: "stop", ShutdownTimeout: time.Second, RevokedAt: t0, Source: "admin"})
 	require.NoError(t, err)
 	e.restart(false)
@@ -734,7 +735,7 @@ func TestCommandDelivery(t *testing.T) {
 	k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
 	issue := func(c fleet.Command) {
 		t.Helper()
-		_, err := e.control.Command(k, c, e.clock.Now())
+		_, err := e.control.Command(context.Background(), k, c, e.clock.Now())
 		require.NoError(t, err)
 	}
 	beacon := func(want any) {
@@ -785,7 +786,7 @@ func TestCommandRedeliveredAfterCrash(t *testing.T) {
 			e := newEnv(t)
 			token := e.register("agent-1")
 			k := fleet.Key{Tenant: "acme", AgentID: "agent-1"}
-			_, err := e.control.Command(k, fleet.CommandTerminate, t0)
+			_, err := e.control.Command(context.Background(), k, fleet.CommandTerminate, t0)
 			require.NoError(t, err)
 			a := e.beacon("agent-1", token, "")
 			require.Equal(t, "terminate", a.body["command"], a.raw)

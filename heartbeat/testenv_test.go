@@ -2,6 +2,7 @@ package heartbeat_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,7 +10,6 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -24,7 +24,7 @@ import (
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
 	"github.com/agentsentinel/sentinel/killswitch"
-	"github.com/agentsentinel/sentinel/storage"
+	"github.com/agentsentinel/sentinel/ledger/embedded"
 
 	"github.com/agentsentinel/sentinel/internal/testutil"
 )
@@ -75,7 +75,7 @@ type env struct {
 	key     []byte
 	signer  *auth.Signer
 	dir     string
-	journal *storage.Journal
+	ledger  *embedded.Ledger
 	control *killswitch.Control
 	store   *heartbeat.Store
 	recv    *heartbeat.Receiver
@@ -100,24 +100,24 @@ func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
 	require.NoError(t, err)
 	e := &env{t: t, clock: testutil.NewClock(t0), cfg: cfg, key: key, signer: signer, dir: t.TempDir()}
 	e.start(nil)
-	t.Cleanup(func() { _ = e.journal.Close() })
+	t.Cleanup(e.stop)
 	return e
 }
 
 func withMaxAgents(n int) func(*envOptions) { return func(o *envOptions) { o.maxAgents = n } }
 
-// start opens the journal, replays it and builds everything else; snapshot,
-// when not nil, is restored into the new store first, as app.New does.
+// start opens the ledger and builds everything else; snapshot, when not
+// nil, is restored into the new store first, as app.New does.
 func (e *env) start(snapshot []byte) {
 	t := e.t
 	t.Helper()
-	j, recs, err := storage.OpenJournal(filepath.Join(e.dir, "killswitch.journal"), nil)
+	l, err := embedded.Open(e.dir, embedded.Options{})
 	require.NoError(t, err)
-	e.journal = j
+	e.ledger = l
 	e.reg = prometheus.NewPedanticRegistry()
 	logger := slog.New(slog.DiscardHandler)
-	e.control = killswitch.New(j, logger, e.reg)
-	require.NoError(t, e.control.Replay(recs))
+	e.control, err = killswitch.New(context.Background(), l, logger, e.reg)
+	require.NoError(t, err)
 	e.store = heartbeat.NewStore(e.cfg.Heartbeat.MaxAgents, e.control.NewAgent)
 	if snapshot != nil {
 		_, _, err := e.store.DecodeSnapshot(bytes.NewReader(snapshot))
@@ -147,9 +147,15 @@ func (e *env) start(snapshot []byte) {
 	e.mux.Handle("/metrics", metrics.Handler(e.reg, logger))
 }
 
-// restart simulates a crash and a restart as app.New does it: the journal is
-// closed (queued records are flushed; a real crash may lose asynchronous
-// ones, which only redelivers a command) and a new Control replays it; the
+// stop closes the kill switch and the ledger.
+func (e *env) stop() {
+	e.control.Close()
+	_ = e.ledger.Close()
+}
+
+// restart simulates a crash and a restart as app.New does it: the ledger is
+// closed (queued acknowledgements are flushed; a real crash may lose them,
+// which only redelivers a command) and a new Control loads it; the
 // store is carried over as the last snapshot when withSnapshot, otherwise
 // the new store starts empty.
 func (e *env) restart(withSnapshot bool) {
@@ -161,7 +167,7 @@ func (e *env) restart(withSnapshot bool) {
 		require.NoError(e.t, err)
 		snap = buf.Bytes()
 	}
-	require.NoError(e.t, e.journal.Close())
+	e.stop()
 	e.start(snap)
 }
 

@@ -217,7 +217,7 @@ func (a *API) serveRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodDelete {
-		reinstated, err := a.Control.Reinstate(k)
+		reinstated, err := a.Control.Reinstate(r.Context(), k)
 		if err != nil {
 			a.persistFailed(w, err)
 			return
@@ -241,7 +241,7 @@ func (a *API) serveRevoke(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	rev, _, err := a.Control.Revoke(k, rev)
+	rev, _, err := a.Control.Revoke(r.Context(), k, rev)
 	if err != nil {
 		a.persistFailed(w, err)
 		return
@@ -265,7 +265,7 @@ func (a *API) serveRevokeAll(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	n, err := a.Control.RevokeAll(a.Control.Keys(tenant), rev)
+	n, err := a.Control.RevokeAll(r.Context(), a.Control.Keys(tenant), rev)
 	if err != nil {
 		a.persistFailed(w, err)
 		return
@@ -303,7 +303,7 @@ func (a *API) serveCommand(w http.ResponseWriter, r *http.Request) {
 		jsonapi.Errorf(w, http.StatusNotFound, "agent %q not found", k.AgentID)
 		return
 	}
-	pc, err := a.Control.Command(k, cmd, a.now())
+	pc, err := a.Control.Command(r.Context(), k, cmd, a.now())
 	if err != nil {
 		a.persistFailed(w, err)
 		return
@@ -319,7 +319,7 @@ func (a *API) serveInstallation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodDelete {
-		forgotten, err := a.Control.Forget(k, a.now)
+		forgotten, err := a.Control.Forget(r.Context(), k, a.now)
 		if err != nil {
 			a.persistFailed(w, err)
 			return

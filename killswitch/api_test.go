@@ -531,7 +531,7 @@ func TestAPIListPagination(t *testing.T) {
 	p = e.list(acmeAdmin, "limit=100")
 	e.beat("acme", "agent-000a") // before the cursor: not listed on later pages
 	e.beat("acme", "agent-150a") // after it: listed
-	ok, err := e.control.Forget(key("acme", "agent-200"), func() time.Time { return e.clock.Now() })
+	ok, err := e.control.Forget(ctx, key("acme", "agent-200"), func() time.Time { return e.clock.Now() })
 	require.NoError(t, err)
 	require.True(t, ok)
 	rest := e.list(acmeAdmin, "limit=1000&cursor="+url.QueryEscape(*p.next))
@@ -560,7 +560,7 @@ func TestAPIListStateFilter(t *testing.T) {
 	}
 	_, err := e.store.Beat(&heartbeat.BeatRequest{Key: key("acme", "x1"), Time: t0, Interval: time.Minute, Status: heartbeat.StatusShutdown}, thresholds)
 	require.NoError(t, err)
-	_, err = e.control.RevokeAll([]fleet.Key{key("acme", "r1"), key("acme", "r2"), key("acme", "s3")}, adminRevocation("r", t0))
+	_, err = e.control.RevokeAll(ctx, []fleet.Key{key("acme", "r1"), key("acme", "r2"), key("acme", "s3")}, adminRevocation("r", t0))
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -634,7 +634,7 @@ func TestAPIDetail(t *testing.T) {
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 	e.clock.Advance(2*time.Minute + 10*time.Second) // 4 missed beats of 30 s
 
-	_, err := e.control.Command(key("acme", "a1"), fleet.CommandPause, e.clock.Now())
+	_, err := e.control.Command(ctx, key("acme", "a1"), fleet.CommandPause, e.clock.Now())
 	require.NoError(t, err)
 	d := e.do(http.MethodGet, "/api/v1/installations/a1", acmeAdmin, "")
 	require.Equal(t, http.StatusOK, d.status, d.raw)
@@ -704,7 +704,7 @@ func TestAPIJournalFailure(t *testing.T) {
 		agents[id], _ = e.agent("acme", id)
 	}
 
-	e.journal.fail.Store(true)
+	e.ledger.fail.Store(true)
 	for _, tt := range []struct{ name, method, path, body string }{
 		{"revoke", http.MethodPost, "/api/v1/installations/a1/revoke", ""},
 		{"reinstate", http.MethodDelete, "/api/v1/installations/a2/revoke", ""},
@@ -730,7 +730,7 @@ func TestAPIJournalFailure(t *testing.T) {
 	require.Nil(t, b.body["command"])
 
 	// Once the disk is back, the same requests work.
-	e.journal.fail.Store(false)
+	e.ledger.fail.Store(false)
 	a := e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, "")
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 }
@@ -745,16 +745,22 @@ func TestKillSwitchRacesWithHeartbeats(t *testing.T) {
 		token := e.register(acmeKey, "a1")
 		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, "").status)
 		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/command", acmeAdmin, `{"command":"pause"}`).status)
-		e.journal.beforeAppend = func() {
-			// The agent is out of the store; its beat re-creates it.
+		e.ledger.beforeApply = func() {
+			// Not forgotten yet: still revoked.
 			require.Equal(t, true, e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "").body["revoked"])
 		}
 		require.Equal(t, http.StatusOK, e.do(http.MethodDelete, "/api/v1/installations/a1", acmeAdmin, "").status)
+		_, ok := e.agent("acme", "a1")
+		require.False(t, ok, "the beat came before the forget")
+		// The next beat registers it afresh: not revoked, no command.
+		e.clock.Advance(time.Second)
+		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+		require.Equal(t, true, b.body["registered"], b.raw)
 		ag, ok := e.agent("acme", "a1")
-		require.True(t, ok, "the beat registered it afresh")
+		require.True(t, ok)
 		require.False(t, ag.Revoked)
 		require.Equal(t, fleet.CommandNone, ag.Command)
-		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+		b = e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
 		require.Equal(t, true, b.body["lease_renewed"], b.raw)
 		require.Nil(t, b.body["command"])
 	})
@@ -762,11 +768,12 @@ func TestKillSwitchRacesWithHeartbeats(t *testing.T) {
 		e := newEnv(t)
 		token := e.register(acmeKey, "a1")
 		require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/revoke", acmeAdmin, `{"reason":"x","shutdown_timeout_ms":3000}`).status)
-		e.journal.beforeAppend = func() {
-			// Reinstated but not yet durable: the beat is not answered with
-			// a revocation that has no reason behind it.
+		e.ledger.beforeApply = func() {
+			// Not reinstated until durable: the beat is answered with the
+			// revocation and its reason, never one without a reason.
 			b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
-			require.NotEqual(t, true, b.body["revoked"], b.raw)
+			require.Equal(t, true, b.body["revoked"], b.raw)
+			require.Equal(t, "x", b.body["reason"], b.raw)
 		}
 		require.Equal(t, http.StatusOK, e.do(http.MethodDelete, "/api/v1/installations/a1/revoke", acmeAdmin, "").status)
 		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")

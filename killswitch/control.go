@@ -1,114 +1,95 @@
-// Package killswitch keeps the durable kill-switch state (SPEC 3 and 9):
-// revocations, pending commands and forgotten agents, each journaled before
-// the request that changed it is answered, and serves the admin API.
+// Package killswitch serves the kill switch (SPEC 3): revocations, pending
+// commands and forgotten agents, made durable by the ledger before the
+// request that changed them is answered, and the admin API.
 package killswitch
 
 import (
-	"encoding/json"
+	"context"
+	"errors"
 	"fmt"
-	"hash/maphash"
 	"log/slog"
 	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
+	"github.com/agentsentinel/sentinel/ledger"
 )
 
-// Journal is where admin actions become durable (storage.Journal).
-type Journal interface {
-	// Append returns once recs are on disk.
-	Append(recs ...[]byte) error
-	// AppendAsync queues rec without waiting for the disk.
-	AppendAsync(rec []byte)
-	// Rewrite atomically replaces the journal's content with recs.
-	Rewrite(recs [][]byte) error
-	// Size is the journal's size in bytes.
-	Size() int64
-}
-
-// entry is one journal record.
-type entry struct {
-	Op        string    `json:"op"` // revoke, reinstate, command, ack, forget, register
-	Tenant    string    `json:"tenant"`
-	Agent     string    `json:"agent"`
-	At        time.Time `json:"at"`
-	Reason    string    `json:"reason,omitempty"`
-	TimeoutMs int64     `json:"shutdown_timeout_ms,omitempty"`
-	Source    string    `json:"source,omitempty"`
-	Command   string    `json:"command,omitempty"`
-	Seq       uint32    `json:"seq,omitempty"`
-}
-
+// asyncQueue bounds the registrations and acknowledgements waiting to be
+// committed; asyncBatch is how many go in one Apply.
 const (
-	opRevoke    = "revoke"
-	opReinstate = "reinstate"
-	opCommand   = "command"
-	opAck       = "ack"
-	opForget    = "forget"
-	opRegister  = "register"
+	asyncQueue = 1 << 16
+	asyncBatch = 4096
 )
 
 // PendingCommand is a command waiting for its acknowledgement.
-type PendingCommand struct {
-	Command  fleet.Command
-	Seq      uint32
-	IssuedAt time.Time
-}
+type PendingCommand = ledger.Command
 
-// Control is the durable kill-switch state.
+// Control is the kill switch: a cache of the ledger's kill-switch state for
+// the heartbeat path, fed by the ledger (Load, then Watch), and the one way
+// the admin API changes that state (through ledger.Apply).
 //
-// Concurrency: safe for concurrent use. Changes to one agent are serialized
-// by a lock striped on the agent's key, so its journal order is its memory
-// order; changes to different agents journal concurrently and share fsyncs.
-// The heartbeat path only reads (Revocation) or queues without waiting
-// (CommandAcknowledged).
+// Consistency: every change, this replica's and other replicas', reaches the
+// cache through the ledger's Watch, in revision order. A change made here
+// returns once the ledger committed it and the cache has caught up with it,
+// so the next heartbeat on this replica already sees it; other replicas see
+// it within their ledger's watch delay (≤ 1 s).
 //
-// Ownership: Control owns the maps; the store's revoked and command bits are
-// a cache of them that Control keeps in step (the store never calls back
-// into Control except through the NewAgent hook, which only reads).
+// Concurrency: safe for concurrent use. The heartbeat path only reads
+// (Revocation, NewAgent) or queues without waiting (CommandAcknowledged,
+// AgentRegistered).
+//
+// Ownership: Control owns the cache; the store's revoked and command bits
+// are a copy Control keeps in step when it applies a change. The store never
+// calls back into Control except through the NewAgent hook, which only reads,
+// so Control never calls the store while holding its own lock.
 type Control struct {
-	journal Journal
-	store   *heartbeat.Store
-	logger  *slog.Logger
+	ledger ledger.Ledger
+	logger *slog.Logger
+	// Event, when set, makes the agent.revoked event a revocation enqueues
+	// in the same commit (the webhook outbox); nil enqueues none.
+	Event func(fleet.Key, fleet.Revocation) *ledger.Event
 
-	stripes [64]sync.Mutex
-	seed    maphash.Seed
-	// compact excludes journal writes (read side) while the journal is rewritten.
-	compact sync.RWMutex
+	mu    sync.RWMutex
+	state *ledger.State
+	// announcedAt is when each announced state in state.Announced was
+	// committed, as far as this replica watched it (zero after a restart).
+	announcedAt map[fleet.Key]time.Time
+	store       *heartbeat.Store
+	notify      chan struct{} // closed and replaced when the cache moves on
 
-	mu          sync.RWMutex
-	revocations map[fleet.Key]fleet.Revocation
-	commands    map[fleet.Key]PendingCommand
-	forgotten   map[fleet.Key]time.Time
-	// lost holds agents whose registration is journaled but who are not in
-	// the store: registered after the last snapshot of a crashed sentinel
-	// and not back yet. The kill switch still knows them: revoke, command
-	// and revoke-all reach them, and take effect when they beat again.
-	lost map[fleet.Key]time.Time
-	seq  uint32
+	async        chan ledger.Op
+	asyncDropped atomic.Uint64
+
+	cancel context.CancelFunc
+	done   sync.WaitGroup
 
 	revocationsTotal *prometheus.CounterVec
 }
 
-// New returns an empty Control journaling to j. Call Replay before use.
-func New(j Journal, logger *slog.Logger, reg prometheus.Registerer) *Control {
+// New loads the kill-switch state from l and keeps it up to date until Close.
+func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg prometheus.Registerer) (*Control, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	state, err := l.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load kill-switch state: %w", err)
+	}
 	c := &Control{
-		journal:     j,
+		ledger:      l,
 		logger:      logger,
-		seed:        maphash.MakeSeed(),
-		revocations: make(map[fleet.Key]fleet.Revocation),
-		commands:    make(map[fleet.Key]PendingCommand),
-		forgotten:   make(map[fleet.Key]time.Time),
-		lost:        make(map[fleet.Key]time.Time),
+		state:       state,
+		announcedAt: make(map[fleet.Key]time.Time),
+		notify:      make(chan struct{}),
+		async:       make(chan ledger.Op, asyncQueue),
 		revocationsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_revocations_total",
 			Help: "Agents revoked by the kill switch, by source (admin, alert).",
@@ -117,188 +98,319 @@ func New(j Journal, logger *slog.Logger, reg prometheus.Registerer) *Control {
 	c.revocationsTotal.WithLabelValues("admin")
 	c.revocationsTotal.WithLabelValues("alert")
 	if reg != nil {
-		reg.MustRegister(c.revocationsTotal)
+		reg.MustRegister(c.revocationsTotal, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "sentinel_killswitch_async_dropped_total",
+			Help: "Registrations and command acknowledgements not recorded because the queue was full or the ledger failed; they only matter after a crash.",
+		}, func() float64 { return float64(c.asyncDropped.Load()) }))
 	}
-	return c
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.done.Add(2)
+	go func() { defer c.done.Done(); c.watch(runCtx) }()
+	go func() { defer c.done.Done(); c.writeAsync(runCtx) }()
+	return c, nil
 }
 
-// Replay rebuilds the state from journal records, in order.
-func (c *Control) Replay(recs [][]byte) error {
+// Close stops following the ledger. Registrations and acknowledgements
+// still queued are committed first.
+func (c *Control) Close() {
+	c.cancel()
+	c.done.Wait()
+}
+
+// watch applies the ledger's changes to the cache until ctx ends. A watch
+// that fell behind what the ledger keeps starts again from a fresh Load.
+func (c *Control) watch(ctx context.Context) {
+	for {
+		c.mu.RLock()
+		rev := c.state.Revision
+		c.mu.RUnlock()
+		err := c.ledger.Watch(ctx, rev, c.apply)
+		if ctx.Err() != nil {
+			return
+		}
+		c.logger.Warn("kill-switch watch of the ledger restarts", "err", err)
+		if errors.Is(err, ledger.ErrCompacted) {
+			if s, lerr := c.ledger.Load(ctx); lerr == nil {
+				c.reset(s)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// reset replaces the cache with s, after a watch lost track.
+func (c *Control) reset(s *ledger.State) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, rec := range recs {
-		var e entry
-		if err := json.Unmarshal(rec, &e); err != nil {
-			return fmt.Errorf("journal record %d: %w", i, err)
-		}
-		if err := c.apply(&e); err != nil {
-			return fmt.Errorf("journal record %d: %w", i, err)
+	old := c.state
+	c.state = s
+	store := c.store
+	c.wake()
+	c.mu.Unlock()
+	if store == nil {
+		return
+	}
+	for k := range old.Revocations {
+		if _, ok := s.Revocations[k]; !ok {
+			store.SetRevoked(k, false)
 		}
 	}
-	return nil
+	c.syncStore(store, s)
 }
 
-// apply changes the maps for e; c.mu is held.
-func (c *Control) apply(e *entry) error {
-	k := fleet.Key{Tenant: e.Tenant, AgentID: e.Agent}
-	switch e.Op {
-	case opRevoke:
-		c.revocations[k] = fleet.Revocation{
-			Reason: e.Reason, ShutdownTimeout: time.Duration(e.TimeoutMs) * time.Millisecond,
-			RevokedAt: e.At, Source: e.Source,
-		}
-	case opReinstate:
-		delete(c.revocations, k)
-	case opCommand:
-		cmd, ok := fleet.ParseCommand(e.Command)
-		if !ok {
-			return fmt.Errorf("unknown command %q", e.Command)
-		}
-		c.commands[k] = PendingCommand{Command: cmd, Seq: e.Seq, IssuedAt: e.At}
-		c.seq = max(c.seq, e.Seq)
-	case opAck:
-		if pc, ok := c.commands[k]; ok && pc.Seq == e.Seq {
-			delete(c.commands, k)
-		}
-	case opForget:
-		delete(c.revocations, k)
-		delete(c.commands, k)
-		delete(c.lost, k)
-		c.forgotten[k] = e.At
-	case opRegister:
-		// Until SyncStore sorts them out, every journaled registration is
-		// a candidate for lost.
-		c.lost[k] = e.At
-	default:
-		return fmt.Errorf("unknown op %q", e.Op)
-	}
-	return nil
+func (c *Control) wake() {
+	close(c.notify)
+	c.notify = make(chan struct{})
 }
 
-// SyncStore makes the store agree with the journaled state after a restart:
-// revoked bits and pending commands are set, and agents forgotten after the
-// snapshot they were restored from are deleted again.
-func (c *Control) SyncStore(store *heartbeat.Store) {
-	// The store is called without c.mu held: its NewAgent hook takes c.mu
-	// under a shard lock, so the other order could deadlock.
+// apply brings one committed change into the cache and the store.
+func (c *Control) apply(ch ledger.Change) error {
 	c.mu.Lock()
-	c.store = store
-	forgotten := maps.Clone(c.forgotten)
-	revoked := slices.Collect(maps.Keys(c.revocations))
-	commands := maps.Clone(c.commands)
-	lost := slices.Collect(maps.Keys(c.lost))
+	before := make([]bool, len(ch.Ops)) // for acks: was the command pending?
+	for i, op := range ch.Ops {
+		if a, ok := op.(ledger.AckCommand); ok {
+			pc, pending := c.state.Commands[a.Key]
+			before[i] = pending && pc.Seq == a.Seq
+		}
+	}
+	if err := c.state.Apply(ch); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	for _, op := range ch.Ops {
+		switch o := op.(type) {
+		case ledger.Announce:
+			at := time.Now()
+			if o.Event != nil {
+				at = o.Event.CreatedAt
+			}
+			c.announcedAt[o.Key] = at
+		case ledger.Forget:
+			delete(c.announcedAt, o.Key)
+		}
+	}
+	store := c.store
 	c.mu.Unlock()
 
-	for k, at := range forgotten {
+	// The store's bits follow; never with c.mu held (see Control).
+	if store != nil {
+		for i, op := range ch.Ops {
+			switch o := op.(type) {
+			case ledger.Revoke:
+				store.SetRevoked(o.Key, true)
+			case ledger.Reinstate:
+				store.SetRevoked(o.Key, false)
+			case ledger.SetCommand:
+				store.SetCommand(o.Key, o.Command, o.Seq)
+			case ledger.AckCommand:
+				if before[i] {
+					store.SetCommand(o.Key, fleet.CommandNone, 0)
+				}
+			case ledger.Forget:
+				if a, ok := store.Get(o.Key); ok {
+					if a.LastHeartbeat.After(o.At) {
+						// It beat again after the forget: a new agent,
+						// without the revocation and command just erased.
+						store.SetRevoked(o.Key, false)
+						store.SetCommand(o.Key, fleet.CommandNone, 0)
+					} else {
+						store.Delete(o.Key)
+					}
+				}
+			}
+		}
+	}
+	c.mu.Lock()
+	c.wake()
+	c.mu.Unlock()
+	return nil
+}
+
+// Announced returns the agent's announced state (ACTIVE when none) and
+// when it was announced, zero if not since this replica started.
+func (c *Control) Announced(k fleet.Key) (fleet.State, time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Announced[k], c.announcedAt[k]
+}
+
+// AlertSeen reports whether an alert's idempotency key was recorded.
+func (c *Control) AlertSeen(key string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, ok := c.state.AlertKeys[key]
+	return ok
+}
+
+// Pipeline returns the pipeline's announced state and when the Watchdog
+// last arrived (zero if never).
+func (c *Control) Pipeline() (ledger.PipelineState, time.Time) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Pipeline, c.state.WatchdogAt
+}
+
+// EndpointDisabled reports whether a 410 disabled the tenant's endpoint.
+func (c *Control) EndpointDisabled(tenant string) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.state.Disabled[tenant]
+}
+
+// DisabledEndpoints returns the tenants whose endpoint a 410 disabled.
+func (c *Control) DisabledEndpoints() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return slices.Sorted(maps.Keys(c.state.Disabled))
+}
+
+// Commit applies ops through the ledger in one durable write and returns
+// once this replica's cache holds the change: the bridge's and the
+// outbox's way to change the ledger, so that what they read next from
+// Control reflects what they wrote.
+func (c *Control) Commit(ctx context.Context, ops ...ledger.Op) (ledger.Result, error) {
+	res, err := c.commit(ctx, ops...)
+	if err != nil {
+		return res, err
+	}
+	for i, op := range ops {
+		if r, ok := op.(ledger.Revoke); ok && res.Applied(i) {
+			c.revocationsTotal.WithLabelValues(sourceLabel(r.Revocation.Source)).Inc()
+			c.logger.Warn("agent revoked", "tenant", r.Key.Tenant, "agent_id", r.Key.AgentID, "reason", r.Revocation.Reason, "revoked_by", r.Revocation.Source)
+		}
+	}
+	return res, nil
+}
+
+// waitFor returns once the cache holds revision rev.
+func (c *Control) waitFor(ctx context.Context, rev ledger.Revision) error {
+	for {
+		c.mu.RLock()
+		cur, wait := c.state.Revision, c.notify
+		c.mu.RUnlock()
+		if cur >= rev {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("committed revision %d not seen yet: %w", rev, ctx.Err())
+		case <-wait:
+		}
+	}
+}
+
+// commit applies ops through the ledger and waits until the cache has them.
+func (c *Control) commit(ctx context.Context, ops ...ledger.Op) (ledger.Result, error) {
+	res, err := c.ledger.Apply(ctx, ops...)
+	if err != nil {
+		return res, err
+	}
+	if res.Revision != 0 {
+		if err := c.waitFor(ctx, res.Revision); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// writeAsync commits queued registrations and acknowledgements in batches.
+func (c *Control) writeAsync(ctx context.Context) {
+	for {
+		var batch []ledger.Op
+		select {
+		case op := <-c.async:
+			batch = append(batch, op)
+		case <-ctx.Done():
+			// Flush what is queued: a clean shutdown loses nothing.
+			for {
+				select {
+				case op := <-c.async:
+					batch = append(batch, op)
+					continue
+				default:
+				}
+				break
+			}
+			if len(batch) > 0 {
+				c.writeBatch(context.Background(), batch)
+			}
+			return
+		}
+	more:
+		for len(batch) < asyncBatch {
+			select {
+			case op := <-c.async:
+				batch = append(batch, op)
+			default:
+				break more
+			}
+		}
+		c.writeBatch(ctx, batch)
+	}
+}
+
+func (c *Control) writeBatch(ctx context.Context, batch []ledger.Op) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := c.ledger.Apply(ctx, batch...); err != nil {
+		c.drop(len(batch), err.Error())
+	}
+}
+
+// drop counts lost asynchronous records and logs at powers of two, so a
+// failing ledger under load cannot flood the log.
+func (c *Control) drop(n int, reason string) {
+	total := c.asyncDropped.Add(uint64(n))
+	if prev := total - uint64(n); prev == 0 || total&(total-1) == 0 || (prev^total) > prev {
+		c.logger.Warn("registrations or command acknowledgements not recorded", "reason", reason, "dropped_total", total)
+	}
+}
+
+func (c *Control) queue(op ledger.Op) {
+	select {
+	case c.async <- op:
+	default:
+		c.drop(1, "queue full")
+	}
+}
+
+// SyncStore makes the store agree with the ledger after a restore: revoked
+// bits and pending commands are set, and agents forgotten after their last
+// heartbeat in the restored state are deleted again. From then on, Control
+// keeps the store in step.
+func (c *Control) SyncStore(store *heartbeat.Store) {
+	c.mu.Lock()
+	c.store = store
+	s := c.state.Clone()
+	c.mu.Unlock()
+	c.syncStore(store, s)
+}
+
+func (c *Control) syncStore(store *heartbeat.Store, s *ledger.State) {
+	for k, at := range s.Forgotten {
 		if a, ok := store.Get(k); ok && !a.LastHeartbeat.After(at) {
 			store.Delete(k)
 		}
 	}
-	for _, k := range revoked {
+	for k := range s.Revocations {
 		store.SetRevoked(k, true)
 	}
-	for k, pc := range commands {
+	for k, pc := range s.Commands {
 		store.SetCommand(k, pc.Command, pc.Seq)
 	}
-	var back []fleet.Key
-	for _, k := range lost {
-		if _, ok := store.Get(k); ok {
-			back = append(back, k)
-		}
-	}
-	c.mu.Lock()
-	for _, k := range back {
-		delete(c.lost, k)
-	}
-	c.mu.Unlock()
 }
 
-// Compact rewrites the journal as the current state. Tombstones of agents
-// forgotten before snapshotAt are dropped: that snapshot no longer has them.
-func (c *Control) Compact(snapshotAt time.Time) error {
-	c.compact.Lock()
-	defer c.compact.Unlock()
-	c.mu.Lock()
-	// Forgets come first: a revocation or command still held was issued
-	// after its agent's forget, so a replay must apply the forget before it.
-	var recs [][]byte
-	add := func(e entry) {
-		b, _ := json.Marshal(e)
-		recs = append(recs, b)
-	}
-	for k, at := range c.forgotten {
-		if at.Before(snapshotAt) {
-			delete(c.forgotten, k)
-			continue
-		}
-		add(entry{Op: opForget, Tenant: k.Tenant, Agent: k.AgentID, At: at})
-	}
-	for k, r := range c.revocations {
-		add(entry{Op: opRevoke, Tenant: k.Tenant, Agent: k.AgentID, At: r.RevokedAt, Reason: r.Reason,
-			TimeoutMs: r.ShutdownTimeout.Milliseconds(), Source: r.Source})
-	}
-	for k, pc := range c.commands {
-		add(entry{Op: opCommand, Tenant: k.Tenant, Agent: k.AgentID, At: pc.IssuedAt, Command: pc.Command.String(), Seq: pc.Seq})
-	}
-	for k, at := range c.lost {
-		add(entry{Op: opRegister, Tenant: k.Tenant, Agent: k.AgentID, At: at})
-	}
-	store := c.store
-	c.mu.Unlock()
-	// Registrations newer than the snapshot are only in the journal: keep them.
-	if store != nil {
-		store.Each(func(a *heartbeat.Agent) bool {
-			if !a.RegisteredAt.Before(snapshotAt) {
-				add(entry{Op: opRegister, Tenant: a.Tenant, Agent: a.AgentID, At: a.RegisteredAt})
-			}
-			return true
-		})
-	}
-	if err := c.journal.Rewrite(recs); err != nil {
-		return fmt.Errorf("compact kill-switch journal: %w", err)
-	}
-	return nil
-}
-
-// JournalSize is the journal's size in bytes.
-func (c *Control) JournalSize() int64 { return c.journal.Size() }
-
-func (c *Control) stripe(k fleet.Key) *sync.Mutex {
-	return &c.stripes[maphash.String(c.seed, k.Tenant+"\x00"+k.AgentID)%uint64(len(c.stripes))]
-}
-
-// commit journals entries durably and then applies them, holding each
-// agent's stripe so that per-agent order on disk is the order in memory.
-func (c *Control) commit(entries ...entry) error {
-	c.compact.RLock()
-	defer c.compact.RUnlock()
-	recs := make([][]byte, len(entries))
-	for i := range entries {
-		b, err := json.Marshal(&entries[i])
-		if err != nil {
-			return fmt.Errorf("encode journal entry: %w", err)
-		}
-		recs[i] = b
-	}
-	if err := c.journal.Append(recs...); err != nil {
-		return fmt.Errorf("journal %s: %w", entries[0].Op, err)
-	}
-	c.mu.Lock()
-	for i := range entries {
-		_ = c.apply(&entries[i]) // entries are built here and always apply
-	}
-	c.mu.Unlock()
-	return nil
-}
-
-// NewAgent is the store's NewAgentHook: an agent re-created after a restart
-// starts with its journaled revocation and command.
+// NewAgent is the store's NewAgentHook: an agent (re-)created in the store
+// starts with its revocation and command.
 func (c *Control) NewAgent(k fleet.Key) (bool, fleet.Command, uint32) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.lost, k) // back in the store
-	_, revoked := c.revocations[k]
-	pc := c.commands[k]
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	_, revoked := c.state.Revocations[k]
+	pc := c.state.Commands[k]
 	return revoked, pc.Command, pc.Seq
 }
 
@@ -306,7 +418,7 @@ func (c *Control) NewAgent(k fleet.Key) (bool, fleet.Command, uint32) {
 func (c *Control) Revocation(k fleet.Key) (fleet.Revocation, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	r, ok := c.revocations[k]
+	r, ok := c.state.Revocations[k]
 	return r, ok
 }
 
@@ -314,82 +426,100 @@ func (c *Control) Revocation(k fleet.Key) (fleet.Revocation, bool) {
 func (c *Control) PendingCommand(k fleet.Key) (PendingCommand, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	pc, ok := c.commands[k]
+	pc, ok := c.state.Commands[k]
 	return pc, ok
+}
+
+// Forgotten returns when the agent was last forgotten, if it was.
+func (c *Control) Forgotten(k fleet.Key) (time.Time, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	at, ok := c.state.Forgotten[k]
+	return at, ok
 }
 
 // CommandAcknowledged implements heartbeat.KillSwitch. Losing the
 // acknowledgement in a crash only redelivers the command (at least once), so
-// it is journaled without waiting.
+// it is committed without waiting. The store already cleared its copy and
+// the cache does so at once, ahead of the ledger: when the commit comes back
+// through Watch, it finds nothing left to do.
 func (c *Control) CommandAcknowledged(k fleet.Key, seq uint32) {
-	e := entry{Op: opAck, Tenant: k.Tenant, Agent: k.AgentID, Seq: seq, At: time.Now().UTC()}
 	c.mu.Lock()
-	_ = c.apply(&e)
+	if pc, ok := c.state.Commands[k]; ok && pc.Seq == seq {
+		delete(c.state.Commands, k)
+	}
 	c.mu.Unlock()
-	b, _ := json.Marshal(&e)
-	c.journal.AppendAsync(b)
+	c.queue(ledger.AckCommand{Key: k, Seq: seq})
 }
 
 // AgentRegistered implements heartbeat.KillSwitch. It never waits for the
-// disk: a registration lost in a crash only means the agent is unknown until
-// its next heartbeat, as SPEC 9 allows.
+// ledger: a registration lost in a crash only means the agent is unknown
+// until its next heartbeat, as SPEC 9 allows.
 func (c *Control) AgentRegistered(k fleet.Key, at time.Time) {
-	b, _ := json.Marshal(&entry{Op: opRegister, Tenant: k.Tenant, Agent: k.AgentID, At: at.UTC()})
-	c.journal.AppendAsync(b)
+	c.queue(ledger.Register{Key: k, At: at.UTC()})
 }
 
-// Known reports whether the agent is in the store or lost (see Control.lost).
+// Known reports whether the agent is in the store or registered in the
+// ledger (by a replica, or before a crash lost it from the snapshot).
 func (c *Control) Known(k fleet.Key) bool {
-	if _, ok := c.storeOf().Get(k); ok {
-		return true
+	if store := c.storeOf(); store != nil {
+		if _, ok := store.Get(k); ok {
+			return true
+		}
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	_, ok := c.lost[k]
+	_, ok := c.state.Registered[k]
 	return ok
 }
 
 // Keys returns every agent of tenant the kill switch knows: those in the
-// store and the lost ones.
+// store and those registered in the ledger.
 func (c *Control) Keys(tenant string) []fleet.Key {
+	seen := make(map[fleet.Key]struct{})
 	var keys []fleet.Key
-	c.storeOf().Each(func(a *heartbeat.Agent) bool {
-		if a.Tenant == tenant {
-			keys = append(keys, fleet.Key{Tenant: strings.Clone(a.Tenant), AgentID: strings.Clone(a.AgentID)})
-		}
-		return true
-	})
+	if store := c.storeOf(); store != nil {
+		store.Each(func(a *heartbeat.Agent) bool {
+			if a.Tenant == tenant {
+				k := fleet.Key{Tenant: strings.Clone(a.Tenant), AgentID: strings.Clone(a.AgentID)}
+				seen[k] = struct{}{}
+				keys = append(keys, k)
+			}
+			return true
+		})
+	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	for k := range c.lost {
-		if k.Tenant == tenant {
+	for k := range c.state.Registered {
+		if _, ok := seen[k]; !ok && k.Tenant == tenant {
 			keys = append(keys, k)
 		}
 	}
 	return keys
 }
 
+func (c *Control) revokeOp(k fleet.Key, r fleet.Revocation) ledger.Revoke {
+	op := ledger.Revoke{Key: k, Revocation: r}
+	if c.Event != nil {
+		op.Event = c.Event(k, r)
+	}
+	return op
+}
+
 // Revoke revokes an agent; an agent already revoked keeps its first
-// revocation (idempotent), reported by the false second result.
-func (c *Control) Revoke(k fleet.Key, r fleet.Revocation) (fleet.Revocation, bool, error) {
-	mu := c.stripe(k)
-	mu.Lock()
-	defer mu.Unlock()
-	if old, ok := c.Revocation(k); ok {
+// revocation (idempotent), returned with a false second result.
+func (c *Control) Revoke(ctx context.Context, k fleet.Key, r fleet.Revocation) (fleet.Revocation, bool, error) {
+	res, err := c.commit(ctx, c.revokeOp(k, r))
+	if err != nil {
+		return fleet.Revocation{}, false, fmt.Errorf("revoke %s: %w", k, err)
+	}
+	if !res.Applied(0) {
+		old, _ := c.Revocation(k)
 		return old, false, nil
 	}
-	if err := c.commit(revokeEntry(k, r)); err != nil {
-		return fleet.Revocation{}, false, err
-	}
-	c.storeOf().SetRevoked(k, true)
 	c.revocationsTotal.WithLabelValues(sourceLabel(r.Source)).Inc()
 	c.logger.Warn("agent revoked", "tenant", k.Tenant, "agent_id", k.AgentID, "reason", r.Reason, "revoked_by", r.Source)
 	return r, true, nil
-}
-
-func revokeEntry(k fleet.Key, r fleet.Revocation) entry {
-	return entry{Op: opRevoke, Tenant: k.Tenant, Agent: k.AgentID, At: r.RevokedAt, Reason: r.Reason,
-		TimeoutMs: r.ShutdownTimeout.Milliseconds(), Source: r.Source}
 }
 
 func sourceLabel(source string) string {
@@ -400,118 +530,79 @@ func sourceLabel(source string) string {
 }
 
 // RevokeAll revokes every given agent not revoked yet, in one durable
-// journal write, and returns how many it revoked.
-func (c *Control) RevokeAll(keys []fleet.Key, r fleet.Revocation) (int, error) {
-	// Stripes are taken in index order to avoid deadlocks with single revokes.
-	for i := range c.stripes {
-		c.stripes[i].Lock()
-		defer c.stripes[i].Unlock()
-	}
-	var entries []entry
-	var revoked []fleet.Key
+// commit, and returns how many it revoked.
+func (c *Control) RevokeAll(ctx context.Context, keys []fleet.Key, r fleet.Revocation) (int, error) {
+	var todo []fleet.Key
 	c.mu.RLock()
 	for _, k := range keys {
-		if _, ok := c.revocations[k]; !ok {
-			entries = append(entries, revokeEntry(k, r))
-			revoked = append(revoked, k)
+		if _, ok := c.state.Revocations[k]; !ok {
+			todo = append(todo, k)
 		}
 	}
 	c.mu.RUnlock()
-	if len(entries) == 0 {
+	ops := make([]ledger.Op, len(todo))
+	for i, k := range todo {
+		ops[i] = c.revokeOp(k, r)
+	}
+	if len(ops) == 0 {
 		return 0, nil
 	}
-	if err := c.commit(entries...); err != nil {
-		return 0, err
+	res, err := c.commit(ctx, ops...)
+	if err != nil {
+		return 0, fmt.Errorf("revoke all: %w", err)
 	}
-	store := c.storeOf()
-	for _, k := range revoked {
-		store.SetRevoked(k, true)
+	n := 0
+	for i := range ops {
+		if res.Applied(i) {
+			n++
+		}
 	}
-	c.revocationsTotal.WithLabelValues(sourceLabel(r.Source)).Add(float64(len(revoked)))
-	c.logger.Warn("all agents of tenant revoked", "agents", len(revoked), "reason", r.Reason, "revoked_by", r.Source)
-	return len(revoked), nil
+	c.revocationsTotal.WithLabelValues(sourceLabel(r.Source)).Add(float64(n))
+	c.logger.Warn("all agents of tenant revoked", "agents", n, "reason", r.Reason, "revoked_by", r.Source)
+	return n, nil
 }
 
 // Reinstate lifts a revocation; false if the agent was not revoked.
-func (c *Control) Reinstate(k fleet.Key) (bool, error) {
-	mu := c.stripe(k)
-	mu.Lock()
-	defer mu.Unlock()
-	if _, ok := c.Revocation(k); !ok {
-		return false, nil
+func (c *Control) Reinstate(ctx context.Context, k fleet.Key) (bool, error) {
+	res, err := c.commit(ctx, ledger.Reinstate{Key: k})
+	if err != nil {
+		return false, fmt.Errorf("reinstate %s: %w", k, err)
 	}
-	// The store's bit goes first: were the revocation gone from c first, a
-	// beat in between would be answered revoked with no reason to give. The
-	// price, accepted: if the journal then fails, beats in that moment were
-	// answered as reinstated while the revocation stands (it applies again
-	// from the next beat).
-	store := c.storeOf()
-	store.SetRevoked(k, false)
-	if err := c.commit(entry{Op: opReinstate, Tenant: k.Tenant, Agent: k.AgentID, At: time.Now().UTC()}); err != nil {
-		store.SetRevoked(k, true)
-		return false, err
+	if res.Applied(0) {
+		c.logger.Info("agent reinstated", "tenant", k.Tenant, "agent_id", k.AgentID)
 	}
-	c.logger.Info("agent reinstated", "tenant", k.Tenant, "agent_id", k.AgentID)
-	return true, nil
+	return res.Applied(0), nil
 }
 
 // Command makes cmd the agent's pending command, replacing an older one.
-func (c *Control) Command(k fleet.Key, cmd fleet.Command, at time.Time) (PendingCommand, error) {
-	mu := c.stripe(k)
-	mu.Lock()
-	defer mu.Unlock()
-	c.mu.Lock()
-	c.seq++
-	seq := c.seq
-	c.mu.Unlock()
-	if err := c.commit(entry{Op: opCommand, Tenant: k.Tenant, Agent: k.AgentID, At: at, Command: cmd.String(), Seq: seq}); err != nil {
-		return PendingCommand{}, err
+func (c *Control) Command(ctx context.Context, k fleet.Key, cmd fleet.Command, at time.Time) (PendingCommand, error) {
+	res, err := c.commit(ctx, ledger.SetCommand{Key: k, Command: cmd, IssuedAt: at})
+	if err != nil {
+		return PendingCommand{}, fmt.Errorf("command %s: %w", k, err)
 	}
-	c.storeOf().SetCommand(k, cmd, seq)
 	c.logger.Info("command issued", "tenant", k.Tenant, "agent_id", k.AgentID, "command", cmd.String())
-	return PendingCommand{Command: cmd, Seq: seq, IssuedAt: at}, nil
+	return PendingCommand{Command: cmd, Seq: res.Ops[0].CommandSeq, IssuedAt: at}, nil
 }
 
-// Forget erases everything about an agent: its hot state, revocation and
-// pending command. A forgotten agent that beats again registers afresh.
-//
-// The agent leaves the store before now() stamps the tombstone: a snapshot
-// stamped later than the tombstone then cannot hold the agent, which is what
-// lets Compact drop tombstones older than the snapshot. If the journal write
-// fails, the agent is put back.
-func (c *Control) Forget(k fleet.Key, now func() time.Time) (bool, error) {
-	mu := c.stripe(k)
-	mu.Lock()
-	defer mu.Unlock()
-	store := c.storeOf()
-	ag, known := store.Get(k)
-	if !known && !c.Known(k) {
+// Forget erases everything about an agent: its hot state, revocation,
+// pending command and announced state. A forgotten agent that beats again
+// registers afresh. False if nothing was known of the agent.
+func (c *Control) Forget(ctx context.Context, k fleet.Key, now func() time.Time) (bool, error) {
+	if !c.Known(k) {
 		if _, revoked := c.Revocation(k); !revoked {
 			return false, nil
 		}
 	}
-	if known {
-		store.Delete(k)
+	if _, err := c.commit(ctx, ledger.Forget{Key: k, At: now().UTC()}); err != nil {
+		return false, fmt.Errorf("forget %s: %w", k, err)
 	}
-	if err := c.commit(entry{Op: opForget, Tenant: k.Tenant, Agent: k.AgentID, At: now().UTC()}); err != nil {
-		if known {
-			// Never call the store holding c.mu: the store's NewAgent hook
-			// takes c.mu under a shard lock.
-			_, revoked := c.Revocation(k)
-			pc, pending := c.PendingCommand(k)
-			store.Restore(&ag)
-			store.SetRevoked(k, revoked)
-			if pending {
-				store.SetCommand(k, pc.Command, pc.Seq)
-			}
+	// The ledger may hold nothing of an agent that only the store knew:
+	// the store's copy goes all the same (apply did it if the Forget
+	// applied).
+	if store := c.storeOf(); store != nil {
+		if a, ok := store.Get(k); ok && !a.LastHeartbeat.After(now()) {
+			store.Delete(k)
 		}
-		return false, err
-	}
-	// A beat between the delete and the commit re-created the agent with the
-	// revocation and command the commit has just erased: clear them.
-	if _, back := store.Get(k); back {
-		store.SetRevoked(k, false)
-		store.SetCommand(k, fleet.CommandNone, 0)
 	}
 	c.logger.Info("agent forgotten", "tenant", k.Tenant, "agent_id", k.AgentID)
 	return true, nil

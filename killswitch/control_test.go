@@ -23,30 +23,33 @@ func TestControlRevokeIdempotent(t *testing.T) {
 	k := key("acme", "a1")
 
 	first := adminRevocation("first", t0)
-	got, changed, err := e.control.Revoke(k, first)
+	got, changed, err := e.control.Revoke(ctx, k, first)
 	require.NoError(t, err)
 	require.True(t, changed)
 	require.Equal(t, first, got)
 	ag, _ := e.agent("acme", "a1")
 	require.True(t, ag.Revoked)
 
-	// A second revoke keeps the first revocation and journals nothing.
-	size := e.control.JournalSize()
-	got, changed, err = e.control.Revoke(k, adminRevocation("second", t0.Add(time.Minute)))
+	// A second revoke keeps the first revocation and commits nothing.
+	before, err := e.ledger.Load(ctx)
+	require.NoError(t, err)
+	got, changed, err = e.control.Revoke(ctx, k, adminRevocation("second", t0.Add(time.Minute)))
 	require.NoError(t, err)
 	require.False(t, changed)
 	require.Equal(t, first, got)
 	rev, ok := e.control.Revocation(k)
 	require.True(t, ok)
 	require.Equal(t, first, rev)
-	require.Equal(t, size, e.control.JournalSize())
+	after, err := e.ledger.Load(ctx)
+	require.NoError(t, err)
+	require.Equal(t, before.Revision, after.Revision)
 
 	require.Equal(t, float64(1), testutil.ToFloat64(e.control.revocationsTotal.WithLabelValues("admin")))
 	require.Zero(t, testutil.ToFloat64(e.control.revocationsTotal.WithLabelValues("alert")))
 
 	// Revocations by an alert are counted apart.
 	e.beat("acme", "a2")
-	_, _, err = e.control.Revoke(key("acme", "a2"), fleet.Revocation{Reason: "zombie", RevokedAt: t0, Source: "alert:AgentZombie"})
+	_, _, err = e.control.Revoke(ctx, key("acme", "a2"), fleet.Revocation{Reason: "zombie", RevokedAt: t0, Source: "alert:AgentZombie"})
 	require.NoError(t, err)
 	require.Equal(t, float64(1), e.counter("sentinel_revocations_total", map[string]string{"source": "alert"}))
 	require.Equal(t, float64(1), e.counter("sentinel_revocations_total", map[string]string{"source": "admin"}))
@@ -57,13 +60,13 @@ func TestControlReinstate(t *testing.T) {
 	e.beat("acme", "a1")
 	k := key("acme", "a1")
 
-	ok, err := e.control.Reinstate(k)
+	ok, err := e.control.Reinstate(ctx, k)
 	require.NoError(t, err)
 	require.False(t, ok, "not revoked")
 
-	_, _, err = e.control.Revoke(k, adminRevocation("r", t0))
+	_, _, err = e.control.Revoke(ctx, k, adminRevocation("r", t0))
 	require.NoError(t, err)
-	ok, err = e.control.Reinstate(k)
+	ok, err = e.control.Reinstate(ctx, k)
 	require.NoError(t, err)
 	require.True(t, ok)
 	_, revoked := e.control.Revocation(k)
@@ -71,12 +74,12 @@ func TestControlReinstate(t *testing.T) {
 	ag, _ := e.agent("acme", "a1")
 	require.False(t, ag.Revoked)
 
-	ok, err = e.control.Reinstate(k)
+	ok, err = e.control.Reinstate(ctx, k)
 	require.NoError(t, err)
 	require.False(t, ok)
 
 	// Revoked again after a reinstatement, with the new reason.
-	_, changed, err := e.control.Revoke(k, adminRevocation("again", t0.Add(time.Hour)))
+	_, changed, err := e.control.Revoke(ctx, k, adminRevocation("again", t0.Add(time.Hour)))
 	require.NoError(t, err)
 	require.True(t, changed)
 	rev, _ := e.control.Revocation(k)
@@ -88,13 +91,13 @@ func TestControlCommand(t *testing.T) {
 	e.beat("acme", "a1")
 	k := key("acme", "a1")
 
-	pc1, err := e.control.Command(k, fleet.CommandPause, t0)
+	pc1, err := e.control.Command(ctx, k, fleet.CommandPause, t0)
 	require.NoError(t, err)
 	require.Equal(t, PendingCommand{Command: fleet.CommandPause, Seq: pc1.Seq, IssuedAt: t0}, pc1)
 	require.NotZero(t, pc1.Seq)
 
 	// A newer command replaces the pending one, with a newer sequence.
-	pc2, err := e.control.Command(k, fleet.CommandTerminate, t0.Add(time.Second))
+	pc2, err := e.control.Command(ctx, k, fleet.CommandTerminate, t0.Add(time.Second))
 	require.NoError(t, err)
 	require.Greater(t, pc2.Seq, pc1.Seq)
 	got, ok := e.control.PendingCommand(k)
@@ -105,17 +108,19 @@ func TestControlCommand(t *testing.T) {
 
 	// An acknowledgement of the replaced command does not remove the new one.
 	e.control.CommandAcknowledged(k, pc1.Seq)
+	e.settle()
 	got, ok = e.control.PendingCommand(k)
 	require.True(t, ok)
 	require.Equal(t, pc2, got)
 
 	e.control.CommandAcknowledged(k, pc2.Seq)
+	e.settle()
 	_, ok = e.control.PendingCommand(k)
 	require.False(t, ok)
 
 	// Sequences are per Control, not per agent.
 	e.beat("acme", "a2")
-	pc3, err := e.control.Command(key("acme", "a2"), fleet.CommandResume, t0)
+	pc3, err := e.control.Command(ctx, key("acme", "a2"), fleet.CommandResume, t0)
 	require.NoError(t, err)
 	require.Greater(t, pc3.Seq, pc2.Seq)
 }
@@ -124,13 +129,13 @@ func TestControlForget(t *testing.T) {
 	e := newEnv(t)
 	token := e.register(acmeKey, "a1")
 	k := key("acme", "a1")
-	_, _, err := e.control.Revoke(k, adminRevocation("r", t0))
+	_, _, err := e.control.Revoke(ctx, k, adminRevocation("r", t0))
 	require.NoError(t, err)
-	_, err = e.control.Command(k, fleet.CommandPause, t0)
+	_, err = e.control.Command(ctx, k, fleet.CommandPause, t0)
 	require.NoError(t, err)
 
 	at := t0.Add(time.Minute)
-	ok, err := e.control.Forget(k, func() time.Time { return at })
+	ok, err := e.control.Forget(ctx, k, func() time.Time { return at })
 	require.NoError(t, err)
 	require.True(t, ok)
 	_, revoked := e.control.Revocation(k)
@@ -141,7 +146,7 @@ func TestControlForget(t *testing.T) {
 	require.False(t, known)
 	require.Equal(t, at, stateOf(e.control).Forgotten[k])
 
-	ok, err = e.control.Forget(k, func() time.Time { return at })
+	ok, err = e.control.Forget(ctx, k, func() time.Time { return at })
 	require.NoError(t, err)
 	require.False(t, ok, "nothing left to forget")
 
@@ -156,12 +161,12 @@ func TestControlForget(t *testing.T) {
 	// An agent known only by its revocation (its registration was lost with
 	// the store) can be forgotten too.
 	e.beat("acme", "a2")
-	_, _, err = e.control.Revoke(key("acme", "a2"), adminRevocation("r", t0))
+	_, _, err = e.control.Revoke(ctx, key("acme", "a2"), adminRevocation("r", t0))
 	require.NoError(t, err)
 	e.restart(nil)
 	_, known = e.agent("acme", "a2")
 	require.False(t, known)
-	ok, err = e.control.Forget(key("acme", "a2"), func() time.Time { return at })
+	ok, err = e.control.Forget(ctx, key("acme", "a2"), func() time.Time { return at })
 	require.NoError(t, err)
 	require.True(t, ok)
 	_, revoked = e.control.Revocation(key("acme", "a2"))
@@ -173,11 +178,11 @@ func TestControlRevokeAll(t *testing.T) {
 	for _, id := range []string{"a1", "a2", "a3"} {
 		e.beat("acme", id)
 	}
-	_, _, err := e.control.Revoke(key("acme", "a2"), adminRevocation("first", t0))
+	_, _, err := e.control.Revoke(ctx, key("acme", "a2"), adminRevocation("first", t0))
 	require.NoError(t, err)
 
 	keys := []fleet.Key{key("acme", "a1"), key("acme", "a2"), key("acme", "a3")}
-	n, err := e.control.RevokeAll(keys, adminRevocation("all", t0.Add(time.Minute)))
+	n, err := e.control.RevokeAll(ctx, keys, adminRevocation("all", t0.Add(time.Minute)))
 	require.NoError(t, err)
 	require.Equal(t, 2, n, "a2 was revoked already")
 	for _, k := range keys {
@@ -193,10 +198,10 @@ func TestControlRevokeAll(t *testing.T) {
 	}
 	require.Equal(t, float64(3), e.counter("sentinel_revocations_total", map[string]string{"source": "admin"}))
 
-	n, err = e.control.RevokeAll(keys, adminRevocation("again", t0))
+	n, err = e.control.RevokeAll(ctx, keys, adminRevocation("again", t0))
 	require.NoError(t, err)
 	require.Zero(t, n)
-	n, err = e.control.RevokeAll(nil, adminRevocation("none", t0))
+	n, err = e.control.RevokeAll(ctx, nil, adminRevocation("none", t0))
 	require.NoError(t, err)
 	require.Zero(t, n)
 }
@@ -211,35 +216,36 @@ func populate(t *testing.T, e *env) {
 	}
 	c := e.control
 	must := func(err error) { t.Helper(); require.NoError(t, err) }
-	_, _, err := c.Revoke(key("acme", "a0"), adminRevocation("cost", t0))
+	_, _, err := c.Revoke(ctx, key("acme", "a0"), adminRevocation("cost", t0))
 	must(err)
-	_, _, err = c.Revoke(key("globex", "g0"), fleet.Revocation{Reason: "zombie", ShutdownTimeout: 1500 * time.Millisecond, RevokedAt: t0, Source: "alert:AgentZombie"})
+	_, _, err = c.Revoke(ctx, key("globex", "g0"), fleet.Revocation{Reason: "zombie", ShutdownTimeout: 1500 * time.Millisecond, RevokedAt: t0, Source: "alert:AgentZombie"})
 	must(err)
-	_, _, err = c.Revoke(key("acme", "a1"), adminRevocation("tmp", t0))
+	_, _, err = c.Revoke(ctx, key("acme", "a1"), adminRevocation("tmp", t0))
 	must(err)
-	_, err = c.Reinstate(key("acme", "a1"))
+	_, err = c.Reinstate(ctx, key("acme", "a1"))
 	must(err)
-	_, err = c.Command(key("acme", "a2"), fleet.CommandPause, t0)
+	_, err = c.Command(ctx, key("acme", "a2"), fleet.CommandPause, t0)
 	must(err)
-	_, err = c.Command(key("acme", "a2"), fleet.CommandTerminate, t0.Add(time.Second))
+	_, err = c.Command(ctx, key("acme", "a2"), fleet.CommandTerminate, t0.Add(time.Second))
 	must(err)
-	pc, err := c.Command(key("acme", "a3"), fleet.CommandResume, t0)
+	pc, err := c.Command(ctx, key("acme", "a3"), fleet.CommandResume, t0)
 	must(err)
 	c.CommandAcknowledged(key("acme", "a3"), pc.Seq)
-	_, err = c.Command(key("globex", "g1"), fleet.CommandPause, t0)
+	e.settle()
+	_, err = c.Command(ctx, key("globex", "g1"), fleet.CommandPause, t0)
 	must(err)
-	_, err = c.Forget(key("acme", "a4"), func() time.Time { return t0.Add(time.Minute) })
+	_, err = c.Forget(ctx, key("acme", "a4"), func() time.Time { return t0.Add(time.Minute) })
 	must(err)
-	_, err = c.RevokeAll([]fleet.Key{key("globex", "g2"), key("globex", "g3"), key("globex", "g0")}, adminRevocation("all", t0.Add(2*time.Minute)))
+	_, err = c.RevokeAll(ctx, []fleet.Key{key("globex", "g2"), key("globex", "g3"), key("globex", "g0")}, adminRevocation("all", t0.Add(2*time.Minute)))
 	must(err)
 	// Forgotten, registered again, then revoked: the revocation outlives the forget.
-	_, _, err = c.Revoke(key("acme", "a5"), adminRevocation("before forget", t0))
+	_, _, err = c.Revoke(ctx, key("acme", "a5"), adminRevocation("before forget", t0))
 	must(err)
-	_, err = c.Forget(key("acme", "a5"), func() time.Time { return t0.Add(3 * time.Minute) })
+	_, err = c.Forget(ctx, key("acme", "a5"), func() time.Time { return t0.Add(3 * time.Minute) })
 	must(err)
 	e.clock.Set(t0.Add(4 * time.Minute))
 	e.beat("acme", "a5")
-	_, _, err = c.Revoke(key("acme", "a5"), adminRevocation("after forget", t0.Add(5*time.Minute)))
+	_, _, err = c.Revoke(ctx, key("acme", "a5"), adminRevocation("after forget", t0.Add(5*time.Minute)))
 	must(err)
 }
 
@@ -280,32 +286,10 @@ func TestControlReplay(t *testing.T) {
 	require.False(t, ok)
 
 	// New sequences continue after the replayed ones.
-	pc, err := e.control.Command(key("acme", "a1"), fleet.CommandPause, t0)
+	pc, err := e.control.Command(ctx, key("acme", "a1"), fleet.CommandPause, t0)
 	require.NoError(t, err)
 	for _, old := range want.Commands {
 		require.Greater(t, pc.Seq, old.Seq)
-	}
-}
-
-func TestControlReplayErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		recs []string
-		msg  string
-	}{
-		{"not JSON", []string{`{"op":"revoke","tenant":"acme","agent":"a"}`, `{`}, "journal record 1"},
-		{"unknown op", []string{`{"op":"explode","tenant":"acme","agent":"a"}`}, `unknown op "explode"`},
-		{"unknown command", []string{`{"op":"command","tenant":"acme","agent":"a","command":"dance","seq":1}`}, `unknown command "dance"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := New(&flakyJournal{}, nil, nil)
-			recs := make([][]byte, len(tt.recs))
-			for i, r := range tt.recs {
-				recs[i] = []byte(r)
-			}
-			require.ErrorContains(t, c.Replay(recs), tt.msg)
-		})
 	}
 }
 
@@ -322,7 +306,7 @@ func TestSyncStoreForgotten(t *testing.T) {
 
 	e.clock.Set(t0.Add(2 * time.Minute))
 	for _, id := range []string{"a1", "a2"} {
-		ok, err := e.control.Forget(key("acme", id), func() time.Time { return e.clock.Now() })
+		ok, err := e.control.Forget(ctx, key("acme", id), func() time.Time { return e.clock.Now() })
 		require.NoError(t, err)
 		require.True(t, ok)
 	}
@@ -347,46 +331,31 @@ func TestSyncStoreForgotten(t *testing.T) {
 	require.Equal(t, 2, e.store.Len())
 }
 
-func TestControlCompact(t *testing.T) {
+// TestControlChurn: a long history of changes comes back as its end state.
+func TestControlChurn(t *testing.T) {
 	e := newEnv(t)
 	populate(t, e)
-	// Churn that compaction drops.
 	for i := range 50 {
-		_, _, err := e.control.Revoke(key("acme", "a1"), adminRevocation(fmt.Sprint("churn ", i), t0))
+		_, _, err := e.control.Revoke(ctx, key("acme", "a1"), adminRevocation(fmt.Sprint("churn ", i), t0))
 		require.NoError(t, err)
-		_, err = e.control.Reinstate(key("acme", "a1"))
+		_, err = e.control.Reinstate(ctx, key("acme", "a1"))
 		require.NoError(t, err)
 	}
 	want := stateOf(e.control)
-	before := e.control.JournalSize()
-
-	// Tombstones before the snapshot's time go: a4 (t0+1m) yes, a5 (t0+3m) no.
-	snapshotAt := t0.Add(2 * time.Minute)
-	require.NoError(t, e.control.Compact(snapshotAt))
-	require.Less(t, e.control.JournalSize(), before)
-	delete(want.Forgotten, key("acme", "a4"))
-	require.Equal(t, want, stateOf(e.control))
-
-	snap := e.snapshot()
-	e.restart(snap)
+	e.restart(e.snapshot())
 	require.Equal(t, want, stateOf(e.control))
 	rev, ok := e.control.Revocation(key("acme", "a5"))
-	require.True(t, ok, "a revocation issued after its agent's forget survives compaction")
+	require.True(t, ok, "a revocation issued after its agent's forget survives")
 	require.Equal(t, "after forget", rev.Reason)
 	ag, _ := e.agent("acme", "a5")
 	require.True(t, ag.Revoked)
 
-	// Writes after a compaction are kept too.
-	_, err := e.control.Command(key("acme", "a0"), fleet.CommandPause, t0)
+	// Writes after a restart are kept too.
+	_, err := e.control.Command(ctx, key("acme", "a0"), fleet.CommandPause, t0)
 	require.NoError(t, err)
 	want = stateOf(e.control)
 	e.restart(e.snapshot())
 	require.Equal(t, want, stateOf(e.control))
-
-	// A failed rewrite is reported.
-	e.journal.fail.Store(true)
-	require.ErrorIs(t, e.control.Compact(t0), errDiskFull)
-	e.journal.fail.Store(false)
 }
 
 // TestControlJournalFailure: a change that cannot be journaled changes
@@ -396,9 +365,9 @@ func TestControlJournalFailure(t *testing.T) {
 	for _, id := range []string{"a1", "a2", "a3"} {
 		e.beat("acme", id)
 	}
-	_, _, err := e.control.Revoke(key("acme", "a2"), adminRevocation("r", t0))
+	_, _, err := e.control.Revoke(ctx, key("acme", "a2"), adminRevocation("r", t0))
 	require.NoError(t, err)
-	_, err = e.control.Command(key("acme", "a3"), fleet.CommandPause, t0)
+	_, err = e.control.Command(ctx, key("acme", "a3"), fleet.CommandPause, t0)
 	require.NoError(t, err)
 
 	wantState := stateOf(e.control)
@@ -408,18 +377,18 @@ func TestControlJournalFailure(t *testing.T) {
 	}
 	revocations := testutil.ToFloat64(e.control.revocationsTotal.WithLabelValues("admin"))
 
-	e.journal.fail.Store(true)
-	_, changed, err := e.control.Revoke(key("acme", "a1"), adminRevocation("x", t0))
+	e.ledger.fail.Store(true)
+	_, changed, err := e.control.Revoke(ctx, key("acme", "a1"), adminRevocation("x", t0))
 	require.ErrorIs(t, err, errDiskFull)
 	require.False(t, changed)
-	_, err = e.control.RevokeAll([]fleet.Key{key("acme", "a1"), key("acme", "a3")}, adminRevocation("x", t0))
+	_, err = e.control.RevokeAll(ctx, []fleet.Key{key("acme", "a1"), key("acme", "a3")}, adminRevocation("x", t0))
 	require.ErrorIs(t, err, errDiskFull)
-	ok, err := e.control.Reinstate(key("acme", "a2"))
+	ok, err := e.control.Reinstate(ctx, key("acme", "a2"))
 	require.ErrorIs(t, err, errDiskFull)
 	require.False(t, ok)
-	_, err = e.control.Command(key("acme", "a1"), fleet.CommandTerminate, t0)
+	_, err = e.control.Command(ctx, key("acme", "a1"), fleet.CommandTerminate, t0)
 	require.ErrorIs(t, err, errDiskFull)
-	ok, err = e.control.Forget(key("acme", "a3"), func() time.Time { return t0 })
+	ok, err = e.control.Forget(ctx, key("acme", "a3"), func() time.Time { return t0 })
 	require.ErrorIs(t, err, errDiskFull)
 	require.False(t, ok)
 
@@ -432,7 +401,7 @@ func TestControlJournalFailure(t *testing.T) {
 	require.Equal(t, revocations, testutil.ToFloat64(e.control.revocationsTotal.WithLabelValues("admin")))
 
 	// Nothing of it reached the disk either.
-	e.journal.fail.Store(false)
+	e.ledger.fail.Store(false)
 	e.restart(e.snapshot())
 	require.Equal(t, wantState, stateOf(e.control))
 }

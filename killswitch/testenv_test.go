@@ -2,15 +2,14 @@ package killswitch
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -24,7 +23,8 @@ import (
 	"github.com/agentsentinel/sentinel/config"
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
-	"github.com/agentsentinel/sentinel/storage"
+	"github.com/agentsentinel/sentinel/ledger"
+	"github.com/agentsentinel/sentinel/ledger/embedded"
 
 	"github.com/agentsentinel/sentinel/internal/testutil"
 )
@@ -38,6 +38,9 @@ const (
 	globalAdmin = "global-admin-token"
 	bridgeToken = "bridge-token"
 )
+
+// ctx is the context of the tests' calls.
+var ctx = context.Background()
 
 // t0 is the fake clock's start.
 var t0 = time.Date(2026, 2, 3, 12, 0, 0, 0, time.UTC)
@@ -61,35 +64,28 @@ bridge:
 `, globalAdmin, acmeKey, acmeAdmin, globexKey, globexAdmin, bridgeToken, shutdownTimeout)
 }
 
-// errDiskFull is what a failing journal answers.
-var errDiskFull = errors.New("no space left on device")
+// errDiskFull is what a failing ledger answers.
+var errDiskFull = fmt.Errorf("%w: no space left on device", ledger.ErrUnavailable)
 
-// flakyJournal is the real journal with writes that fail on demand, to
-// check that a change that cannot be made durable is not made at all.
-type flakyJournal struct {
-	*storage.Journal
+// flakyLedger is the real embedded ledger with commits that fail on demand,
+// to check that a change that cannot be made durable is not made at all.
+type flakyLedger struct {
+	*embedded.Ledger
 	fail atomic.Bool
-	// beforeAppend, when set, runs inside Append before the write: what
+	// beforeApply, when set, runs once inside Apply before the commit: what
 	// happens while a change waits for the disk.
-	beforeAppend func()
+	beforeApply func()
 }
 
-func (j *flakyJournal) Append(recs ...[]byte) error {
-	if j.fail.Load() {
-		return errDiskFull
+func (l *flakyLedger) Apply(ctx context.Context, ops ...ledger.Op) (ledger.Result, error) {
+	if l.fail.Load() {
+		return ledger.Result{}, errDiskFull
 	}
-	if f := j.beforeAppend; f != nil {
-		j.beforeAppend = nil
+	if f := l.beforeApply; f != nil {
+		l.beforeApply = nil
 		f()
 	}
-	return j.Journal.Append(recs...)
-}
-
-func (j *flakyJournal) Rewrite(recs [][]byte) error {
-	if j.fail.Load() {
-		return errDiskFull
-	}
-	return j.Journal.Rewrite(recs)
+	return l.Ledger.Apply(ctx, ops...)
 }
 
 // env is sentinel assembled as app.routes does it: configuration, store,
@@ -100,7 +96,7 @@ type env struct {
 	cfg     *config.Config
 	signer  *auth.Signer
 	dir     string
-	journal *flakyJournal
+	ledger  *flakyLedger
 	control *Control
 	store   *heartbeat.Store
 	recv    *heartbeat.Receiver
@@ -121,22 +117,22 @@ func newEnvTimeout(t *testing.T, shutdownTimeout string) *env {
 	require.NoError(t, err)
 	e := &env{t: t, clock: testutil.NewClock(t0), cfg: cfg, signer: signer, dir: t.TempDir()}
 	e.start(nil)
-	t.Cleanup(func() { _ = e.journal.Close() })
+	t.Cleanup(e.stop)
 	return e
 }
 
-// start opens and replays the journal, restores snapshot (when not nil) and
-// builds the rest, in app.New's order.
+// start opens the ledger, restores snapshot (when not nil) and builds the
+// rest, in app.New's order.
 func (e *env) start(snapshot []byte) {
 	t := e.t
 	t.Helper()
-	j, recs, err := storage.OpenJournal(filepath.Join(e.dir, "killswitch.journal"), nil)
+	l, err := embedded.Open(e.dir, embedded.Options{})
 	require.NoError(t, err)
-	e.journal = &flakyJournal{Journal: j}
+	e.ledger = &flakyLedger{Ledger: l}
 	e.reg = prometheus.NewPedanticRegistry()
 	logger := slog.New(slog.DiscardHandler)
-	e.control = New(e.journal, logger, e.reg)
-	require.NoError(t, e.control.Replay(recs))
+	e.control, err = New(context.Background(), e.ledger, logger, e.reg)
+	require.NoError(t, err)
 	e.store = heartbeat.NewStore(e.cfg.Heartbeat.MaxAgents, e.control.NewAgent)
 	if snapshot != nil {
 		_, _, err := e.store.DecodeSnapshot(bytes.NewReader(snapshot))
@@ -170,12 +166,34 @@ func (e *env) snapshot() []byte {
 	return buf.Bytes()
 }
 
-// restart closes the journal (a crash after the last durable write) and
-// starts again from it and snapshot (nil: an empty store).
+// stop closes the control and the ledger.
+func (e *env) stop() {
+	if e.control != nil {
+		e.control.Close()
+	}
+	if e.ledger != nil {
+		_ = e.ledger.Close()
+	}
+}
+
+// restart closes the ledger (what was acknowledged is durable) and starts
+// again from it and snapshot (nil: an empty store).
 func (e *env) restart(snapshot []byte) {
 	e.t.Helper()
-	require.NoError(e.t, e.journal.Close())
+	e.stop()
 	e.start(snapshot)
+}
+
+// settle waits until the queued registrations and acknowledgements are
+// committed and back in the cache.
+func (e *env) settle() {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool {
+		return len(e.control.async) == 0 && e.control.ledger.(*flakyLedger).Ledger.Healthy() == nil
+	}, 5*time.Second, time.Millisecond)
+	s, err := e.ledger.Load(context.Background())
+	require.NoError(e.t, err)
+	require.NoError(e.t, e.control.waitFor(context.Background(), s.Revision))
 }
 
 func key(tenant, id string) fleet.Key { return fleet.Key{Tenant: tenant, AgentID: id} }
@@ -202,7 +220,7 @@ type controlState struct {
 func stateOf(c *Control) controlState {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return controlState{maps.Clone(c.revocations), maps.Clone(c.commands), maps.Clone(c.forgotten)}
+	return controlState{maps.Clone(c.state.Revocations), maps.Clone(c.state.Commands), maps.Clone(c.state.Forgotten)}
 }
 
 // answer is a recorded HTTP answer with its JSON body decoded.
