@@ -34,9 +34,10 @@ import (
 )
 
 const (
-	apiKey   = "bench-tenant-api-key-0123456789"
-	adminKey = "bench-tenant-admin-token-0123456789"
-	tenant   = "bench"
+	apiKey      = "bench-tenant-api-key-0123456789"
+	adminKey    = "bench-tenant-admin-token-0123456789"
+	bridgeToken = "bench-bridge-token-0123456789"
+	tenant      = "bench"
 )
 
 // trimFlags are the collector flags of the trimmed sentinel: every
@@ -58,6 +59,8 @@ type env struct {
 	out        *report
 	started    time.Time
 	loadBefore string
+	// hook receives the tenant's outgoing webhooks (the bridge scenario).
+	hook *hookReceiver
 	// large and huge are the fleet sizes of the 100k and 1M scenarios
 	// (smaller ones try the full run out quickly).
 	large, huge int
@@ -130,6 +133,11 @@ func logf(format string, args ...any) {
 
 func (e *env) writeConfig() error {
 	e.cfgFile = filepath.Join(e.dir, "sentinel.yml")
+	hook, err := startHookReceiver()
+	if err != nil {
+		return err
+	}
+	e.hook = hook
 	cfg := `heartbeat:
   default_interval: 60s
   min_interval: 1s
@@ -139,6 +147,11 @@ tenants:
   - id: ` + tenant + `
     api_keys: [` + apiKey + `]
     admin_tokens: [` + adminKey + `]
+    webhook:
+      url: ` + hook.url + `
+      secrets: [whsec_YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ==]
+bridge:
+  bearer_token: ` + bridgeToken + `
 `
 	return os.WriteFile(e.cfgFile, []byte(cfg), 0o600)
 }
@@ -167,6 +180,9 @@ func (e *env) all() error {
 		if err := e.memory1M(bare, ing10); err != nil {
 			e.out.note(fmt.Sprintf("1M memory scenario failed: %v", err))
 		}
+	}
+	if err := e.bridge(ing10); err != nil {
+		e.out.note(fmt.Sprintf("bridge scenario failed: %v", err))
 	}
 	if err := e.pushgateway(ing10); err != nil {
 		e.out.note(fmt.Sprintf("Pushgateway scenario failed: %v", err))
@@ -900,14 +916,21 @@ func post(url, body string) (int, []byte, error) {
 }
 
 // posts sends body to path(i) for i = 0, 1, … < limit from 32 concurrent
-// callers for at most d and returns the acknowledged (2xx) answers per
-// second.
+// callers, with the admin token, for at most d and returns the
+// acknowledged (2xx) answers per second.
 func (e *env) posts(base string, path func(int) string, body string, d time.Duration, limit int) (float64, int, error) {
+	return e.postsAs(base, adminKey, func(i int) (string, string) { return path(i), body }, d, limit, nil)
+}
+
+// postsAs is posts with any token and request, reporting each
+// acknowledged request's latency to observe (when not nil).
+func (e *env) postsAs(base, token string, request func(int) (string, string), d time.Duration, limit int, observe func(float64)) (float64, int, error) {
 	var (
 		next, ok, failed atomic.Int64
 		wg               sync.WaitGroup
 	)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
+	defer client.CloseIdleConnections()
 	start := time.Now()
 	deadline := start.Add(d)
 	for range 32 {
@@ -919,8 +942,13 @@ func (e *env) posts(base string, path func(int) string, body string, d time.Dura
 				if i >= limit {
 					return
 				}
-				req, _ := http.NewRequest(http.MethodPost, base+path(i), strings.NewReader(body))
-				req.Header.Set("Authorization", "Bearer "+adminKey)
+				path, body := request(i)
+				req, _ := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
+				if token != "" {
+					req.Header.Set("Authorization", "Bearer "+token)
+				}
+				req.Header.Set("Content-Type", "application/json")
+				t0 := time.Now()
 				resp, err := client.Do(req)
 				if err != nil {
 					failed.Add(1)
@@ -930,6 +958,9 @@ func (e *env) posts(base string, path func(int) string, body string, d time.Dura
 				resp.Body.Close()
 				if resp.StatusCode/100 == 2 {
 					ok.Add(1)
+					if observe != nil {
+						observe(time.Since(t0).Seconds())
+					}
 				} else {
 					failed.Add(1)
 				}
@@ -1085,4 +1116,152 @@ agent_latency_average_seconds 0.145
 # TYPE agent_info gauge
 agent_info{platform="kubernetes",status="healthy",version="1.4.2",pod="%s-7f8a9b6c5d-x2x9q",namespace="production",node="ip-10-0-12-34.eu-west-1.compute.internal",image="registry.example.com/agents/support-bot:1.4.2"} 1
 `, 3600+i, 1500+i, i%7, id)
+}
+
+// hookReceiver is the tenant's webhook endpoint: it answers 200 at once and
+// notes when each delivery arrived.
+type hookReceiver struct {
+	url   string
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func startHookReceiver() (*hookReceiver, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	h := &hookReceiver{url: "http://" + l.Addr().String() + "/hook"}
+	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.Header.Get("X-ABS-Event") != "" {
+			h.mu.Lock()
+			h.times = append(h.times, time.Now())
+			h.mu.Unlock()
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	return h, nil
+}
+
+func (h *hookReceiver) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.times)
+}
+
+type bridgeResult struct {
+	agents                    int
+	notifications, fsyncs     float64
+	notifyErrors, fsyncErrors int
+	p50, p99                  float64
+	events                    int
+	delivered                 int
+	deliverSeconds            float64 // first to last delivery
+	drainSeconds              float64 // last acknowledged notification to last delivery
+	endpointRate              float64 // the endpoint fed directly
+}
+
+// bridge sends Alertmanager notifications (one AgentSilent alert each, a
+// different agent each) to the small sentinel and measures the durable
+// acknowledgements, then the outbox delivering the announcements to the
+// local webhook endpoint.
+func (e *env) bridge(small *ingestResult) error {
+	sent := small.sentinel
+	status, _, err := postAs(sent.url+"/api/v1/alertmanager", bridgeToken, `{}`)
+	if err != nil {
+		return err
+	}
+	if status == http.StatusNotFound || status == http.StatusMethodNotAllowed {
+		e.out.note("The bridge (POST /api/v1/alertmanager) is not in this build: no bridge figures.")
+		return nil
+	}
+	logf("bridge: Alertmanager notifications and outbox deliveries")
+	b := &bridgeResult{agents: small.agents}
+	d := 10 * time.Second
+	if e.quick {
+		d = 4 * time.Second
+	}
+	limit := small.agents / 2
+	before := e.hook.count()
+	startsAt := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
+	var lat []float64
+	var latMu sync.Mutex
+	b.notifications, b.notifyErrors, err = e.postsAs(sent.url, bridgeToken, func(i int) (string, string) {
+		id := fmt.Sprintf("loadgen-%07d", i)
+		return "/api/v1/alertmanager", `{"version":"4","groupKey":"{}:{alertname=\"AgentSilent\"}","status":"firing","receiver":"sentinel",` +
+			`"groupLabels":{"alertname":"AgentSilent"},"commonLabels":{},"commonAnnotations":{},"externalURL":"http://alertmanager:9093","truncatedAlerts":0,` +
+			`"alerts":[{"status":"firing","labels":{"alertname":"AgentSilent","severity":"warning","state":"SILENT","tenant":"` + tenant + `","agent_id":"` + id + `"},` +
+			`"annotations":{"summary":"Agent is silent."},"startsAt":"` + startsAt + `","endsAt":"0001-01-01T00:00:00Z",` +
+			`"generatorURL":"http://prometheus:9090/graph","fingerprint":"` + fmt.Sprintf("%016x", i) + `"}]}`
+	}, d, limit, func(sec float64) {
+		latMu.Lock()
+		lat = append(lat, sec)
+		latMu.Unlock()
+	})
+	if err != nil {
+		return err
+	}
+	acked := time.Now()
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.p50, b.p99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	b.events = len(lat) - b.notifyErrors
+	// Wait for the outbox to drain (or to stop making progress).
+	last, lastChange := e.hook.count(), time.Now()
+	for e.hook.count()-before < b.events && time.Since(lastChange) < 15*time.Second {
+		time.Sleep(100 * time.Millisecond)
+		if c := e.hook.count(); c != last {
+			last, lastChange = c, time.Now()
+		}
+	}
+	e.hook.mu.Lock()
+	times := slices.Clone(e.hook.times[before:])
+	e.hook.mu.Unlock()
+	b.delivered = len(times)
+	if len(times) > 1 {
+		b.deliverSeconds = times[len(times)-1].Sub(times[0]).Seconds()
+		b.drainSeconds = max(0, times[len(times)-1].Sub(acked).Seconds())
+	}
+
+	ref, err := e.start("fsync", e.serverCPU, nil, filepath.Join(e.bin, "refserver"), "--web.listen-address", e.addr(),
+		"fsync", "--file", filepath.Join(e.dir, "fsync-bridge.log"))
+	if err != nil {
+		return err
+	}
+	b.fsyncs, b.fsyncErrors, err = e.postsAs(ref.url, bridgeToken, func(i int) (string, string) {
+		return "/api/v1/alertmanager", `{"version":"4","alerts":[{"labels":{"agent_id":"` + fmt.Sprintf("loadgen-%07d", i) + `"}}]}`
+	}, d, limit, nil)
+	ref.stop()
+	if err != nil {
+		return err
+	}
+	// The endpoint's own capacity: the same number of POSTs of a
+	// delivery's size, 32 at a time, straight from a Go client.
+	body := strings.Repeat("x", 420)
+	endpoint := strings.TrimSuffix(e.hook.url, "/hook")
+	rate, _, err := e.postsAs(endpoint, "", func(int) (string, string) { return "/hook", body }, d, max(b.delivered, 1000), nil)
+	if err != nil {
+		return err
+	}
+	b.endpointRate = rate
+	e.out.bridge(b)
+	return nil
+}
+
+func postAs(url, token, body string) (int, []byte, error) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
 }

@@ -309,3 +309,26 @@ func (e *env) markdown() []byte {
 	}
 	return b.Bytes()
 }
+
+func (r *report) bridge(b *bridgeResult) {
+	var s strings.Builder
+	fmt.Fprintf(&s, "## Bridge at %s agents (embedded store)\n\n", human(b.agents))
+	s.WriteString("Alertmanager notifications (webhook payload version 4), each one `AgentSilent` alert firing for a different agent, " +
+		"from 32 concurrent callers: each answer 200 means the announcement and its outgoing event are durably committed. " +
+		"Reference: the handler that fsyncs each request before answering. Then the outbox delivers the events, signed, " +
+		"to a local endpoint that answers 200 at once; reference: that endpoint fed the same number of POSTs directly by a Go client, 32 at a time. " +
+		"PostgreSQL is not in this build (`storage.postgres` is refused at start), so there is no PostgreSQL row.\n\n")
+	s.WriteString("| | sentinel | reference | ratio |\n|---|---|---|---|\n")
+	fmt.Fprintf(&s, "| notifications acknowledged (committed)/s | %.0f (%d errors) | %.0f fsynced requests/s | **%s** |\n",
+		b.notifications, b.notifyErrors, b.fsyncs, ratio(b.notifications, b.fsyncs))
+	fmt.Fprintf(&s, "| notification → committed, p50 / p99 | %s / %s | | |\n", ms(b.p50), ms(b.p99))
+	rate := 0.0
+	if b.deliverSeconds > 0 {
+		rate = float64(b.delivered) / b.deliverSeconds
+	}
+	fmt.Fprintf(&s, "| outbox deliveries/s to the local endpoint | %.0f (%d of %d events in %.1f s; drained %.1f s after the last notification) | the endpoint's own %.0f/s | **%s** |\n",
+		rate, b.delivered, b.events, b.deliverSeconds, b.drainSeconds, b.endpointRate, ratio(rate, b.endpointRate))
+	r.add(s.String())
+	r.headline = append(r.headline, fmt.Sprintf("bridge: %.0f Alertmanager notifications committed/s (%s a per-request fsync), outbox %.0f deliveries/s",
+		b.notifications, ratio(b.notifications, b.fsyncs), rate))
+}
