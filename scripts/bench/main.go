@@ -173,6 +173,12 @@ func (e *env) all() error {
 	if err != nil {
 		return fmt.Errorf("ingest at %d agents: %w", small, err)
 	}
+	if err := e.bridge(ing10); err != nil {
+		e.out.note(fmt.Sprintf("bridge scenario failed: %v", err))
+	}
+	// The small sentinel's figures stay for the Pushgateway comparison,
+	// its process gives the machine back to the large fleets.
+	ing10.sentinel.stop()
 	if !e.quick {
 		if err := e.largeFleet(bare, ing10); err != nil {
 			e.out.note(fmt.Sprintf("100k scenarios failed: %v", err))
@@ -180,9 +186,6 @@ func (e *env) all() error {
 		if err := e.memory1M(bare, ing10); err != nil {
 			e.out.note(fmt.Sprintf("1M memory scenario failed: %v", err))
 		}
-	}
-	if err := e.bridge(ing10); err != nil {
-		e.out.note(fmt.Sprintf("bridge scenario failed: %v", err))
 	}
 	if err := e.pushgateway(ing10); err != nil {
 		e.out.note(fmt.Sprintf("Pushgateway scenario failed: %v", err))
@@ -484,6 +487,12 @@ func (e *env) ingest(bare *proc, n int) (*ingestResult, error) {
 		return nil, err
 	}
 	r.sentinel = sent
+	ok := false
+	defer func() {
+		if !ok {
+			sent.stop()
+		}
+	}()
 	r.rssEmpty = sent.rss()
 	d := e.dur(10*time.Second, 5*time.Second)
 	common := []string{"--agents", strconv.Itoa(n), "--protocol", "mixed", "--interval", "60s"}
@@ -508,6 +517,7 @@ func (e *env) ingest(bare *proc, n int) (*ingestResult, error) {
 		return nil, err
 	}
 	e.out.ingest(r)
+	ok = true
 	return r, nil
 }
 
@@ -547,7 +557,6 @@ func scrapeMedian(url string, n int) (float64, float64, error) {
 // large runs the 100k scenarios: ingest, memory, scrape, Prometheus,
 // kill switch.
 func (e *env) largeFleet(bare *proc, small *ingestResult) error {
-	small.sentinel.stop()
 	r, err := e.ingest(bare, e.large)
 	if err != nil {
 		return err
@@ -804,7 +813,6 @@ type killResult struct {
 	revokeAllAgents        int
 	journalBytes           int64
 	diskSeconds            float64
-	bridge                 bool
 }
 
 // killSwitch measures acknowledged revocations/s against a handler that
@@ -866,8 +874,6 @@ func (e *env) killSwitch(sent *proc, data string) error {
 			return err
 		}
 	}
-	status, _, err = post(sent.url+"/api/v1/alertmanager", `{}`)
-	k.bridge = err == nil && status != http.StatusNotFound && status != http.StatusMethodNotAllowed
 	e.out.killSwitch(k)
 	return nil
 }
@@ -1023,7 +1029,6 @@ func selfMetrics(url string, names ...string) map[string]float64 {
 // pushgateway pushes the same agents' series as push groups to a
 // Pushgateway and scrapes it, against sentinel at the same fleet size.
 func (e *env) pushgateway(small *ingestResult) error {
-	defer small.sentinel.stop()
 	if _, err := exec.LookPath("prometheus-pushgateway"); err != nil {
 		return errors.New("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
 	}

@@ -157,11 +157,6 @@ func (r *report) killSwitch(k *killResult) {
 		k.revocations, k.revErrors, k.fsyncs, k.fsyncErrors, ratio(k.revocations, k.fsyncs))
 	fmt.Fprintf(&b, "| `POST /api/v1/revoke-all` (%d agents newly revoked, the others already were; journal +%s) | %s | writing and fsyncing %s once: %s | %s |\n",
 		k.revokeAllAgents, mib(float64(k.journalBytes)), ms(k.revokeAllSeconds), mib(float64(k.journalBytes)), ms(k.diskSeconds), ratio(k.revokeAllSeconds, k.diskSeconds))
-	if !k.bridge {
-		b.WriteString("\nThe bridge (`POST /api/v1/alertmanager`) is not in this build: no notification → committed or outbox figures.\n")
-	} else {
-		b.WriteString("\nThe bridge endpoint exists in this build, but this benchmark does not measure it yet.\n")
-	}
 	r.add(b.String())
 	r.headline = append(r.headline, fmt.Sprintf("kill switch: %.0f acknowledged revocations/s (%s a per-request fsync), revoke-all of %d agents in %s",
 		k.revocations, ratio(k.revocations, k.fsyncs), k.revokeAllAgents, ms(k.revokeAllSeconds)))
