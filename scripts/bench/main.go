@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -505,10 +506,13 @@ func (e *env) ingest(bare *proc, n int) (*ingestResult, error) {
 	}
 	r.rate = r.bareClosed.sum.Load.Throughput / 2
 	rate := strconv.FormatFloat(r.rate, 'f', 0, 64)
-	if r.bareOpen, err = e.loadgen(bare, append(common, "--mode", "open", "--rate", rate, "--connections", r.connsOpen, "--duration", d)...); err != nil {
+	// The open-loop runs reuse the agents registered above (registering
+	// 100k again would take a minute); their Beacon agents beat with the
+	// tenant key.
+	if r.bareOpen, err = e.loadgen(bare, append(common, "--no-register", "--mode", "open", "--rate", rate, "--connections", r.connsOpen, "--duration", d)...); err != nil {
 		return nil, err
 	}
-	if r.sentOpen, err = e.loadgen(sent, append(common, "--mode", "open", "--rate", rate, "--connections", r.connsOpen, "--duration", d)...); err != nil {
+	if r.sentOpen, err = e.loadgen(sent, append(common, "--no-register", "--mode", "open", "--rate", rate, "--connections", r.connsOpen, "--duration", d)...); err != nil {
 		return nil, err
 	}
 	r.rssLoaded = sent.rss()
@@ -554,7 +558,20 @@ func scrapeMedian(url string, n int) (float64, float64, error) {
 	return times[len(times)/2], size, nil
 }
 
-// large runs the 100k scenarios: ingest, memory, scrape, Prometheus,
+// scrapeBest is scrapeMedian's fastest scrape instead of the median.
+func scrapeBest(url string, n int) (float64, float64, error) {
+	best, size := math.Inf(1), 0.0
+	for range n {
+		sec, b, err := scrapeMedian(url, 1)
+		if err != nil {
+			return 0, 0, err
+		}
+		best, size = min(best, sec), b
+	}
+	return best, size, nil
+}
+
+// largeFleet runs the 100k scenarios: ingest, memory, scrape, Prometheus,
 // kill switch.
 func (e *env) largeFleet(bare *proc, small *ingestResult) error {
 	r, err := e.ingest(bare, e.large)
@@ -570,7 +587,6 @@ func (e *env) largeFleet(bare *proc, small *ingestResult) error {
 	data := filepath.Join(e.dir, fmt.Sprintf("data-%d", e.large))
 	if sent, err = e.prometheus(sent, data); err != nil {
 		e.out.note(fmt.Sprintf("Prometheus scenario failed: %v", err))
-		return nil
 	}
 	if err := e.killSwitch(sent, data); err != nil {
 		e.out.note(fmt.Sprintf("kill-switch scenario failed: %v", err))
@@ -634,7 +650,8 @@ func (e *env) scrape(bare *proc, r *ingestResult) error {
 	if err != nil {
 		return err
 	}
-	if s.vecSeconds, s.vecBytes, err = scrapeMedian(vec.url+"/metrics", 3); err != nil {
+	// Best of two: each takes seconds (the first pays for nothing more).
+	if s.vecSeconds, s.vecBytes, err = scrapeBest(vec.url+"/metrics", 2); err != nil {
 		vec.stop()
 		return err
 	}
@@ -696,19 +713,19 @@ func (e *env) prometheus(sent *proc, data string) (*proc, error) {
 	if err != nil {
 		return trimmed, err
 	}
-	e.out.prometheus(full, tr, e.promWait())
+	e.out.prometheus(full, tr)
 	return trimmed, nil
 }
 
 type promResult struct {
-	name                 string
-	agents               int
-	scrapeSeconds        float64
-	samples              float64
-	rss                  int64
-	headSeries           float64
-	scrapes              float64
-	sentinelScrapeSecond float64
+	name          string
+	agents        int
+	scrapeSeconds float64
+	samples       float64
+	rss           int64
+	headSeries    float64
+	scrapes       float64
+	waited        time.Duration
 }
 
 func (e *env) promRun(sent *proc, name string) (*promResult, error) {
@@ -720,8 +737,8 @@ func (e *env) promRun(sent *proc, name string) (*promResult, error) {
 	listen := e.addr()
 	target := strings.TrimPrefix(sent.url, "http://")
 	if err := os.WriteFile(cfg, []byte(`global:
-  scrape_interval: 5s
-  scrape_timeout: 4s
+  scrape_interval: 10s
+  scrape_timeout: 10s
 scrape_configs:
   - job_name: sentinel
     static_configs:
@@ -739,8 +756,7 @@ scrape_configs:
 		return nil, err
 	}
 	defer prom.stop()
-	time.Sleep(e.promWait())
-	r := &promResult{name: name, agents: e.large, rss: prom.rss()}
+	r := &promResult{name: name, agents: e.large}
 	q := func(expr string) (float64, error) {
 		resp, err := http.Get(prom.url + "/api/v1/query?query=" + urlQueryEscape(expr))
 		if err != nil {
@@ -763,7 +779,19 @@ scrape_configs:
 		s, _ := out.Data.Result[0].Value[1].(string)
 		return strconv.ParseFloat(s, 64)
 	}
-	window := "[" + strconv.Itoa(int(e.promWait().Seconds())) + "s]"
+	// Wait for three scrapes of sentinel (a Prometheus starved of CPU
+	// takes long to ingest the first million new series), at most
+	// promWait.
+	const window = "[10m]"
+	started := time.Now()
+	for time.Since(started) < e.promWait() {
+		time.Sleep(2 * time.Second)
+		if n, err := q(`count_over_time(up{job="sentinel"}` + window + `)`); err == nil && n >= 3 {
+			break
+		}
+	}
+	r.waited = time.Since(started)
+	r.rss = prom.rss()
 	for _, m := range []struct {
 		dst  *float64
 		expr string
@@ -787,9 +815,9 @@ scrape_configs:
 
 func (e *env) promWait() time.Duration {
 	if e.quick {
-		return 20 * time.Second
+		return 30 * time.Second
 	}
-	return 45 * time.Second
+	return 120 * time.Second
 }
 
 func urlQueryEscape(s string) string {
@@ -1033,7 +1061,7 @@ func (e *env) pushgateway(small *ingestResult) error {
 		return errors.New("prometheus-pushgateway is not installed (apt-get install prometheus-pushgateway)")
 	}
 	n := small.agents
-	capTime := 100 * time.Second
+	capTime := 60 * time.Second
 	if e.quick {
 		n, capTime = 1000, 15*time.Second
 	}
