@@ -21,6 +21,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -97,6 +98,18 @@ func run() int {
 	e.dir = dir
 	e.loadBefore = loadAvg()
 	e.out = &report{}
+	// Interrupted: stop every server started, then exit.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		live.Range(func(k, _ any) bool {
+			k.(*proc).stop()
+			return true
+		})
+		os.RemoveAll(dir)
+		os.Exit(130)
+	}()
 	if err := e.writeConfig(); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 1
@@ -205,6 +218,9 @@ func (e *env) addr() string {
 	}
 }
 
+// live holds the started servers that have not exited.
+var live sync.Map // *proc → struct{}
+
 // proc is a started server.
 type proc struct {
 	name string
@@ -243,6 +259,7 @@ func (e *env) start(name, cpu string, extraEnv []string, path string, args ...st
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, url: "http://" + listen, done: make(chan struct{})}
+	live.Store(p, struct{}{})
 	go p.watch(stderr)
 	if err := p.waitReady(60 * time.Second); err != nil {
 		p.stop()
@@ -270,6 +287,7 @@ func (p *proc) watch(r io.Reader) {
 		p.mu.Unlock()
 	}
 	p.exited = p.cmd.Wait()
+	live.Delete(p)
 	close(p.done)
 }
 
@@ -1018,7 +1036,7 @@ func (e *env) memory1M(bare *proc, small *ingestResult) error {
 	empty := sent.rss()
 	rate := strconv.FormatFloat(small.rate, 'f', 0, 64)
 	res, err := e.loadgen(sent, "--agents", strconv.Itoa(n), "--protocol", "mixed", "--connections", "64",
-		"--mode", "open", "--rate", rate, "--duration", "20s")
+		"--mode", "open", "--rate", rate, "--duration", "10s")
 	if err != nil {
 		return err
 	}
