@@ -12,7 +12,7 @@ VPKG       = github.com/prometheus/common/version
 LDFLAGS    = -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) \
              -X $(VPKG).BuildUser=$(shell id -un)@$(shell hostname) -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 
-.PHONY: all build run test test-deps lint fmt bench bench-quick bench-go bench-build generate clean
+.PHONY: all build run demo test test-deps lint fmt bench bench-quick bench-go bench-build fuzz generate clean
 
 all: build
 
@@ -20,9 +20,16 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
 
+# The example config's keys are public: listen on loopback only.
 run: build
 	@mkdir -p $(DATA)
-	./$(BIN)/sentinel --config.file=deploy/sentinel.example.yml --storage.path=./$(DATA)
+	./$(BIN)/sentinel --config.file=deploy/sentinel.example.yml --storage.path=./$(DATA) --web.listen-address=127.0.0.1:9464
+
+# The whole loop on loopback: sentinel, Prometheus, Alertmanager, a webhook
+# sink and agents that hang, crash or are killed (scripts/demo.sh). Ctrl-C stops it.
+demo: build
+	@DEPS=demo bash scripts/install-test-deps.sh
+	@BIN=$(BIN) bash scripts/demo.sh
 
 test-deps:
 	@bash scripts/install-test-deps.sh
@@ -55,6 +62,11 @@ bench: bench-build
 
 bench-quick: bench-build
 	$(BENCH_PIN) ./$(BIN)/bench --quick --bin=$(BIN) --out=$(BIN)/BENCHMARKS-quick.md
+
+# Every fuzz target for FUZZTIME each; `make test` already runs their seed corpora.
+FUZZTIME  ?= 30s
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 # The PrometheusRule and the dashboards, and the Helm chart's copies of both.
 generate:

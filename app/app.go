@@ -6,6 +6,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +37,7 @@ import (
 	"github.com/agentsentinel/sentinel/killswitch"
 	"github.com/agentsentinel/sentinel/ledger"
 	"github.com/agentsentinel/sentinel/ledger/embedded"
+	"github.com/agentsentinel/sentinel/ledger/postgres"
 	"github.com/agentsentinel/sentinel/outbox"
 	"github.com/agentsentinel/sentinel/storage"
 )
@@ -49,20 +53,34 @@ const firstSnapshotDelay = 10 * time.Second
 // own rendered copy of the fleet (~160 MB at 100k agents).
 const DefaultMaxScrapes = 4
 
+// livenessSweepEvery is how often agents turning SILENT or ZOMBIE by
+// sentinel's own clock are looked for and logged.
+const livenessSweepEvery = 5 * time.Second
+
 // Options configure an App.
 type Options struct {
 	// ConfigFile is the YAML configuration (SPEC 8).
 	ConfigFile string
 	// StoragePath holds the embedded ledger: state, journal, snapshot and
-	// token key (SPEC 9). Unused with storage.postgres.
+	// token key. Unused with storage.postgres.
 	StoragePath string
-	// SnapshotInterval is how often the hot state is snapshotted; 1m when 0.
+	// Replica names this sentinel among the replicas sharing a PostgreSQL
+	// ledger (its hot state's row); the host name when empty.
+	Replica string
+	// SnapshotInterval is how often the hot state is snapshotted (and, with
+	// PostgreSQL, the other replicas' merged in); 1m when 0.
 	SnapshotInterval time.Duration
 	// TelemetryPath serves the metrics; /metrics when empty.
 	TelemetryPath string
 	// MaxScrapes caps the scrapes of TelemetryPath in flight, more are
 	// answered 503; DefaultMaxScrapes when 0.
 	MaxScrapes int
+	// Web limits of Run's server (conns.go); the Default* constants when 0.
+	// MaxConnections is further capped by the file-descriptor limit.
+	MaxConnections    int
+	IdleTimeout       time.Duration
+	ReadHeaderTimeout time.Duration
+	MaxHeaderBytes    int
 	// DisabledCollectors are the optional per-agent families left out of
 	// TelemetryPath (--no-collector.<name>).
 	DisabledCollectors []collector.OptionalFamily
@@ -74,16 +92,22 @@ type Options struct {
 
 // App is a running sentinel.
 type App struct {
-	opts     Options
-	logger   *slog.Logger
-	cfg      atomic.Pointer[config.Config]
-	store    *heartbeat.Store
-	signer   *auth.Signer
-	ledger   ledger.Ledger
-	journal  *storage.Journal // the embedded ledger's; nil with PostgreSQL
+	opts    Options
+	logger  *slog.Logger
+	cfg     atomic.Pointer[config.Config]
+	store   *heartbeat.Store
+	signer  *auth.Signer
+	ledger  ledger.Ledger
+	journal *storage.Journal // the embedded ledger's; nil with PostgreSQL
+	// shared is true with PostgreSQL: replicas share the ledger and merge
+	// each other's hot state; replica is this one's name.
+	shared   bool
+	replica  string
 	control  *killswitch.Control
 	receiver *heartbeat.Receiver
+	liveness *heartbeat.LivenessLog
 	admin    atomic.Pointer[killswitch.Settings]
+	conns    *connLimiter
 
 	sender     *delivery.Sender
 	bridge     *bridge.Handler
@@ -134,6 +158,13 @@ func New(o Options) (*App, error) {
 	if o.MaxScrapes == 0 {
 		o.MaxScrapes = DefaultMaxScrapes
 	}
+	if o.MaxConnections < 0 || o.IdleTimeout < 0 || o.ReadHeaderTimeout < 0 || o.MaxHeaderBytes < 0 {
+		return nil, errors.New("web limits must not be negative")
+	}
+	o.MaxConnections = cmp.Or(o.MaxConnections, DefaultMaxConnections)
+	o.IdleTimeout = cmp.Or(o.IdleTimeout, DefaultIdleTimeout)
+	o.ReadHeaderTimeout = cmp.Or(o.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	o.MaxHeaderBytes = cmp.Or(o.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	cfg, err := config.Load(o.ConfigFile)
 	if err != nil {
 		return nil, err
@@ -146,6 +177,8 @@ func New(o Options) (*App, error) {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	a.registerSelfMetrics()
+	a.conns = newConnLimiter(maxConnections(o.MaxConnections, o.Logger))
+	a.registry.MustRegister(a.conns.collectors()...)
 
 	if err := a.openLedger(cfg); err != nil {
 		return nil, err
@@ -166,6 +199,9 @@ func New(o Options) (*App, error) {
 		Logger: o.Logger, Now: o.Now, Observer: a.recoveries,
 	}, heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
+	a.liveness = &heartbeat.LivenessLog{Store: a.store, Logger: o.Logger, Thresholds: func() fleet.Thresholds {
+		return heartbeat.ThresholdsOf(a.cfg.Load().Heartbeat)
+	}}
 	a.handler = a.routes()
 	a.startBridge()
 	a.ready.Store(true)
@@ -174,18 +210,26 @@ func New(o Options) (*App, error) {
 
 // openLedger opens the configured ledger and the kill switch on it.
 func (a *App) openLedger(cfg *config.Config) error {
-	var err error
-	if cfg.Storage.Postgres != nil {
-		return errors.New("storage.postgres: PostgreSQL is not supported by this build yet")
-	}
-	el, err := embedded.Open(a.opts.StoragePath, embedded.Options{KeySize: auth.KeySize, Logger: a.logger})
-	if err != nil {
-		return err
-	}
-	a.ledger, a.journal, a.journalHealth = el, el.Journal(), el.Journal()
-	a.registerJournalMetrics()
-	a.registerStorageMetrics()
 	ctx := context.Background()
+	if pg := cfg.Storage.Postgres; pg != nil {
+		replica := a.opts.Replica
+		if replica == "" {
+			replica, _ = os.Hostname()
+		}
+		pl, err := postgres.Open(ctx, string(pg.DSN), postgres.Options{Replica: replica, KeySize: auth.KeySize, Logger: a.logger})
+		if err != nil {
+			return err
+		}
+		a.ledger, a.replica, a.shared = pl, replica, true
+	} else {
+		el, err := embedded.Open(a.opts.StoragePath, embedded.Options{KeySize: auth.KeySize, Logger: a.logger})
+		if err != nil {
+			return err
+		}
+		a.ledger, a.journal, a.journalHealth = el, el.Journal(), el.Journal()
+		a.registerJournalMetrics()
+	}
+	a.registerStorageMetrics()
 	key, err := a.ledger.SigningKey(ctx, auth.KeySize)
 	if err == nil {
 		a.signer, err = auth.NewSigner(key)
@@ -204,6 +248,13 @@ func (a *App) openLedger(cfg *config.Config) error {
 // the kill switch.
 func (a *App) restore(cfg *config.Config) error {
 	a.store = heartbeat.NewStore(cfg.Heartbeat.MaxAgents, a.control.NewAgent)
+	if a.shared {
+		if err := a.mergeReplicas(true); err != nil {
+			return fmt.Errorf("restore agents: %w", err)
+		}
+		a.control.SyncStore(a.store)
+		return nil
+	}
 	err := a.ledger.LoadAgents(context.Background(), func(replica string, _ time.Time, r io.Reader) error {
 		takenAt, n, err := a.store.DecodeSnapshot(r)
 		if err != nil {
@@ -216,7 +267,40 @@ func (a *App) restore(cfg *config.Config) error {
 		return fmt.Errorf("restore agents: %w (move the snapshot away to start with an empty fleet; revocations are kept in the ledger)", err)
 	}
 	a.control.SyncStore(a.store)
+	a.dropRemovedTenants(cfg)
 	return nil
+}
+
+// mergeReplicas merges the hot state the replicas sharing the ledger saved
+// into the store, the newest heartbeat of each agent winning, so that the
+// admin API of any replica answers for agents that beat only on others
+// (its own saved state too when all). Agents forgotten after their last
+// heartbeat there are left out; revoked bits and commands come from the kill
+// switch, never from another replica's older copy.
+func (a *App) mergeReplicas(all bool) error {
+	max := a.cfg.Load().Heartbeat.MaxAgents
+	return a.ledger.LoadAgents(context.Background(), func(replica string, _ time.Time, r io.Reader) error {
+		if replica == a.replica && !all {
+			return nil
+		}
+		other := heartbeat.NewStore(max, nil)
+		if _, _, err := other.DecodeSnapshot(r); err != nil {
+			return err
+		}
+		other.Each(func(ag *heartbeat.Agent) bool {
+			if at, ok := a.control.Forgotten(ag.Key); ok && !ag.LastHeartbeat.After(at) {
+				return true
+			}
+			if a.store.Merge(ag) {
+				_, revoked := a.control.Revocation(ag.Key)
+				a.store.SetRevoked(ag.Key, revoked)
+				pc, _ := a.control.PendingCommand(ag.Key)
+				a.store.SetCommand(ag.Key, pc.Command, pc.Seq)
+			}
+			return true
+		})
+		return nil
+	})
 }
 
 func adminSettings(cfg *config.Config) *killswitch.Settings {
@@ -348,6 +432,11 @@ func (a *App) Snapshot() error {
 	}
 	a.snapshotSuccess.Set(float64(time.Now().Unix()))
 	a.snapshotDuration.Set(time.Since(start).Seconds())
+	if a.shared {
+		if err := a.mergeReplicas(false); err != nil {
+			a.logger.Error("merging the other replicas' agents failed", "err", err)
+		}
+	}
 	a.logger.Debug("snapshot of agents written", "taken_at", takenAt, "agents", n, "duration", time.Since(start))
 	return nil
 }
@@ -373,11 +462,16 @@ func (a *App) Reload() error {
 	a.store.SetLimit(cfg.Heartbeat.MaxAgents)
 	a.receiver.SetSettings(heartbeat.SettingsFromConfig(cfg))
 	a.admin.Store(adminSettings(cfg))
+	a.dropRemovedTenants(cfg)
 	a.reloadSuccess.Set(1)
 	a.reloadTime.SetToCurrentTime()
 	a.logger.Info("configuration reloaded", "file", a.opts.ConfigFile, "tenants", len(cfg.Tenants))
 	return nil
 }
+
+// SweepLiveness logs the agents that turned SILENT or ZOMBIE since the last
+// sweep (Run calls it every few seconds).
+func (a *App) SweepLiveness() { a.liveness.Sweep(a.opts.Now()) }
 
 // Config returns the running configuration.
 func (a *App) Config() *config.Config { return a.cfg.Load() }
@@ -416,8 +510,13 @@ func (a *App) routes() http.Handler {
 	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "sentinel_metrics_scrapes_rejected_total",
 		Help: "Scrapes of the metrics answered 503 because the maximum number of scrapes was in flight.",
-	}, func() float64 { return float64(metrics.RejectedScrapes()) }))
-	mux.Handle(a.opts.TelemetryPath, metrics.Handler(a.registry, a.logger))
+	}, func() float64 { return float64(metrics.RejectedScrapes()) }), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "sentinel_metrics_scrapes_evicted_total",
+		Help: "Scrapes of the metrics cut off because their client had stopped reading and a new scrape needed the slot.",
+	}, func() float64 { return float64(metrics.EvictedScrapes()) }))
+	mux.Handle(a.opts.TelemetryPath, collector.RequireBearer(func() string {
+		return string(a.cfg.Load().Metrics.BearerToken)
+	}, metrics.Handler(a.registry, a.logger)))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		if !jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) {
 			return
@@ -447,16 +546,7 @@ func (a *App) routes() http.Handler {
 		}
 		fmt.Fprintln(w, "Sentinel is Ready.")
 	})
-	mux.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
-		if !jsonapi.AllowMethods(w, r, http.MethodPost, http.MethodPut) {
-			return
-		}
-		if err := a.Reload(); err != nil {
-			jsonapi.Errorf(w, http.StatusInternalServerError, "reload failed, the running configuration is kept: %v", err)
-			return
-		}
-		jsonapi.Write(w, http.StatusOK, map[string]string{"status": "reloaded"})
-	})
+	mux.HandleFunc("/-/reload", a.serveReload)
 	landing, err := web.NewLandingPage(web.LandingConfig{
 		Name:        "Sentinel",
 		Description: "Prometheus-native dead man's switch for AI agents",
@@ -471,13 +561,18 @@ func (a *App) routes() http.Handler {
 		a.logger.Error("landing page", "err", err)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/" && landing != nil {
-			landing.ServeHTTP(w, r)
+		if r.URL.Path != "/" {
+			jsonapi.Errorf(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
 			return
 		}
-		jsonapi.Errorf(w, http.StatusNotFound, "no such endpoint: %s", r.URL.Path)
+		if jsonapi.AllowMethods(w, r, http.MethodGet, http.MethodHead) && landing != nil {
+			landing.ServeHTTP(w, r)
+		}
 	})
-	return mux
+	// ServeMux would answer a non-canonical path with a redirect to the
+	// cleaned one, which a client may follow with its method: a DELETE of
+	// /api/v1/installations/a1/revoke/.. would forget a1.
+	return jsonapi.CanonicalPaths(mux)
 }
 
 // Run serves on the listeners of flags until ctx is done, snapshotting
@@ -486,25 +581,23 @@ func (a *App) routes() http.Handler {
 func (a *App) Run(ctx context.Context, flags *web.FlagConfig, listener net.Listener, reload <-chan struct{}, shutdownTimeout time.Duration) error {
 	server := &http.Server{
 		Handler:           a.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: a.opts.ReadHeaderTimeout,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      2 * time.Minute, // a scrape of a large fleet takes a while to write
-		IdleTimeout:       2 * time.Minute,
+		// A scrape of a large fleet takes a while to write; /metrics sets a
+		// deadline per chunk instead (collector.Handler).
+		WriteTimeout:   2 * time.Minute,
+		IdleTimeout:    a.opts.IdleTimeout,
+		MaxHeaderBytes: a.opts.MaxHeaderBytes,
+		ConnState:      a.conns.track,
 	}
 	serveErr := make(chan error, 1)
-	go func() {
-		var err error
-		if listener != nil {
-			err = web.Serve(listener, server, flags, a.logger)
-		} else {
-			err = web.ListenAndServe(server, flags, a.logger)
-		}
-		serveErr <- err
-	}()
+	go func() { serveErr <- a.serve(server, flags, listener) }()
 	first := time.NewTimer(min(firstSnapshotDelay, a.opts.SnapshotInterval))
 	defer first.Stop()
 	ticker := time.NewTicker(a.opts.SnapshotInterval)
 	defer ticker.Stop()
+	sweep := time.NewTicker(livenessSweepEvery)
+	defer sweep.Stop()
 	var runErr error
 loop:
 	for {
@@ -522,6 +615,8 @@ loop:
 			_ = a.Snapshot() // logged and exposed as a metric
 		case <-ticker.C:
 			_ = a.Snapshot() // logged and exposed as a metric
+		case <-sweep.C:
+			a.SweepLiveness()
 		}
 	}
 	a.ready.Store(false)
@@ -535,6 +630,52 @@ loop:
 		runErr = err
 	}
 	return runErr
+}
+
+// serve serves on listener, or else on the listeners of flags, each wrapped
+// so that net/http's own error answers are JSON (errorJSONListener).
+// Systemd and vsock listeners are served by exporter-toolkit as they are.
+func (a *App) serve(server *http.Server, flags *web.FlagConfig, listener net.Listener) error {
+	if listener != nil {
+		return web.Serve(errorJSONListener{listener}, server, flags, a.logger)
+	}
+	if flags.WebSystemdSocket != nil && *flags.WebSystemdSocket {
+		return web.ListenAndServe(server, flags, a.logger)
+	}
+	var listeners []net.Listener
+	for _, addr := range *flags.WebListenAddresses {
+		if strings.HasPrefix(addr, "vsock://") {
+			return web.ListenAndServe(server, flags, a.logger)
+		}
+	}
+	for _, addr := range *flags.WebListenAddresses {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return err
+		}
+		listeners = append(listeners, errorJSONListener{l})
+	}
+	return web.ServeMultiple(listeners, server, flags, a.logger)
+}
+
+// maxConnections is the connection cap: want, lowered to leave fdReserve of
+// the process's file-descriptor limit (Go raises the soft limit to the hard
+// one at start), since a server out of descriptors stalls every client,
+// heartbeats included, in its accept loop.
+func maxConnections(want int, logger *slog.Logger) int {
+	nofile, ok := fileLimit()
+	if !ok || nofile-fdReserve >= uint64(want) {
+		return want
+	}
+	room := 16
+	if nofile > fdReserve+16 {
+		room = int(nofile - fdReserve)
+	}
+	logger.Warn("--web.max-connections lowered to fit the file-descriptor limit", "max_connections", room, "nofile", nofile)
+	return room
 }
 
 // Close writes a final snapshot, stops the kill switch and closes the

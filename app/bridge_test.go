@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 const (
@@ -294,6 +296,10 @@ func TestBridgeAnnouncesRevokesAndRecovers(t *testing.T) {
 	require.Equal(t, true, test.json(t)["delivered"])
 	require.EqualValues(t, 200, test.json(t)["status_code"])
 	require.Equal(t, "webhook.test", acme.waitFor(5, "")[len(acme.got(""))-1]["event"])
+
+	for _, secret := range []string{bridgeToken, webhookSecret, rawSecret, acmeKey, acmeAdmin} {
+		require.NotContains(t, e.logs.String(), secret, "no secret in any log line")
+	}
 }
 
 func TestBridgeOutboxSurvivesRestartAndIsolatesTenants(t *testing.T) {
@@ -380,4 +386,94 @@ func waitUntil(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// An agent ZOMBIE by sentinel's own clock for UnalertedGrace without an
+// AgentZombie notification is counted and logged once: the alerting
+// pipeline is failing it. An announced ZOMBIE clears it.
+func TestBridgeUnalertedZombie(t *testing.T) {
+	acme, globex := newCustomer(t), newCustomer(t)
+	e := newEnv(t, bridgeConfig(acme.srv.URL, globex.srv.URL))
+	r := e.start()
+	r.register("z1", acmeKey, map[string]any{"heartbeat_interval_seconds": 1})
+	t0 := e.clock.Now()
+	e.clock.Set(t0.Add(15*time.Second + 6*time.Minute))
+	waitUntil(t, func() bool {
+		v, ok := sample(t, r.metrics(), `sentinel_agents_unalerted_zombie{tenant="acme"}`)
+		return ok && v == 1
+	})
+	require.Equal(t, 1, strings.Count(e.logs.String(), "agent is ZOMBIE but no AgentZombie notification reached the bridge"))
+
+	res := r.do(http.MethodPost, "/api/v1/alertmanager", bridgeToken, notification(
+		amAlert{name: "AgentZombie", status: "firing", agent: "z1", startsAt: t0.Add(15 * time.Second)}))
+	require.Equal(t, http.StatusOK, res.status)
+	e.clock.Set(t0.Add(15*time.Second + 7*time.Minute))
+	waitUntil(t, func() bool {
+		v, ok := sample(t, r.metrics(), `sentinel_agents_unalerted_zombie{tenant="acme"}`)
+		return ok && v == 0
+	})
+	require.Equal(t, 1, strings.Count(e.logs.String(), "agent is ZOMBIE but no AgentZombie notification reached the bridge"), "logged once per outage")
+}
+
+// On PostgreSQL, two replicas share the ledger: a notification sent twice,
+// once to each (two clustered Alertmanagers behind a load balancer), is
+// announced once; an event whose replica dies with it pending is delivered
+// by the other once its lease runs out.
+func TestBridgeReplicasOnPostgres(t *testing.T) {
+	acme, globex := newCustomer(t), newCustomer(t)
+	dsn := testutil.PostgresDSN(t)
+	cfg := bridgeConfig(acme.srv.URL, globex.srv.URL) + fmt.Sprintf("storage:\n  postgres:\n    dsn: %q\n", dsn)
+	e1 := newEnv(t, cfg)
+	e2 := newEnv(t, cfg)
+	e2.clock = e1.clock
+	o1, o2 := e1.options(), e2.options()
+	o1.Replica, o2.Replica = "replica-1", "replica-2"
+	r1 := e1.startWith(o1)
+	r2 := e2.startWith(o2)
+	r1.register("p1", acmeKey, map[string]any{"heartbeat_interval_seconds": 1})
+	// Replicas merge each other's hot state at every snapshot (Run takes
+	// them every --storage.snapshot-interval).
+	require.NoError(t, r1.app.Snapshot())
+	require.NoError(t, r2.app.Snapshot())
+	require.Equal(t, http.StatusOK, r2.installation("p1").status)
+	t0 := e1.clock.Now()
+	e1.clock.Set(t0.Add(6 * time.Second))
+
+	silent := notification(amAlert{name: "AgentSilent", status: "firing", agent: "p1", startsAt: t0.Add(5 * time.Second)})
+	var wg sync.WaitGroup
+	for _, r := range []*running{r1, r2, r1, r2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res := r.do(http.MethodPost, "/api/v1/alertmanager", bridgeToken, silent)
+			require.Equal(t, http.StatusOK, res.status, "%s", res.body)
+		}()
+	}
+	wg.Wait()
+	acme.waitFor(1, "p1")
+	time.Sleep(time.Second)
+	require.Len(t, acme.got("p1"), 1, "announced once across replicas")
+
+	// The endpoint fails while only replica 1 runs; replica 1 goes with
+	// the events pending, and replica 2, started again, delivers them.
+	acme.set(http.StatusServiceUnavailable)
+	r2.close()
+	e1.clock.Set(t0.Add(16 * time.Second))
+	res := r1.do(http.MethodPost, "/api/v1/alertmanager", bridgeToken, notification(
+		amAlert{name: "AgentZombie", status: "firing", agent: "p1", startsAt: t0.Add(15 * time.Second)}))
+	require.Equal(t, http.StatusOK, res.status)
+	waitUntil(t, func() bool {
+		ds := r1.do(http.MethodGet, "/api/v1/deliveries?status=pending", acmeAdmin, nil).json(t)["deliveries"].([]any)
+		return len(ds) == 2 && ds[0].(map[string]any)["attempts"].(float64) >= 1
+	})
+	r1.close()
+
+	acme.set(http.StatusOK)
+	r3 := e2.startWith(o2)
+	e1.clock.Set(t0.Add(16*time.Second + 2*time.Minute)) // past the lease and the retry delay
+	evs := acme.waitFor(3, "p1")
+	require.Equal(t, []any{"SILENT", "ZOMBIE", nil}, []any{evs[0]["newState"], evs[1]["newState"], evs[2]["newState"]})
+	require.Equal(t, "agent.revoked", evs[2]["event"])
+	require.EqualValues(t, []any{1.0, 2.0, 3.0}, []any{evs[0]["sequence"], evs[1]["sequence"], evs[2]["sequence"]})
+	require.Equal(t, true, r3.do(http.MethodPost, "/api/v1/installations/p1/heartbeat", acmeKey, nil).json(t)["revoked"])
 }

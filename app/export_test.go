@@ -1,9 +1,19 @@
 package app
 
+import "time"
+
 // SetJournalHealth replaces the embedded ledger journal's health check, for
 // tests: a failed fsync cannot be provoked from outside package storage.
 // Call it before the App serves; the field is read without a lock.
 func (a *App) SetJournalHealth(h interface{ Healthy() error }) { a.journalHealth = h }
+
+// SetNewConnGrace sets how long a connection may go without a request
+// before it can be evicted at the connection cap; the returned func
+// restores the previous value.
+func SetNewConnGrace(d time.Duration) (restore func()) {
+	old := newConnGrace.Swap(int64(d))
+	return func() { newConnGrace.Store(old) }
+}
 
 // Crash stops the App as a crash would, as far as a test in one process
 // can: no final snapshot; the kill switch and the ledger stop (releasing
@@ -12,6 +22,7 @@ func (a *App) SetJournalHealth(h interface{ Healthy() error }) { a.journalHealth
 func (a *App) Crash() {
 	a.closeOnce.Do(func() {
 		a.ready.Store(false)
+		a.stopBridge()
 		a.control.Close()
 		_ = a.ledger.Close()
 	})

@@ -107,7 +107,13 @@ type running struct {
 // test unless the test closes it (or abandons it to simulate a crash).
 func (e *env) start() *running {
 	e.t.Helper()
-	a, err := app.New(e.options())
+	return e.startWith(e.options())
+}
+
+// startWith starts an App with options o (e.options(), changed).
+func (e *env) startWith(o app.Options) *running {
+	e.t.Helper()
+	a, err := app.New(o)
 	require.NoError(e.t, err)
 	srv := httptest.NewServer(a.Handler())
 	r := &running{client: &client{t: e.t, base: srv.URL}, app: a, server: srv}

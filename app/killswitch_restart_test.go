@@ -86,8 +86,11 @@ func TestKillSwitchChangesSurviveCrashes(t *testing.T) {
 	require.Equal(t, "workspace stop", m["reason"])
 	require.Equal(t, "ACTIVE", s.beat("plain", toks["plain"], nil)["state"])
 	s.beat("globex-agent", g, nil)
-	// A forgotten agent that beats again registers afresh, unrevoked.
-	m = s.beat("forgotten", toks["forgotten"], nil)
+	// A forgotten agent's old runtime token is refused, across restarts
+	// too; registered again with the tenant key, it starts afresh, unrevoked.
+	r = s.do(http.MethodPost, "/api/v1/installations/forgotten/heartbeat", toks["forgotten"], nil)
+	require.Equal(t, http.StatusUnauthorized, r.status, "%s", r.body)
+	m = s.beat("forgotten", acmeKey, nil)
 	require.Equal(t, true, m["registered"])
 	require.Equal(t, "ACTIVE", m["state"])
 	require.NoError(t, s.app.Snapshot())

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentsentinel/sentinel/fleet"
 )
 
 const reloadedConfig = `
@@ -36,7 +38,7 @@ func TestReload(t *testing.T) {
 
 	t.Run("changed config", func(t *testing.T) {
 		e.writeConfig(reloadedConfig)
-		r := s.do(http.MethodPost, "/-/reload", "", nil)
+		r := s.do(http.MethodPost, "/-/reload", globalAdmin, nil)
 		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 		require.Equal(t, map[string]any{"status": "reloaded"}, r.json(t))
 		requireReloadMetric(1)
@@ -54,6 +56,11 @@ func TestReload(t *testing.T) {
 		require.Equal(t, http.StatusUnauthorized, r.status)
 		r = s.do(http.MethodGet, "/api/v1/installations/g", "globex-admin-1", nil)
 		require.Equal(t, http.StatusUnauthorized, r.status)
+		// The removed tenant's agents are dropped: gone from the store, the
+		// count and /metrics (see TestRemovedTenant).
+		_, ok := s.app.Store().Get(fleet.Key{Tenant: "globex", AgentID: "g"})
+		require.False(t, ok)
+		require.False(t, strings.Contains(s.metrics(), `tenant="globex"`), "globex series left in /metrics")
 		// A runtime token of a tenant that stays keeps working.
 		s.beat("a", tokA, nil)
 		require.Equal(t, "initech", s.app.Config().Tenants[1].ID)
@@ -61,12 +68,13 @@ func TestReload(t *testing.T) {
 
 	t.Run("bad config keeps the running one", func(t *testing.T) {
 		e.writeConfig(reloadedConfig + "surprise: true\n")
-		r := s.do(http.MethodPost, "/-/reload", "", nil)
+		r := s.do(http.MethodPost, "/-/reload", globalAdmin, nil)
 		require.Equal(t, http.StatusInternalServerError, r.status)
 		require.Equal(t, "application/json", r.header.Get("Content-Type"))
 		msg, _ := r.json(t)["error"].(string)
 		require.True(t, strings.HasPrefix(msg, "reload failed, the running configuration is kept: config "+e.config+": "), msg)
-		require.Contains(t, msg, "field surprise not found")
+		require.Contains(t, msg, "line 13: unknown field in type config.Config")
+		require.NotContains(t, msg, "surprise")
 		requireReloadMetric(0)
 
 		// The running configuration answers as before.
@@ -77,11 +85,11 @@ func TestReload(t *testing.T) {
 		require.Contains(t, e.logs.String(), "configuration reload failed")
 
 		// Reload (the SIGHUP path) reports the same error.
-		require.ErrorContains(t, s.app.Reload(), "field surprise not found")
+		require.ErrorContains(t, s.app.Reload(), "line 13: unknown field in type config.Config")
 
 		// An emptied file is refused the same way.
 		e.writeConfig("")
-		r = s.do(http.MethodPut, "/-/reload", "", nil)
+		r = s.do(http.MethodPut, "/-/reload", globalAdmin, nil)
 		require.Equal(t, http.StatusInternalServerError, r.status)
 		require.Contains(t, r.json(t)["error"], "the configuration is empty")
 		s.beat("b", "acme-key-2", nil)
@@ -89,7 +97,7 @@ func TestReload(t *testing.T) {
 
 	t.Run("good config again", func(t *testing.T) {
 		e.writeConfig(baseConfig)
-		r := s.do(http.MethodPost, "/-/reload", "", nil)
+		r := s.do(http.MethodPost, "/-/reload", globalAdmin, nil)
 		require.Equal(t, http.StatusOK, r.status, "%s", r.body)
 		requireReloadMetric(1)
 		s.beat("g", globexKey, nil)
@@ -149,7 +157,7 @@ func TestReloadHidesConfiguredValues(t *testing.T) {
 	e := newEnv(t, baseConfig)
 	s := e.start()
 	e.writeConfig("tenants:\n  - id: acme\n    api_keys: ACMEKEY-SUPERSECRET-VALUE\n")
-	r := s.do(http.MethodPost, "/-/reload", "", nil)
+	r := s.do(http.MethodPost, "/-/reload", globalAdmin, nil)
 	require.Equal(t, http.StatusInternalServerError, r.status)
 	require.Equal(t, "reload failed, the running configuration is kept: config "+e.config+
 		": yaml: unmarshal errors:\n  line 3: cannot unmarshal !!str <redacted> into []config.Secret", r.json(t)["error"])

@@ -94,9 +94,9 @@ func TestGracefulRestartKeepsHotState(t *testing.T) {
 	require.Equal(t, "SILENT", before.details["quiet"]["state"])
 	require.Equal(t, "ACTIVE", before.details["a1"]["state"])
 	require.Equal(t, "STOPPED", before.details["done"]["state"])
-	// Six series per agent, plus uptime, requests, errors and latency of a1,
+	// Seven series per agent, plus uptime, requests, errors and latency of a1,
 	// the only one that reported them.
-	require.Len(t, before.series, 5*6+4)
+	require.Len(t, before.series, 5*7+4)
 
 	s.close()
 	s2 := e.start()

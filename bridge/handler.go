@@ -140,13 +140,12 @@ func (h *Handler) serve(r *http.Request) (*answer, error) {
 		return nil, errMethod
 	}
 	s := h.settings.Load()
-	token, ok := auth.BearerToken(r)
-	if !ok {
+	p, err := auth.Authenticator{Credentials: s.Credentials}.Authenticate(r, time.Now())
+	switch {
+	case errors.Is(err, auth.ErrNoCredential):
 		h.notifications.WithLabelValues("unauthorized").Inc()
 		return nil, errUnauthorized
-	}
-	p, ok := s.Credentials.Lookup(token)
-	if !ok {
+	case err != nil:
 		h.notifications.WithLabelValues("unauthorized").Inc()
 		return nil, fmt.Errorf("%w: unknown credential", errUnauthorized)
 	}

@@ -61,3 +61,19 @@ func FuzzDecodeNotification(f *testing.F) {
 		require.Len(t, plan.Outcomes, len(n.Alerts))
 	})
 }
+
+func TestAlertKey(t *testing.T) {
+	a := alert(AlertSilent, StatusFiring, agentA, t0)
+	require.Equal(t, a.Fingerprint+"|2026-12-01T12:00:00Z|firing", AlertKey(a))
+	b := a
+	b.Status = StatusResolved
+	require.NotEqual(t, AlertKey(a), AlertKey(b), "firing and resolved are two notifications")
+
+	// Without a fingerprint (a hand-made payload), the labels stand for it.
+	a.Fingerprint = ""
+	c := alert(AlertSilent, StatusFiring, agentA, t0)
+	c.Fingerprint = ""
+	require.Equal(t, AlertKey(a), AlertKey(c))
+	c.Labels["agent_id"] = "other"
+	require.NotEqual(t, AlertKey(a), AlertKey(c))
+}

@@ -96,6 +96,8 @@ type Collector struct {
 	// inflight is the semaphore of Options.MaxScrapes, nil without a cap.
 	inflight chan struct{}
 	rejected atomic.Uint64
+	// writers are the Handler scrapes holding a slot of inflight (handler.go).
+	writers writerSet
 	// off is the bit set of the families of Options.Disabled.
 	off uint16
 }
@@ -141,6 +143,7 @@ const (
 	famLeaseExpiry
 	famStopped
 	famRevoked
+	famPaused
 	famUptime
 	famRequests
 	famErrors
@@ -176,6 +179,8 @@ var families = [numFamilies]family{
 		"1 after the agent sent its shutdown signal, else 0.", prometheus.GaugeValue, agentLabels},
 	famRevoked: {"sentinel_agent_revoked",
 		"1 while the agent is revoked by the kill switch, else 0.", prometheus.GaugeValue, agentLabels},
+	famPaused: {"sentinel_agent_paused",
+		"1 while the agent is paused by the kill switch (it beat after being handed pause, and has not been handed resume or terminate since), else 0.", prometheus.GaugeValue, agentLabels},
 	famUptime: {"sentinel_agent_uptime_seconds",
 		"Agent-reported uptime in seconds.", prometheus.GaugeValue, agentLabels},
 	famRequests: {"sentinel_agent_requests_handled_total",
@@ -199,7 +204,8 @@ func agentValues(a *heartbeat.Agent, silentAfter int, v *[numValueFamilies]float
 	v[famLeaseExpiry] = float64(last+int64(a.Interval)*int64(silentAfter)) / 1e9
 	v[famStopped] = boolValue(a.Stopped)
 	v[famRevoked] = boolValue(a.Revoked)
-	mask := uint16(1<<famLastHeartbeat | 1<<famInterval | 1<<famLeaseExpiry | 1<<famStopped | 1<<famRevoked)
+	v[famPaused] = boolValue(a.Paused)
+	mask := uint16(1<<famLastHeartbeat | 1<<famInterval | 1<<famLeaseExpiry | 1<<famStopped | 1<<famRevoked | 1<<famPaused)
 	if a.HasUptime {
 		v[famUptime] = a.UptimeSeconds
 		mask |= 1 << famUptime

@@ -112,6 +112,13 @@ sentinel_agent_lease_expiry_timestamp_seconds{agent_id="revoked-1",tenant="acme"
 sentinel_agent_lease_expiry_timestamp_seconds{agent_id="silent-1",tenant="acme"} 1.7356896e+09
 sentinel_agent_lease_expiry_timestamp_seconds{agent_id="stopped-1",tenant="acme"} 1.7356881e+09
 sentinel_agent_lease_expiry_timestamp_seconds{agent_id="zombie-1",tenant="acme"} 1.735689e+09
+# HELP sentinel_agent_paused 1 while the agent is paused by the kill switch (it beat after being handed pause, and has not been handed resume or terminate since), else 0.
+# TYPE sentinel_agent_paused gauge
+sentinel_agent_paused{agent_id="active-1",tenant="acme"} 0
+sentinel_agent_paused{agent_id="revoked-1",tenant="acme"} 0
+sentinel_agent_paused{agent_id="silent-1",tenant="acme"} 0
+sentinel_agent_paused{agent_id="stopped-1",tenant="acme"} 0
+sentinel_agent_paused{agent_id="zombie-1",tenant="acme"} 0
 # HELP sentinel_agent_requests_handled_total Agent-reported number of requests handled.
 # TYPE sentinel_agent_requests_handled_total counter
 sentinel_agent_requests_handled_total{agent_id="active-1",tenant="acme"} 1500
@@ -225,7 +232,7 @@ func TestForgottenAgentDisappears(t *testing.T) {
 	c := newTestCollector(s, clock, "acme")
 	perAgent := []string{
 		"sentinel_agent_last_heartbeat_timestamp_seconds", "sentinel_agent_heartbeat_interval_seconds",
-		"sentinel_agent_lease_expiry_timestamp_seconds", "sentinel_agent_stopped", "sentinel_agent_revoked",
+		"sentinel_agent_lease_expiry_timestamp_seconds", "sentinel_agent_stopped", "sentinel_agent_revoked", "sentinel_agent_paused",
 		"sentinel_agent_info",
 	}
 	count := func(agentID string) int {

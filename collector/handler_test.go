@@ -195,14 +195,35 @@ func TestHandlerHeaders(t *testing.T) {
 	require.Equal(t, fmt.Sprint(len(body)), res.Header.Get("Content-Length"))
 	require.Empty(t, res.Header.Get("Content-Encoding"))
 
-	rec := httptest.NewRecorder()
-	req := httptest.NewRequest(http.MethodHead, "/metrics", nil)
-	req.Header.Set("Accept-Encoding", "gzip")
-	h.ServeHTTP(rec, req)
-	require.Equal(t, http.StatusOK, rec.Code)
-	require.Zero(t, rec.Body.Len())
-	require.Equal(t, fmt.Sprint(len(body)), rec.Header().Get("Content-Length"))
-	require.Empty(t, rec.Header().Get("Content-Encoding"))
+	require.Equal(t, "Accept-Encoding", res.Header.Get("Vary"))
+
+	for _, tc := range []struct {
+		method, accept string
+		gzip           bool
+	}{
+		{http.MethodHead, "", false},
+		{http.MethodHead, "gzip", true},
+		{http.MethodGet, "gzip", true},
+		{http.MethodGet, "identity", false},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(tc.method, "/metrics", nil)
+		req.Header.Set("Accept-Encoding", tc.accept)
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code)
+		require.Equal(t, "Accept-Encoding", rec.Header().Get("Vary"))
+		if tc.gzip {
+			// The compressed length is only known once it is written.
+			require.Equal(t, "gzip", rec.Header().Get("Content-Encoding"))
+			require.Empty(t, rec.Header().Get("Content-Length"))
+		} else {
+			require.Empty(t, rec.Header().Get("Content-Encoding"))
+			require.Equal(t, fmt.Sprint(len(body)), rec.Header().Get("Content-Length"))
+		}
+		if tc.method == http.MethodHead {
+			require.Zero(t, rec.Body.Len())
+		}
+	}
 }
 
 // TestHandlerEmptyFamilies: families without samples are left out, as
@@ -257,11 +278,11 @@ func TestHandlerForget(t *testing.T) {
 	s := fiveStates(t)
 	h := newTestCollector(s, clock, "acme").Handler(nil, nil)
 	_, body := scrapeHandler(t, h)
-	require.Equal(t, 7, strings.Count(body, `agent_id="silent-1"`))
-	require.Equal(t, 6, strings.Count(body, `agent_id="zombie-1"`))
+	require.Equal(t, 8, strings.Count(body, `agent_id="silent-1"`))
+	require.Equal(t, 7, strings.Count(body, `agent_id="zombie-1"`))
 	require.True(t, s.Delete(fleet.Key{Tenant: "acme", AgentID: "zombie-1"}))
 	_, body = scrapeHandler(t, h)
-	require.Equal(t, 7, strings.Count(body, `agent_id="silent-1"`))
+	require.Equal(t, 8, strings.Count(body, `agent_id="silent-1"`))
 	require.NotContains(t, body, "zombie-1")
 }
 

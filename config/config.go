@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -31,7 +32,8 @@ type Duration model.Duration
 func (d *Duration) UnmarshalYAML(node *yaml.Node) error {
 	v, err := model.ParseDuration(node.Value)
 	if err != nil || node.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: %q is not a duration (use e.g. 90s, 5m, 2160h)", node.Line, node.Value)
+		// Never the value: it may be a secret typed into the wrong field.
+		return fmt.Errorf("line %d: not a duration (use e.g. 90s, 5m, 2160h)", node.Line)
 	}
 	*d = Duration(v)
 	return nil
@@ -185,7 +187,19 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse parses and validates a configuration; baseDir resolves relative *_file paths.
+//
+// No error quotes a value of the configuration: any of them may be a secret
+// in the wrong place, and the message goes to --config.check's output, the
+// reload's answer and the log. Errors name the line and the field instead.
 func Parse(content []byte, baseDir string) (*Config, error) {
+	cfg, err := parse(content, baseDir)
+	if err != nil {
+		return nil, redact(err, content)
+	}
+	return cfg, nil
+}
+
+func parse(content []byte, baseDir string) (*Config, error) {
 	// Defaults are filled in first: the decoder only overwrites the keys the
 	// file sets, and one strict decoder for the whole document keeps the line
 	// numbers of unknown-key errors right.
@@ -205,7 +219,24 @@ func Parse(content []byte, baseDir string) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("the configuration is empty")
 		}
-		return nil, redactTypeError(err)
+		return nil, err
+	}
+	// yaml reads one document; a second one, broken or not, would be
+	// ignored silently: a configuration is one document (empty ones after
+	// it, as a trailing "---" makes, are harmless).
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		switch {
+		case errors.Is(err, io.EOF):
+		case err != nil:
+			return nil, fmt.Errorf("a second YAML document follows the configuration (one document only): %w", err)
+		case len(extra.Content) == 0 || extra.Content[0].Tag == "!!null":
+			continue
+		default:
+			return nil, fmt.Errorf("line %d: a second YAML document follows the configuration (one document only)", extra.Line)
+		}
+		break
 	}
 	for i := range cfg.Tenants {
 		if w := cfg.Tenants[i].Webhook; w != nil {
@@ -224,38 +255,6 @@ func Parse(content []byte, baseDir string) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
-}
-
-// typeErrorValue matches yaml's "line N: cannot unmarshal TAG `VALUE` into
-// TYPE", VALUE being the first characters of the offending scalar: greedy up
-// to the last "` into ", as VALUE may itself hold backquotes.
-var typeErrorValue = regexp.MustCompile("(?s)^(line [0-9]+: cannot unmarshal [^ ]+) `.*` (into [^`]*)$")
-
-// redactTypeError removes the value excerpts from the messages of a
-// yaml.TypeError: the value may be a secret in the wrong place (a scalar
-// api_keys instead of a list), and the message goes to the reload's answer
-// and the log. Line numbers, field and type names stay.
-func redactTypeError(err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return err
-	}
-	msgs := make([]string, len(te.Errors))
-	for i, m := range te.Errors {
-		switch {
-		case typeErrorValue.MatchString(m):
-			m = typeErrorValue.ReplaceAllString(m, "$1 <redacted> $2")
-		case strings.Contains(m, "`"):
-			// Another message quoting a value: keep the line only.
-			line, _, _ := strings.Cut(m, ":")
-			if !strings.HasPrefix(line, "line ") {
-				line = "unknown line"
-			}
-			m = line + ": <redacted>"
-		}
-		msgs[i] = m
-	}
-	return &yaml.TypeError{Errors: msgs}
 }
 
 func (c *Config) resolveFiles(baseDir string) error {
@@ -328,11 +327,16 @@ func readSecretFile(file, baseDir, field string) (promconfig.Secret, error) {
 	}
 	content, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", field, err)
+		// The path is a value of the configuration: name the field only.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return "", fmt.Errorf("%s: cannot read the file: %w", field, err)
 	}
 	s := strings.TrimSpace(string(content))
 	if s == "" {
-		return "", fmt.Errorf("%s: %s is empty", field, file)
+		return "", fmt.Errorf("%s: the file is empty", field)
 	}
 	return promconfig.Secret(s), nil
 }
@@ -343,21 +347,21 @@ func (c *Config) validate() error {
 	case h.MinInterval <= 0:
 		return errors.New("heartbeat.min_interval must be positive")
 	case h.MaxInterval < h.MinInterval:
-		return fmt.Errorf("heartbeat.max_interval (%s) must not be below heartbeat.min_interval (%s)", h.MaxInterval, h.MinInterval)
+		return errors.New("heartbeat.max_interval must not be below heartbeat.min_interval")
 	case h.DefaultInterval < h.MinInterval || h.DefaultInterval > h.MaxInterval:
-		return fmt.Errorf("heartbeat.default_interval (%s) must lie within [min_interval, max_interval] = [%s, %s]", h.DefaultInterval, h.MinInterval, h.MaxInterval)
+		return errors.New("heartbeat.default_interval must lie within [heartbeat.min_interval, heartbeat.max_interval]")
 	case h.SilentAfter < 1:
 		return errors.New("heartbeat.silent_after must be at least 1")
 	case h.ZombieAfter <= h.SilentAfter:
-		return fmt.Errorf("heartbeat.zombie_after (%d) must be greater than heartbeat.silent_after (%d)", h.ZombieAfter, h.SilentAfter)
+		return errors.New("heartbeat.zombie_after must be greater than heartbeat.silent_after")
 	case h.MaxInterval > MaxSpan/Duration(h.ZombieAfter):
-		return fmt.Errorf("heartbeat.max_interval (%s) times heartbeat.zombie_after (%d) must not exceed %s, the longest span sentinel computes", h.MaxInterval, h.ZombieAfter, MaxSpan)
+		return fmt.Errorf("heartbeat.max_interval times heartbeat.zombie_after must not exceed %s, the longest span sentinel computes", MaxSpan)
 	case h.TokenTTL <= 0:
 		return errors.New("heartbeat.token_ttl must be positive")
 	case h.TokenTTL > MaxSpan:
-		return fmt.Errorf("heartbeat.token_ttl (%s) must not exceed %s", h.TokenTTL, MaxSpan)
+		return fmt.Errorf("heartbeat.token_ttl must not exceed %s", MaxSpan)
 	case h.TokenRefreshBefore < 0 || h.TokenRefreshBefore >= h.TokenTTL:
-		return fmt.Errorf("heartbeat.token_refresh_before (%s) must be below heartbeat.token_ttl (%s)", h.TokenRefreshBefore, h.TokenTTL)
+		return errors.New("heartbeat.token_refresh_before must be below heartbeat.token_ttl")
 	case h.MaxAgents < 1:
 		return errors.New("heartbeat.max_agents must be at least 1")
 	}
@@ -387,10 +391,10 @@ func (c *Config) validate() error {
 	for i, t := range c.Tenants {
 		where := fmt.Sprintf("tenants[%d]", i)
 		if !tenantIDPattern.MatchString(t.ID) {
-			return fmt.Errorf("%s.id %q must match %s", where, t.ID, tenantIDPattern)
+			return fmt.Errorf("%s.id must match %s", where, tenantIDPattern)
 		}
 		if seen[t.ID] {
-			return fmt.Errorf("%s.id %q is a duplicate", where, t.ID)
+			return fmt.Errorf("%s.id is the id of an earlier tenant", where)
 		}
 		seen[t.ID] = true
 		for j, s := range t.APIKeys {
@@ -406,7 +410,7 @@ func (c *Config) validate() error {
 		if w := t.Webhook; w != nil {
 			u, err := url.Parse(w.URL)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return fmt.Errorf("%s.webhook.url %q must be an absolute http or https URL", where, w.URL)
+				return fmt.Errorf("%s.webhook.url must be an absolute http or https URL", where)
 			}
 			if len(w.Secrets) == 0 {
 				return fmt.Errorf("%s.webhook: at least one of secrets or secret_files is required to sign deliveries", where)
@@ -436,9 +440,9 @@ func (c *Config) validate() error {
 			case th.SilentAfter < 0 || th.ZombieAfter < 0:
 				return fmt.Errorf("%s.heartbeat: silent_after and zombie_after must be positive", where)
 			case zombie <= silent:
-				return fmt.Errorf("%s.heartbeat: zombie_after (%d) must be greater than silent_after (%d)", where, zombie, silent)
+				return fmt.Errorf("%s.heartbeat: zombie_after must be greater than silent_after", where)
 			case c.Heartbeat.MaxInterval > MaxSpan/Duration(zombie):
-				return fmt.Errorf("%s.heartbeat: heartbeat.max_interval (%s) times zombie_after (%d) must not exceed %s", where, c.Heartbeat.MaxInterval, zombie, MaxSpan)
+				return fmt.Errorf("%s.heartbeat: heartbeat.max_interval times zombie_after must not exceed %s", where, MaxSpan)
 			}
 		}
 	}

@@ -18,7 +18,7 @@ import (
 // Paths relative to the package directory, where `go test` runs.
 const (
 	rulesPath  = "../alerts/sentinel.rules.yml"
-	readmePath = "../README.md"
+	readmePath = "../docs/metrics.md"
 )
 
 // exposedMetrics mirrors README.md's Metrics section: every metric sentinel
@@ -30,6 +30,7 @@ var exposedMetrics = []string{
 	"sentinel_agent_lease_expiry_timestamp_seconds",
 	"sentinel_agent_stopped",
 	"sentinel_agent_revoked",
+	"sentinel_agent_paused",
 	"sentinel_agent_uptime_seconds",
 	"sentinel_agent_requests_handled_total",
 	"sentinel_agent_errors_total",
@@ -338,14 +339,14 @@ func recordingRules(t *testing.T) []string {
 
 // TestMetricListMirrorsREADME keeps exposedMetrics honest: README.md names
 // each of them (the per-agent ones may be shortened to their suffix).
-func TestMetricListMirrorsREADME(t *testing.T) {
+func TestMetricListMirrorsMetricsDoc(t *testing.T) {
 	readme, err := os.ReadFile(readmePath)
 	require.NoError(t, err)
 	for _, name := range exposedMetrics {
 		full := regexp.MustCompile("`" + regexp.QuoteMeta(name) + "[`{]")
 		short := "`_" + strings.TrimPrefix(name, "sentinel_agent_") + "`"
 		require.True(t, full.Match(readme) || strings.HasPrefix(name, "sentinel_agent_") && bytes.Contains(readme, []byte(short)),
-			"README.md does not list %s", name)
+			"docs/metrics.md does not list %s", name)
 	}
 }
 

@@ -461,10 +461,12 @@ func serveProbeReloadStop(t *testing.T, m *manifests, env *podEnv) {
 	require.Contains(t, body, `"agent-01"`)
 
 	// Rotate the admin token as the kubelet would update the Secret's file,
-	// then POST /-/reload (README).
+	// then POST /-/reload with the (still valid) global admin token (README).
 	rotated := "CHANGE-ME-rotated-admin-token"
 	require.NoError(t, os.WriteFile(filepath.Join(env.secrets, "admin-token"), []byte(rotated+"\n"), 0o600))
 	code, body = call(http.MethodPost, "/-/reload", "", "")
+	require.Equal(t, http.StatusUnauthorized, code, "reload needs a global admin token: %s", body)
+	code, body = call(http.MethodPost, "/-/reload", old, "")
 	require.Equal(t, http.StatusOK, code, body)
 	code, body = call(http.MethodGet, "/api/v1/installations", old, "")
 	require.Contains(t, []int{http.StatusUnauthorized, http.StatusForbidden}, code, body)
@@ -484,7 +486,7 @@ func serveProbeReloadStop(t *testing.T, m *manifests, env *podEnv) {
 		require.Fail(t, "sentinel did not stop within the grace period")
 	}
 	t.Logf("stopped in %v", time.Since(start).Round(time.Millisecond))
-	for _, f := range []string{"agents.snapshot", "killswitch.journal", "token.key"} {
+	for _, f := range []string{"agents.snapshot", "ledger.journal", "token.key", "LOCK"} {
 		require.FileExists(t, filepath.Join(env.storage, f))
 	}
 }

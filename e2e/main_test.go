@@ -1,6 +1,11 @@
-// Package e2e runs the real tool chain: the sentinel binary, Prometheus with
-// alerts/sentinel.rules.yml loaded as is, Alertmanager, and a fake customer
-// webhook as Alertmanager's receiver, all on loopback ports of the test.
+// Package e2e runs the real tool chain on loopback ports of the test: the
+// sentinel and beacon binaries built from the tree, Prometheus with
+// alerts/sentinel.rules.yml loaded as is, Alertmanager, and the customer's
+// webhook endpoint. TestPipeline checks the alerts with Alertmanager
+// notifying a fake receiver; TestLoop and TestLoopReplicas close the loop
+// through sentinel's bridge (signed webhooks, the kill switch back to
+// beacon), on one sentinel and on three replicas sharing PostgreSQL;
+// TestDemo runs `make demo`'s script.
 package e2e
 
 import (
@@ -12,8 +17,8 @@ import (
 	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
-// sentinelBin is the sentinel binary built by TestMain.
-var sentinelBin string
+// The binaries under test, built by TestMain.
+var sentinelBin, beaconBin, sinkBin string
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -29,10 +34,15 @@ func run(m *testing.M) int {
 
 	// Built with -race when the tests run with it: a data race in sentinel
 	// under real traffic fails the test too (the race detector exits 66).
-	sentinelBin, err = testutil.BuildBinary(dir, "github.com/agentsentinel/sentinel/cmd/sentinel")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
-		return 1
+	for bin, pkg := range map[*string]string{
+		&sentinelBin: "github.com/agentsentinel/sentinel/cmd/sentinel",
+		&beaconBin:   "github.com/agentsentinel/sentinel/cmd/beacon",
+		&sinkBin:     "github.com/agentsentinel/sentinel/cmd/sentinel-webhook-sink",
+	} {
+		if *bin, err = testutil.BuildBinary(dir, pkg); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+			return 1
+		}
 	}
 	// The scenarios of TestPipeline share one stack and mostly wait for
 	// wall-clock thresholds (5 and 15 missed beats), not for CPU: run them all
@@ -45,7 +55,9 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	code := m.Run()
+	testutil.StopPostgres() // started by TestLoopReplicas' PostgresDSN
+	return code
 }
 
 func flagSet(name string) bool {

@@ -31,6 +31,8 @@ const (
 	apiKey      = "e2e-acme-api-key"
 	adminToken  = "e2e-acme-admin-token"
 	bridgeToken = "e2e-bridge-token"
+	// metricsToken is sentinel's metrics.bearer_token: every scraper sends it.
+	metricsToken = "e2e-metrics-token"
 )
 
 // Tools the stack needs besides sentinel; scripts/install-test-deps.sh
@@ -100,9 +102,11 @@ func startStack(t *testing.T) *stack {
 		"RulesFile":        rulesFile,
 		"AlertmanagerAddr": amAddr,
 		"SentinelAddr":     s.sentinelAddr,
+		"MetricsToken":     metricsToken,
 	})
 	sentinelConfig := s.render(t, "sentinel.yml", map[string]string{
 		"Tenant": tenant, "APIKey": apiKey, "AdminToken": adminToken, "BridgeToken": bridgeToken,
+		"MetricsToken": metricsToken,
 	})
 	// The tools' own checks give a far better message than a process that
 	// exits at start.
@@ -234,10 +238,16 @@ type process struct {
 // when the test failed.
 func startProcess(t *testing.T, dir, name, bin string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{})}
+	return startCommand(t, dir, name, exec.Command(bin, args...))
+}
+
+// startCommand is startProcess for a command the caller prepared (its
+// environment, say).
+func startCommand(t *testing.T, dir, name string, cmd *exec.Cmd) *process {
+	t.Helper()
+	p := &process{name: name, log: filepath.Join(dir, name+".log"), done: make(chan struct{}), cmd: cmd}
 	f, err := os.Create(p.log)
 	require.NoError(t, err)
-	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {

@@ -113,6 +113,10 @@ type Agent struct {
 
 	Stopped bool
 	Revoked bool
+	// Paused is set once the agent beat after being handed "pause", until
+	// it is handed "resume" or "terminate" (SPEC 3). It is a flag beside
+	// the state: a paused agent that stops beating still turns SILENT.
+	Paused bool
 	// Command is the pending kill-switch command, CommandNone if none.
 	Command fleet.Command
 	// TokenVersion is the newest runtime-token version issued to the agent.

@@ -14,7 +14,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/VictoriaMetrics/fastcache"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/agentsentinel/sentinel/auth"
@@ -33,6 +32,9 @@ type KillSwitch interface {
 	// AgentRegistered records a registration, so that the kill switch still
 	// knows the agent if sentinel crashes before the next snapshot.
 	AgentRegistered(k fleet.Key, at time.Time)
+	// Forgotten returns when the agent was last forgotten: runtime tokens
+	// issued before are refused.
+	Forgotten(k fleet.Key) (time.Time, bool)
 }
 
 // Settings is the reloadable part of the configuration the receiver uses.
@@ -47,6 +49,8 @@ type Settings struct {
 	// DefaultShutdownTimeout is bridge.kill_switch.shutdown_timeout.
 	DefaultShutdownTimeout time.Duration
 	Credentials            *auth.Credentials
+	// TenantMaxAgents is each tenant's max_agents (0: the global cap only).
+	TenantMaxAgents map[string]int
 }
 
 // SettingsFromConfig derives receiver settings from a validated configuration.
@@ -61,7 +65,16 @@ func SettingsFromConfig(cfg *config.Config) *Settings {
 		TokenRefreshBefore:     time.Duration(h.TokenRefreshBefore),
 		DefaultShutdownTimeout: time.Duration(cfg.Bridge.KillSwitch.ShutdownTimeout),
 		Credentials:            auth.NewCredentials(cfg),
+		TenantMaxAgents:        tenantMaxAgents(cfg),
 	}
+}
+
+func tenantMaxAgents(cfg *config.Config) map[string]int {
+	limits := make(map[string]int, len(cfg.Tenants))
+	for _, t := range cfg.Tenants {
+		limits[t.ID] = t.MaxAgents
+	}
+	return limits
 }
 
 // ReceiverOptions are the receiver's collaborators.
@@ -73,8 +86,9 @@ type ReceiverOptions struct {
 	Logger     *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
-	// EventCacheBytes sizes the event_id duplicate filter (fastcache; 32 MiB minimum).
-	EventCacheBytes int
+	// EventWindow is how many of its latest event ids each tenant's
+	// duplicate filter remembers at least; DefaultEventWindow when 0.
+	EventWindow int
 	// Observer, when set, learns of every accepted heartbeat that is not
 	// answered "revoked" (the bridge announces recoveries from it).
 	Observer BeatObserver
@@ -98,10 +112,8 @@ type Receiver struct {
 	logger   *slog.Logger
 	now      func() time.Time
 	settings atomic.Pointer[Settings]
-	// events suppresses repeated event_ids. A lost entry (fastcache drops
-	// entries when full or on collision) only means a duplicate is counted
-	// as a fresh heartbeat, which changes no state: a cache is enough.
-	events *fastcache.Cache
+	// events suppresses repeated event_ids, in one window per tenant.
+	events *eventFilter
 
 	// heartbeats holds every label set of sentinel_heartbeats_total,
 	// resolved once: counting then takes no lock and hashes no labels.
@@ -157,9 +169,6 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.EventCacheBytes <= 0 {
-		o.EventCacheBytes = 32 << 20
-	}
 	rc := &Receiver{
 		store:     o.Store,
 		signer:    o.Signer,
@@ -167,11 +176,11 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 		observer:  o.Observer,
 		logger:    o.Logger,
 		now:       o.Now,
-		events:    fastcache.New(o.EventCacheBytes),
+		events:    newEventFilter(o.EventWindow),
 		eventSeed: maphash.MakeSeed(),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_agents_refused_total",
-			Help: "Registrations refused because heartbeat.max_agents was reached.",
+			Help: "Registrations refused because heartbeat.max_agents or the tenant's max_agents was reached.",
 		}, []string{"tenant"}),
 	}
 	rc.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
@@ -191,11 +200,22 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 	return rc
 }
 
-// SetSettings swaps in new settings (config reload).
+// SetSettings swaps in new settings (config reload), and the tenants'
+// agent limits with them.
 func (rc *Receiver) SetSettings(s *Settings) {
-	rc.settings.Store(s)
+	old := rc.settings.Swap(s)
+	rc.store.SetTenantLimits(s.TenantMaxAgents)
+	rc.events.retain(s.Credentials.HasTenant)
 	for _, id := range s.Credentials.Tenants() {
 		rc.refused.WithLabelValues(id)
+	}
+	if old != nil {
+		// A removed tenant leaves /metrics entirely.
+		for _, id := range old.Credentials.Tenants() {
+			if !s.Credentials.HasTenant(id) {
+				rc.refused.DeleteLabelValues(id)
+			}
+		}
 	}
 }
 
@@ -266,40 +286,23 @@ func (rc *Receiver) fail(w http.ResponseWriter, p protocol, r result, status int
 // authenticate resolves the bearer credential for a heartbeat of agentID
 // (empty when the agent is not known yet, as for events before decoding).
 func (rc *Receiver) authenticate(w http.ResponseWriter, r *http.Request, b *beat) bool {
-	secret, ok := auth.BearerToken(r)
-	if !ok {
-		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "missing bearer credential")
+	p, err := auth.Authenticator{
+		Credentials: b.settings.Credentials, Signer: rc.signer,
+		TokenTTL: b.settings.TokenTTL, Forgotten: rc.kill.Forgotten,
+	}.Authenticate(r, b.now)
+	switch {
+	case errors.Is(err, auth.ErrTokenExpired):
+		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "runtime token expired; register again with the tenant API key")
+		return false
+	case err != nil:
+		rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, err.Error())
+		return false
+	case p.Kind != auth.KindRuntimeToken && p.Kind != auth.KindTenantKey:
+		rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
 		return false
 	}
-	// Runtime tokens first: they are what agents send once registered, and
-	// the configuration forbids the srt_ prefix for its secrets.
-	if len(secret) > len(auth.RuntimeTokenPrefix) && secret[:len(auth.RuntimeTokenPrefix)] == auth.RuntimeTokenPrefix {
-		tok, err := rc.signer.Verify(secret, b.now)
-		switch {
-		case errors.Is(err, auth.ErrTokenExpired):
-			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "runtime token expired; register again with the tenant API key")
-			return false
-		case err != nil:
-			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
-			return false
-		}
-		if !b.settings.Credentials.HasTenant(tok.Tenant) {
-			rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
-			return false
-		}
-		b.principal = auth.Principal{Kind: auth.KindRuntimeToken, Tenant: tok.Tenant, Token: tok}
-		return true
-	}
-	if p, ok := b.settings.Credentials.Lookup(secret); ok {
-		if p.Kind != auth.KindTenantKey {
-			rc.fail(w, b.proto, resultForbidden, http.StatusForbidden, "this credential cannot send heartbeats; use a tenant API key or the agent's runtime token")
-			return false
-		}
-		b.principal = p
-		return true
-	}
-	rc.fail(w, b.proto, resultUnauthorized, http.StatusUnauthorized, "unknown credential")
-	return false
+	b.principal = p
+	return true
 }
 
 // authorizeAgent checks that the principal may beat agent id and sets the key.
@@ -408,15 +411,23 @@ func (rc *Receiver) process(w http.ResponseWriter, b *beat) bool {
 		return false
 	}
 	res, err := rc.store.Beat(&req, b.settings.Thresholds)
-	if errors.Is(err, ErrTooManyAgents) {
+	if errors.Is(err, ErrTooManyAgents) || errors.Is(err, ErrTenantTooManyAgents) {
+		limit, msg := "heartbeat.max_agents", "agent limit reached (heartbeat.max_agents, shared by every tenant); no new agent is admitted"
+		if errors.Is(err, ErrTenantTooManyAgents) {
+			limit, msg = "tenants[].max_agents", "agent limit reached (this tenant's max_agents); no new agent of the tenant is admitted"
+		}
 		rc.refused.WithLabelValues(b.key.Tenant).Inc()
 		// A fleet over the limit retries every interval: one line a minute
 		// is enough, the counter has the rest.
 		if last := rc.lastRefusalLog.Load(); b.now.UnixNano()-last >= int64(time.Minute) && rc.lastRefusalLog.CompareAndSwap(last, b.now.UnixNano()) {
 			rc.logger.Warn("agent refused: max_agents reached (logged at most once a minute; see sentinel_agents_refused_total)",
-				"tenant", b.key.Tenant, "agent_id", b.key.AgentID, "agents", rc.store.Len())
+				"limit", limit, "tenant", b.key.Tenant, "agent_id", b.key.AgentID,
+				"agents", rc.store.Len(), "tenant_agents", rc.store.TenantLen(b.key.Tenant))
 		}
-		rc.fail(w, b.proto, resultRefused, http.StatusTooManyRequests, "agent limit reached (heartbeat.max_agents); no new agent is admitted")
+		// Room appears only when an operator forgets agents or raises the
+		// limit: asking again at the agent's own pace is soon enough.
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(b.interval.Seconds())), 10))
+		rc.fail(w, b.proto, resultRefused, http.StatusTooManyRequests, msg)
 		return false
 	}
 	b.res = res
@@ -534,6 +545,9 @@ func (rc *Receiver) serveEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch ev.EventType {
+	case "":
+		rc.fail(w, b.proto, resultBadRequest, http.StatusBadRequest, "event_type is required")
+		return
 	case "agent.heartbeat":
 	case "agent.shutdown":
 		b.shutdown = true
@@ -551,7 +565,7 @@ func (rc *Receiver) serveEvents(w http.ResponseWriter, r *http.Request) {
 	mu := &rc.eventLocks[maphash.Bytes(rc.eventSeed, dedupKey)%uint64(len(rc.eventLocks))]
 	mu.Lock()
 	defer mu.Unlock()
-	if rc.events.Has(dedupKey) {
+	if rc.events.seen(b.key.Tenant, ev.EventID) {
 		rc.count(b.proto, resultDuplicate)
 		jsonapi.Write(w, http.StatusOK, struct {
 			EventID   string `json:"event_id"`
@@ -569,7 +583,7 @@ func (rc *Receiver) serveEvents(w http.ResponseWriter, r *http.Request) {
 	if !rc.process(w, b) {
 		return
 	}
-	rc.events.Set(dedupKey, nil)
+	rc.events.add(b.key.Tenant, ev.EventID)
 	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
 	out = append(out, `,"event_id":`...)
 	out = appendJSONString(out, ev.EventID)

@@ -22,6 +22,7 @@ type noKillSwitch struct{}
 func (noKillSwitch) Revocation(fleet.Key) (fleet.Revocation, bool) { return fleet.Revocation{}, false }
 func (noKillSwitch) CommandAcknowledged(fleet.Key, uint32)         {}
 func (noKillSwitch) AgentRegistered(fleet.Key, time.Time)          {}
+func (noKillSwitch) Forgotten(fleet.Key) (time.Time, bool)         { return time.Time{}, false }
 
 const benchBody = `{"status":"healthy","uptime_seconds":3600,"heartbeat_interval_seconds":60,"version":"1.4.2",
 "platform":{"type":"kubernetes","pod_name":"my-agent-7f8a9b-xyz","namespace":"production","node":"node-pool-1-abc"},

@@ -187,6 +187,8 @@ func TestReceiverErrors(t *testing.T) {
 		{"event without tenant_id", request{path: "/v1/events", token: acmeKey, body: body(`{"event_id":"e3","event_type":"agent.heartbeat","source":"agent-1"}`)}, 400, "tenant_id is required"},
 		{"event of another tenant", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e4", "globex", "agent.heartbeat", "agent-1", ""))}, 403, "tenant_id"},
 		{"event of another tenant with a runtime token", request{path: "/v1/events", token: agentToken, body: body(eventJSON("e4", "globex", "agent.heartbeat", "agent-1", ""))}, 403, "tenant_id"},
+		{"event without event_type", request{path: "/v1/events", token: acmeKey, body: body(`{"event_id":"e6","tenant_id":"acme","source":"agent-1"}`)}, 400, "event_type is required"},
+		{"event with an empty event_type", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e7", "acme", "", "agent-1", ""))}, 400, "event_type is required"},
 		{"unsupported event type", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e5", "acme", "agent.crashed", "agent-1", ""))}, 422, `unsupported event_type "agent.crashed"`},
 		{"event without source", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e6", "acme", "agent.heartbeat", "", ""))}, 400, "invalid agent id"},
 		{"event with a malformed payload", request{path: "/v1/events", token: acmeKey, body: body(eventJSON("e7", "acme", "agent.heartbeat", "agent-1", `"healthy"`))}, 400, "malformed payload"},

@@ -29,6 +29,7 @@ const (
 	snapHasUptime
 	snapHasMetrics
 	snapHasExitCode
+	snapPaused // absent from older snapshots: not paused
 )
 
 const snapshotNumeric = 9*8 + 4 + 2 + 1 + 1
@@ -59,7 +60,7 @@ func (s *Store) EncodeSnapshot(w io.Writer, takenAt time.Time) (int, error) {
 		for _, f := range [...]struct {
 			set  bool
 			flag uint16
-		}{{a.Stopped, snapStopped}, {a.HasUptime, snapHasUptime}, {a.HasMetrics, snapHasMetrics}, {a.HasExitCode, snapHasExitCode}} {
+		}{{a.Stopped, snapStopped}, {a.HasUptime, snapHasUptime}, {a.HasMetrics, snapHasMetrics}, {a.HasExitCode, snapHasExitCode}, {a.Paused, snapPaused}} {
 			if f.set {
 				flags |= f.flag
 			}
@@ -151,6 +152,7 @@ func (s *Store) DecodeSnapshot(r io.Reader) (time.Time, int, error) {
 		a.HasUptime = flags&snapHasUptime != 0
 		a.HasMetrics = flags&snapHasMetrics != 0
 		a.HasExitCode = flags&snapHasExitCode != 0
+		a.Paused = flags&snapPaused != 0
 		if !fleet.ValidAgentID(a.AgentID) || a.Tenant == "" || int(a.Status) >= len(statusNames) ||
 			int(a.Platform.Type) >= len(platformNames) || a.Interval <= 0 {
 			return takenAt, int(i), fmt.Errorf("snapshot agent %d (%s): invalid record", i, a.Key)

@@ -13,7 +13,7 @@ import (
 
 // snapshotFleet returns a store with varied agents: full heartbeats,
 // minimal ones, a stopped one, a deleted one.
-func snapshotFleet(t *testing.T) *Store {
+func snapshotFleet(t testing.TB) *Store {
 	s := NewStore(1000, nil)
 	for i := range 300 {
 		req := stFullBeat(fmt.Sprintf("agent-%03d", i), stT0.Add(time.Duration(i)*time.Millisecond+7))

@@ -13,8 +13,13 @@ import (
 )
 
 // ErrTooManyAgents is returned when registering one more agent would exceed
-// the configured max_agents. Existing agents are never evicted to make room.
+// the configured heartbeat.max_agents. Existing agents are never evicted to
+// make room.
 var ErrTooManyAgents = errors.New("agent limit reached")
+
+// ErrTenantTooManyAgents is returned when registering one more agent would
+// exceed its tenant's max_agents. Existing agents are never evicted.
+var ErrTenantTooManyAgents = errors.New("tenant agent limit reached")
 
 // numShards spreads agents over independently locked shards. 256 keeps
 // contention negligible on small machines while a shard of a 1M fleet (~4k
@@ -34,6 +39,7 @@ const (
 	flagHasMetrics
 	flagHasExitCode
 	flagCommandCarried
+	flagPaused
 )
 
 // Indexes of the strings kept in a record's blob, in blob order.
@@ -71,9 +77,10 @@ type record struct {
 	status       Status
 	platform     PlatformType
 	command      fleet.Command
-	registered   int64 // unix nanoseconds
-	lastBeat     int64 // unix nanoseconds
-	interval     int64 // nanoseconds
+	noticed      fleet.State // the liveness state SweepLiveness last reported
+	registered   int64       // unix nanoseconds
+	lastBeat     int64       // unix nanoseconds
+	interval     int64       // nanoseconds
 	pid          int64
 	exitCode     int64
 	uptime       float64
@@ -114,6 +121,7 @@ type Store struct {
 	shards  [numShards]shard
 	count   atomic.Int64
 	limit   atomic.Int64
+	tenants tenantCounts
 	onNewAg NewAgentHook
 }
 
@@ -287,8 +295,14 @@ func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
 	slot := sh.find(h, req.Key)
 	var r *record
 	if slot < 0 {
+		tc := s.tenants.get(req.Key.Tenant)
+		if lim := tc.limit.Load(); tc.n.Add(1) > lim && lim > 0 {
+			tc.n.Add(-1)
+			return res, ErrTenantTooManyAgents
+		}
 		if s.count.Add(1) > s.limit.Load() {
 			s.count.Add(-1)
+			tc.n.Add(-1)
 			return res, ErrTooManyAgents
 		}
 		r = sh.insert(h)
@@ -371,11 +385,20 @@ func (s *Store) Beat(req *BeatRequest, t fleet.Thresholds) (BeatResult, error) {
 	if r.command != fleet.CommandNone {
 		if r.flags&flagCommandCarried != 0 {
 			res.AckedCommandSeq = r.commandSeq
+			// Paused once the agent beats after being handed pause: the
+			// beat proves it got the answer (SPEC 3).
+			if r.command == fleet.CommandPause {
+				r.flags |= flagPaused
+			}
 			r.command, r.commandSeq = fleet.CommandNone, 0
 			r.flags &^= flagCommandCarried
 		} else {
 			res.Command, res.CommandSeq = r.command, r.commandSeq
 			r.flags |= flagCommandCarried
+			// Handing resume or terminate ends the pause at once.
+			if r.command != fleet.CommandPause {
+				r.flags &^= flagPaused
+			}
 		}
 	}
 	return res, nil
@@ -446,6 +469,7 @@ func decode(a *Agent, r *record, arena []byte) {
 		HasExitCode:   r.flags&flagHasExitCode != 0,
 		Stopped:       r.flags&flagStopped != 0,
 		Revoked:       r.flags&flagRevoked != 0,
+		Paused:        r.flags&flagPaused != 0,
 		Command:       r.command,
 		TokenVersion:  r.tokenVersion,
 	}
@@ -502,6 +526,7 @@ func (s *Store) Delete(k fleet.Key) bool {
 			*r = record{}
 			sh.free = append(sh.free, slot)
 			s.count.Add(-1)
+			s.tenants.get(k.Tenant).n.Add(-1)
 			return true
 		}
 		prevNext, next = next, r.next
@@ -546,7 +571,15 @@ func (s *Store) SetCommand(k fleet.Key, cmd fleet.Command, seq uint32) bool {
 // Restore puts a fully formed agent into the store, as read from a snapshot.
 // It replaces an agent with the same key and ignores max_agents, because
 // agents admitted before a restart are never evicted.
-func (s *Store) Restore(a *Agent) {
+func (s *Store) Restore(a *Agent) { s.restore(a, false) }
+
+// Merge restores a like Restore unless the store holds the agent with a
+// heartbeat as recent or more; it reports whether it restored. Replicas
+// sharing a ledger merge each other's hot state with it: the newest
+// heartbeat wins.
+func (s *Store) Merge(a *Agent) bool { return s.restore(a, true) }
+
+func (s *Store) restore(a *Agent, onlyNewer bool) bool {
 	h := s.hash(a.Key)
 	sh := s.shardOf(h)
 	sh.mu.Lock()
@@ -554,9 +587,13 @@ func (s *Store) Restore(a *Agent) {
 	var r *record
 	if slot := sh.find(h, a.Key); slot >= 0 {
 		r = &sh.records[slot]
+		if onlyNewer && r.lastBeat >= a.LastHeartbeat.UnixNano() {
+			return false
+		}
 	} else {
 		r = sh.insert(h)
 		s.count.Add(1)
+		s.tenants.get(a.Key.Tenant).n.Add(1)
 	}
 	r.registered = a.RegisteredAt.UnixNano()
 	r.lastBeat = a.LastHeartbeat.UnixNano()
@@ -571,7 +608,7 @@ func (s *Store) Restore(a *Agent) {
 		flag uint16
 	}{
 		{a.Stopped, flagStopped}, {a.Revoked, flagRevoked}, {a.HasUptime, flagHasUptime},
-		{a.HasMetrics, flagHasMetrics}, {a.HasExitCode, flagHasExitCode},
+		{a.HasMetrics, flagHasMetrics}, {a.HasExitCode, flagHasExitCode}, {a.Paused, flagPaused},
 	} {
 		if f.set {
 			r.flags |= f.flag
@@ -579,6 +616,7 @@ func (s *Store) Restore(a *Agent) {
 	}
 	var buf [maxBlobLen]byte
 	sh.setBlob(r, appendBlob(buf[:0], a.Key, a.Version, &a.Platform))
+	return true
 }
 
 // View is a copy of the store taken by Snapshot: consistent per shard, owned

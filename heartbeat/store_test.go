@@ -28,7 +28,7 @@ func stBeat(id string, t time.Time) *BeatRequest {
 	return &BeatRequest{Key: stKey(id), Time: t, Interval: 10 * time.Second}
 }
 
-func stMustBeat(t *testing.T, s *Store, req *BeatRequest) BeatResult {
+func stMustBeat(t testing.TB, s *Store, req *BeatRequest) BeatResult {
 	t.Helper()
 	res, err := s.Beat(req, stTh)
 	require.NoError(t, err)

@@ -47,7 +47,7 @@ var thresholds = fleet.Thresholds{SilentAfter: 5, ZombieAfter: 15}
 
 // testConfig is the YAML configuration of the test environment: two tenants,
 // a global admin and a bridge token. Intervals are clamped to [10s, 10m].
-func testConfig(maxAgents int) string {
+func testConfig(maxAgents, acmeMaxAgents int) string {
 	return fmt.Sprintf(`
 heartbeat:
   min_interval: 10s
@@ -58,18 +58,19 @@ tenants:
   - id: acme
     api_keys: [%s]
     admin_tokens: [%s]
+    max_agents: %d
   - id: globex
     api_keys: [%s]
     admin_tokens: [%s]
 bridge:
   bearer_token: %s
-`, maxAgents, globalAdmin, acmeKey, acmeAdmin, globexKey, globexAdmin, bridgeToken)
+`, maxAgents, globalAdmin, acmeKey, acmeAdmin, acmeMaxAgents, globexKey, globexAdmin, bridgeToken)
 }
 
 // env is sentinel assembled as app.routes does it: configuration, store,
 // journal, kill-switch control, receiver, admin API and /metrics on one mux.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	clock   *testutil.Clock
 	cfg     *config.Config
 	key     []byte
@@ -81,30 +82,39 @@ type env struct {
 	recv    *heartbeat.Receiver
 	reg     *prometheus.Registry
 	mux     *http.ServeMux
+	opts    envOptions
 }
 
 type envOptions struct {
-	maxAgents int
+	maxAgents     int
+	acmeMaxAgents int
+	eventWindow   int
 }
 
-func newEnv(t *testing.T, opts ...func(*envOptions)) *env {
+func newEnv(t testing.TB, opts ...func(*envOptions)) *env {
 	t.Helper()
 	o := envOptions{maxAgents: 1000}
 	for _, f := range opts {
 		f(&o)
 	}
-	cfg, err := config.Parse([]byte(testConfig(o.maxAgents)), t.TempDir())
+	cfg, err := config.Parse([]byte(testConfig(o.maxAgents, o.acmeMaxAgents)), t.TempDir())
 	require.NoError(t, err)
 	key := bytes.Repeat([]byte{0x5e}, auth.KeySize)
 	signer, err := auth.NewSigner(key)
 	require.NoError(t, err)
-	e := &env{t: t, clock: testutil.NewClock(t0), cfg: cfg, key: key, signer: signer, dir: t.TempDir()}
+	e := &env{t: t, clock: testutil.NewClock(t0), cfg: cfg, key: key, signer: signer, dir: t.TempDir(), opts: o}
 	e.start(nil)
 	t.Cleanup(e.stop)
 	return e
 }
 
 func withMaxAgents(n int) func(*envOptions) { return func(o *envOptions) { o.maxAgents = n } }
+
+// withEventWindow sets ReceiverOptions.EventWindow.
+func withEventWindow(n int) func(*envOptions) { return func(o *envOptions) { o.eventWindow = n } }
+
+// withAcmeMaxAgents sets tenant acme's own max_agents.
+func withAcmeMaxAgents(n int) func(*envOptions) { return func(o *envOptions) { o.acmeMaxAgents = n } }
 
 // start opens the ledger and builds everything else; snapshot, when not
 // nil, is restored into the new store first, as app.New does.
@@ -126,7 +136,7 @@ func (e *env) start(snapshot []byte) {
 	e.control.SyncStore(e.store)
 	e.recv = heartbeat.NewReceiver(heartbeat.ReceiverOptions{
 		Store: e.store, Signer: e.signer, KillSwitch: e.control, Registerer: e.reg,
-		Logger: logger, Now: e.clock.Now,
+		Logger: logger, Now: e.clock.Now, EventWindow: e.opts.eventWindow,
 	}, heartbeat.SettingsFromConfig(e.cfg))
 	adminSettings := &killswitch.Settings{
 		Credentials:            auth.NewCredentials(e.cfg),
@@ -217,7 +227,7 @@ func (e *env) do(r request) *answer {
 	return decodeAnswer(e.t, rec.Code, rec.Header(), rec.Body.Bytes())
 }
 
-func decodeAnswer(t *testing.T, status int, h http.Header, raw []byte) *answer {
+func decodeAnswer(t testing.TB, status int, h http.Header, raw []byte) *answer {
 	t.Helper()
 	a := &answer{status: status, header: h, raw: string(raw)}
 	if strings.HasPrefix(h.Get("Content-Type"), "application/json") {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path"
 	"strings"
 )
 
@@ -114,4 +115,19 @@ func Decode(w http.ResponseWriter, body []byte, v any) bool {
 		return false
 	}
 	return true
+}
+
+// CanonicalPaths answers 400 to a request whose path is not canonical (a
+// "." or ".." segment, "//", a trailing "/") instead of letting
+// http.ServeMux redirect it to the cleaned path: a client that follows the
+// redirect with its method would act on another resource than it named.
+func CanonicalPaths(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		if p == "" || p[0] != '/' || (p != "/" && path.Clean(p) != p) {
+			Error(w, http.StatusBadRequest, "the path is not canonical (no '.' or '..' segments, '//' or trailing '/'); no redirect is offered")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

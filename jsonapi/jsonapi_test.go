@@ -217,3 +217,31 @@ func TestDecode(t *testing.T) {
 		})
 	}
 }
+
+func TestCanonicalPaths(t *testing.T) {
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTeapot) })
+	h := CanonicalPaths(next)
+	for _, tc := range []struct {
+		path   string
+		status int
+	}{
+		{"/", http.StatusTeapot},
+		{"/api/v1/installations/a1", http.StatusTeapot},
+		{"/api/v1/installations/a1.b..c", http.StatusTeapot}, // dots inside a segment are fine
+		{"/api/v1/installations/a1/revoke/..", http.StatusBadRequest},
+		{"/api/v1/installations/./a1", http.StatusBadRequest},
+		{"/api/v1/installations/a1/", http.StatusBadRequest},
+		{"//api", http.StatusBadRequest},
+		{"/a/%2e%2e/b", http.StatusBadRequest},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest(http.MethodDelete, tc.path, nil))
+			require.Equal(t, tc.status, w.Code)
+			require.Empty(t, w.Header().Get("Location"))
+			if tc.status == http.StatusBadRequest {
+				require.JSONEq(t, `{"error":"the path is not canonical (no '.' or '..' segments, '//' or trailing '/'); no redirect is offered"}`, w.Body.String())
+			}
+		})
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -74,27 +73,15 @@ func (a *API) now() time.Time {
 // ?tenant=, which only the list may omit (all tenants, returned as "").
 func (a *API) admin(w http.ResponseWriter, r *http.Request, tenantRequired bool) (string, *Settings, bool) {
 	s := a.Settings()
-	secret, ok := auth.BearerToken(r)
-	if !ok {
-		jsonapi.Error(w, http.StatusUnauthorized, "missing bearer credential")
+	p, err := auth.Authenticator{Credentials: s.Credentials, Signer: a.Signer}.Authenticate(r, a.now())
+	if p.Kind == auth.KindRuntimeToken {
+		// A genuine runtime token, even expired, is a credential of the
+		// wrong kind (403); a forged one is unknown (401).
+		jsonapi.Error(w, http.StatusForbidden, "an admin token is required; runtime tokens only send heartbeats")
 		return "", nil, false
 	}
-	if strings.HasPrefix(secret, auth.RuntimeTokenPrefix) {
-		// A genuine runtime token is a credential of the wrong kind (403);
-		// anything else with the prefix is unknown (401). The configuration
-		// forbids the prefix for its secrets.
-		if a.Signer != nil {
-			if _, err := a.Signer.Verify(secret, a.now()); err == nil || errors.Is(err, auth.ErrTokenExpired) {
-				jsonapi.Error(w, http.StatusForbidden, "an admin token is required; runtime tokens only send heartbeats")
-				return "", nil, false
-			}
-		}
-		jsonapi.Error(w, http.StatusUnauthorized, "unknown credential")
-		return "", nil, false
-	}
-	p, ok := s.Credentials.Lookup(secret)
-	if !ok {
-		jsonapi.Error(w, http.StatusUnauthorized, "unknown credential")
+	if err != nil {
+		jsonapi.Error(w, http.StatusUnauthorized, err.Error())
 		return "", nil, false
 	}
 	query := r.URL.Query().Get("tenant")
@@ -341,10 +328,13 @@ func (a *API) serveInstallation(w http.ResponseWriter, r *http.Request) {
 
 // summary is one agent in the list.
 type summary struct {
-	InstallationID  string    `json:"installation_id"`
-	Tenant          string    `json:"tenant"`
-	State           string    `json:"state"`
-	MissedBeats     int64     `json:"missed_beats"`
+	InstallationID string `json:"installation_id"`
+	Tenant         string `json:"tenant"`
+	State          string `json:"state"`
+	Paused         bool   `json:"paused"`
+	// MissedBeats is null for a STOPPED or REVOKED agent: it raises no
+	// liveness alert, so a count of missed beats would mean nothing.
+	MissedBeats     *int64    `json:"missed_beats"`
 	LastHeartbeatAt time.Time `json:"last_heartbeat_at"`
 	IntervalSeconds float64   `json:"heartbeat_interval_seconds"`
 	Status          string    `json:"status"`
@@ -352,11 +342,17 @@ type summary struct {
 }
 
 func newSummary(ag *heartbeat.Agent, s *Settings, now time.Time) summary {
-	return summary{
-		InstallationID: ag.AgentID, Tenant: ag.Tenant, State: ag.State(now, s.Thresholds).String(),
-		MissedBeats: ag.MissedBeats(now), LastHeartbeatAt: ag.LastHeartbeat, IntervalSeconds: ag.Interval.Seconds(),
+	state := ag.State(now, s.Thresholds)
+	sm := summary{
+		InstallationID: ag.AgentID, Tenant: ag.Tenant, State: state.String(), Paused: ag.Paused,
+		LastHeartbeatAt: ag.LastHeartbeat, IntervalSeconds: ag.Interval.Seconds(),
 		Status: ag.Status.String(), Platform: ag.Platform.Type.String(),
 	}
+	if state != fleet.StateStopped && state != fleet.StateRevoked {
+		missed := ag.MissedBeats(now)
+		sm.MissedBeats = &missed
+	}
+	return sm
 }
 
 type platformJSON struct {

@@ -355,13 +355,20 @@ func TestAPIForget(t *testing.T) {
 	requireError(t, e.do(http.MethodDelete, "/api/v1/installations/a1", acmeAdmin, ""), http.StatusNotFound, "not found")
 	requireError(t, e.do(http.MethodDelete, "/api/v1/installations/a1/revoke", acmeAdmin, ""), http.StatusNotFound, "not found")
 
-	// It beats again: registered afresh, neither revoked nor commanded.
+	// Every runtime token issued before the forget is refused: a leaked or
+	// rogue agent's token does not bring it back.
 	e.clock.Advance(time.Minute)
-	b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+	requireError(t, e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, ""), http.StatusUnauthorized, "issued before the agent was forgotten")
+	// It registers again with the tenant key: afresh, neither revoked nor
+	// commanded, and its new token works.
+	b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", acmeKey, "")
 	require.Equal(t, http.StatusOK, b.status, b.raw)
 	require.Equal(t, true, b.body["registered"])
 	require.Equal(t, "ACTIVE", b.str("state"))
 	require.Nil(t, b.body["command"])
+	fresh, _ := b.obj("runtime_token")["runtime_token"].(string)
+	e.clock.Advance(time.Second)
+	require.Equal(t, http.StatusOK, e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", fresh, "").status)
 
 	// And stays registered after a restart from a snapshot taken before the
 	// forget would have deleted it.
@@ -640,7 +647,7 @@ func TestAPIDetail(t *testing.T) {
 	require.Equal(t, http.StatusOK, d.status, d.raw)
 	require.Equal(t, []string{
 		"exit_code", "heartbeat_interval_seconds", "installation_id", "last_heartbeat_at", "lease_expires_at",
-		"metrics", "missed_beats", "pending_command", "platform", "registered_at", "revocation", "state",
+		"metrics", "missed_beats", "paused", "pending_command", "platform", "registered_at", "revocation", "state",
 		"status", "tenant", "token_version", "uptime_seconds", "version",
 	}, d.keys())
 	require.Equal(t, "a1", d.str("installation_id"))
@@ -752,10 +759,12 @@ func TestKillSwitchRacesWithHeartbeats(t *testing.T) {
 		require.Equal(t, http.StatusOK, e.do(http.MethodDelete, "/api/v1/installations/a1", acmeAdmin, "").status)
 		_, ok := e.agent("acme", "a1")
 		require.False(t, ok, "the beat came before the forget")
-		// The next beat registers it afresh: not revoked, no command.
+		// Registered again, with the tenant key (its old token is refused
+		// now): not revoked, no command.
 		e.clock.Advance(time.Second)
-		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+		b := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", acmeKey, "")
 		require.Equal(t, true, b.body["registered"], b.raw)
+		token, _ = b.obj("runtime_token")["runtime_token"].(string)
 		ag, ok := e.agent("acme", "a1")
 		require.True(t, ok)
 		require.False(t, ag.Revoked)

@@ -1,4 +1,4 @@
-// Package killswitch serves the kill switch (SPEC 3): revocations, pending
+// Package killswitch serves the kill switch: revocations, pending
 // commands and forgotten agents, made durable by the ledger before the
 // request that changed them is answered, and the admin API.
 package killswitch
@@ -59,11 +59,15 @@ type Control struct {
 
 	mu    sync.RWMutex
 	state *ledger.State
+	// applied is the revision whose change is in the cache and the store:
+	// the store's bits follow the cache outside mu, so state.Revision runs
+	// ahead of it for a moment.
+	applied ledger.Revision
 	// announcedAt is when each announced state in state.Announced was
 	// committed, as far as this replica watched it (zero after a restart).
 	announcedAt map[fleet.Key]time.Time
 	store       *heartbeat.Store
-	notify      chan struct{} // closed and replaced when the cache moves on
+	notify      chan struct{} // closed and replaced when applied moves on
 
 	async        chan ledger.Op
 	asyncDropped atomic.Uint64
@@ -87,6 +91,7 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 		ledger:      l,
 		logger:      logger,
 		state:       state,
+		applied:     state.Revision,
 		announcedAt: make(map[fleet.Key]time.Time),
 		notify:      make(chan struct{}),
 		async:       make(chan ledger.Op, asyncQueue),
@@ -149,17 +154,19 @@ func (c *Control) reset(s *ledger.State) {
 	old := c.state
 	c.state = s
 	store := c.store
+	c.mu.Unlock()
+	if store != nil {
+		for k := range old.Revocations {
+			if _, ok := s.Revocations[k]; !ok {
+				store.SetRevoked(k, false)
+			}
+		}
+		c.syncStore(store, s)
+	}
+	c.mu.Lock()
+	c.applied = s.Revision
 	c.wake()
 	c.mu.Unlock()
-	if store == nil {
-		return
-	}
-	for k := range old.Revocations {
-		if _, ok := s.Revocations[k]; !ok {
-			store.SetRevoked(k, false)
-		}
-	}
-	c.syncStore(store, s)
 }
 
 func (c *Control) wake() {
@@ -225,6 +232,7 @@ func (c *Control) apply(ch ledger.Change) error {
 		}
 	}
 	c.mu.Lock()
+	c.applied = ch.Revision
 	c.wake()
 	c.mu.Unlock()
 	return nil
@@ -286,11 +294,11 @@ func (c *Control) Commit(ctx context.Context, ops ...ledger.Op) (ledger.Result, 
 	return res, nil
 }
 
-// waitFor returns once the cache holds revision rev.
+// waitFor returns once the cache and the store hold revision rev.
 func (c *Control) waitFor(ctx context.Context, rev ledger.Revision) error {
 	for {
 		c.mu.RLock()
-		cur, wait := c.state.Revision, c.notify
+		cur, wait := c.applied, c.notify
 		c.mu.RUnlock()
 		if cur >= rev {
 			return nil
@@ -354,7 +362,9 @@ func (c *Control) writeAsync(ctx context.Context) {
 }
 
 func (c *Control) writeBatch(ctx context.Context, batch []ledger.Op) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// Not cancelled by Close: a batch taken from the queue is written, so
+	// that a clean shutdown loses nothing.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if _, err := c.ledger.Apply(ctx, batch...); err != nil {
 		c.drop(len(batch), err.Error())
@@ -454,7 +464,7 @@ func (c *Control) CommandAcknowledged(k fleet.Key, seq uint32) {
 
 // AgentRegistered implements heartbeat.KillSwitch. It never waits for the
 // ledger: a registration lost in a crash only means the agent is unknown
-// until its next heartbeat, as SPEC 9 allows.
+// until its next heartbeat, which the durability contract allows.
 func (c *Control) AgentRegistered(k fleet.Key, at time.Time) {
 	c.queue(ledger.Register{Key: k, At: at.UTC()})
 }

@@ -150,9 +150,11 @@ func TestControlForget(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok, "nothing left to forget")
 
-	// It registers afresh: not revoked, no command.
+	// Its old runtime token is refused; it registers afresh with the tenant
+	// key: not revoked, no command.
 	e.clock.Set(at.Add(time.Minute))
-	a := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, "")
+	requireError(t, e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", token, ""), http.StatusUnauthorized, "issued before the agent was forgotten")
+	a := e.do(http.MethodPost, "/api/v1/installations/a1/heartbeat", acmeKey, "")
 	require.Equal(t, http.StatusOK, a.status, a.raw)
 	require.Equal(t, true, a.body["registered"], a.raw)
 	require.Equal(t, "ACTIVE", a.str("state"))

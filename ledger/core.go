@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,7 +35,9 @@ type Core struct {
 	maxLog  int
 	notify  chan struct{} // closed and replaced when changes are published
 	reqs    chan *request
-	healthy error
+	// healthy is separate from mu: backends report health from within a
+	// commit, which holds mu.
+	healthy atomic.Pointer[error]
 }
 
 type request struct {
@@ -266,16 +269,19 @@ func (c *Core) Prune(ctx context.Context, now time.Time) error {
 
 // SetHealth records why the backend cannot commit (nil: it can).
 func (c *Core) SetHealth(err error) {
-	c.mu.Lock()
-	c.healthy = err
-	c.mu.Unlock()
+	if err == nil {
+		c.healthy.Store(nil)
+		return
+	}
+	c.healthy.Store(&err)
 }
 
 // Healthy returns what SetHealth recorded.
 func (c *Core) Healthy() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.healthy
+	if p := c.healthy.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Txn is a batch of Applies being committed: the state is locked from Begin

@@ -1,8 +1,10 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/agentsentinel/sentinel/fleet"
@@ -235,17 +237,30 @@ type wireOp struct {
 	Data json.RawMessage `json:"data"`
 }
 
-// EncodeChange returns the stored form of c.
+// EncodeChange returns the stored form of c. It writes the envelope itself:
+// json.Marshal would validate and compact every op's JSON a second time, which
+// is most of the cost of a revoke-all of 100k agents.
 func EncodeChange(c Change) ([]byte, error) {
-	w := wireChange{Revision: c.Revision, Ops: make([]wireOp, len(c.Ops))}
+	var buf bytes.Buffer
+	buf.WriteString(`{"rev":`)
+	buf.WriteString(strconv.FormatUint(uint64(c.Revision), 10))
+	buf.WriteString(`,"ops":[`)
+	enc := json.NewEncoder(&buf)
 	for i, op := range c.Ops {
-		b, err := json.Marshal(op)
-		if err != nil {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		buf.WriteString(`{"op":"`)
+		buf.WriteString(op.opName()) // names are plain ASCII: no escaping
+		buf.WriteString(`","data":`)
+		if err := enc.Encode(op); err != nil {
 			return nil, fmt.Errorf("encode %s op: %w", op.opName(), err)
 		}
-		w.Ops[i] = wireOp{Op: op.opName(), Data: b}
+		buf.Truncate(buf.Len() - 1) // Encode's newline
+		buf.WriteByte('}')
 	}
-	return json.Marshal(w)
+	buf.WriteString("]}")
+	return buf.Bytes(), nil
 }
 
 // DecodeChange parses the stored form of a change.
@@ -275,7 +290,7 @@ func DecodeChange(b []byte) (Change, error) {
 // DeliveryStatus is where an outbox event stands.
 type DeliveryStatus string
 
-// Delivery statuses (SPEC 3 ?status=).
+// Delivery statuses, as the deliveries API filters them (?status=).
 const (
 	StatusPending   DeliveryStatus = "pending"
 	StatusDelivered DeliveryStatus = "delivered"

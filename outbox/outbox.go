@@ -30,8 +30,10 @@ const (
 	// claims at once; they are sent concurrently.
 	claimBatch = 8
 	// leaseMargin is added to the endpoint's timeout for a claim's lease, so
-	// that a lease never runs out while its attempt is still in flight.
-	leaseMargin = 30 * time.Second
+	// that a lease never runs out while its attempt is still in flight (the
+	// sender enforces the timeout); it is also about how long the events a
+	// crashed replica had claimed wait before another worker takes them.
+	leaseMargin = 5 * time.Second
 )
 
 // Config is the reloadable part of the configuration the dispatcher uses.

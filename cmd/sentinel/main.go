@@ -26,15 +26,20 @@ func main() { os.Exit(run(os.Args[1:])) }
 func run(args []string) int {
 	a := kingpin.New("sentinel", "A Prometheus-native dead man's switch for fleets of AI agents.")
 	var (
-		configFile       = a.Flag("config.file", "Sentinel configuration file.").Default("sentinel.yml").String()
-		configCheck      = a.Flag("config.check", "Validate the configuration file and exit.").Bool()
-		telemetryPath    = a.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
-		storagePath      = a.Flag("storage.path", "Directory for the durable state: kill-switch journal, agent snapshot, token key.").Default("data/").String()
-		snapshotInterval = a.Flag("storage.snapshot-interval", "How often the hot agent state is snapshotted to disk.").Default("1m").Duration()
-		shutdownTimeout  = a.Flag("web.shutdown-timeout", "How long a graceful shutdown waits for in-flight requests.").Default("15s").Duration()
-		maxScrapes       = a.Flag("web.max-requests", "Maximum number of scrapes of the metrics in flight; more are answered 503. Each holds a rendered copy of the fleet, ~160 MB per 100k agents, until its client has read it.").Default(strconv.Itoa(app.DefaultMaxScrapes)).Int()
-		webFlags         = kingpinflag.AddFlags(a, ":9464")
-		collectors       = make([]*bool, len(collector.Optional))
+		configFile        = a.Flag("config.file", "Sentinel configuration file.").Default("sentinel.yml").String()
+		configCheck       = a.Flag("config.check", "Validate the configuration file and exit.").Bool()
+		telemetryPath     = a.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String()
+		storagePath       = a.Flag("storage.path", "Directory of the embedded ledger: kill-switch state, outbox, agent snapshot, token key. Unused with storage.postgres.").Default("data/").String()
+		snapshotInterval  = a.Flag("storage.snapshot-interval", "How often the hot agent state is snapshotted (with storage.postgres: saved to the database and the other replicas' merged in).").Default("1m").Duration()
+		replicaName       = a.Flag("storage.replica-name", "Name of this replica among those sharing a PostgreSQL ledger, stable across its restarts; default: the host name.").String()
+		shutdownTimeout   = a.Flag("web.shutdown-timeout", "How long a graceful shutdown waits for in-flight requests.").Default("15s").Duration()
+		maxScrapes        = a.Flag("web.max-requests", "Maximum number of scrapes of the metrics in flight; more are answered 503. Each holds a rendered copy of the fleet, ~160 MB per 100k agents, until its client has read it.").Default(strconv.Itoa(app.DefaultMaxScrapes)).Int()
+		maxConnections    = a.Flag("web.max-connections", "Maximum number of HTTP connections open at once; at the limit a new connection replaces the longest-idle one, or is closed at once. Lowered to fit the file-descriptor limit.").Default(strconv.Itoa(app.DefaultMaxConnections)).Int()
+		idleTimeout       = a.Flag("web.idle-timeout", "How long an idle keep-alive connection is kept open.").Default(app.DefaultIdleTimeout.String()).Duration()
+		readHeaderTimeout = a.Flag("web.read-header-timeout", "How long a client may take to send a request's line and headers.").Default(app.DefaultReadHeaderTimeout.String()).Duration()
+		maxHeaderBytes    = a.Flag("web.max-header-bytes", "Maximum size of a request's line and headers (net/http allows 4 KiB more); larger requests are answered 431.").Default("16KiB").Bytes()
+		webFlags          = kingpinflag.AddFlags(a, ":9464")
+		collectors        = make([]*bool, len(collector.Optional))
 	)
 	// node_exporter's style: --[no-]collector.<name>, all on by default.
 	// The families the alerting rules read have no flag.
@@ -49,9 +54,21 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "sentinel: %v\n", err)
 		return 2
 	}
-	if *maxScrapes < 1 {
-		fmt.Fprintf(os.Stderr, "sentinel: --web.max-requests must be at least 1, got %d\n", *maxScrapes)
-		return 2
+	for _, f := range []struct {
+		ok   bool
+		rule string
+		got  any
+	}{
+		{*maxScrapes >= 1, "--web.max-requests must be at least 1", *maxScrapes},
+		{*maxConnections >= 1, "--web.max-connections must be at least 1", *maxConnections},
+		{*idleTimeout > 0, "--web.idle-timeout must be positive", *idleTimeout},
+		{*readHeaderTimeout > 0, "--web.read-header-timeout must be positive", *readHeaderTimeout},
+		{*maxHeaderBytes >= 1<<10 && *maxHeaderBytes <= 1<<20, "--web.max-header-bytes must be between 1KiB and 1MiB", *maxHeaderBytes},
+	} {
+		if !f.ok {
+			fmt.Fprintf(os.Stderr, "sentinel: %s, got %v\n", f.rule, f.got)
+			return 2
+		}
 	}
 	logger := promslog.New(logConfig)
 	var disabled []collector.OptionalFamily
@@ -77,13 +94,17 @@ func run(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	sentinel, err := app.New(app.Options{
-		ConfigFile:         *configFile,
-		StoragePath:        *storagePath,
-		SnapshotInterval:   *snapshotInterval,
-		TelemetryPath:      *telemetryPath,
-		MaxScrapes:         *maxScrapes,
-		DisabledCollectors: disabled,
-		Logger:             logger,
+		ConfigFile:        *configFile,
+		StoragePath:       *storagePath,
+		SnapshotInterval:  *snapshotInterval,
+		Replica:           *replicaName,
+		TelemetryPath:     *telemetryPath,
+		MaxScrapes:        *maxScrapes,
+		MaxConnections:    *maxConnections,
+		IdleTimeout:       *idleTimeout,
+		ReadHeaderTimeout: *readHeaderTimeout,
+		MaxHeaderBytes:    int(*maxHeaderBytes),
+		Logger:            logger,
 	})
 	if err != nil {
 		logger.Error("cannot start", "err", err)

@@ -27,7 +27,9 @@ import (
 var sentinelBin string
 
 func TestMain(m *testing.M) {
-	os.Exit(testutil.MainWithBinary(m, "github.com/agentsentinel/sentinel/cmd/sentinel", &sentinelBin))
+	code := testutil.MainWithBinary(m, "github.com/agentsentinel/sentinel/cmd/sentinel", &sentinelBin)
+	testutil.StopPostgres() // started by the replica tests' first PostgresDSN
+	os.Exit(code)
 }
 
 // runSentinel runs the binary to completion and returns its exit code and
@@ -60,7 +62,8 @@ func TestHelp(t *testing.T) {
 	out := stdout + stderr
 	for _, flag := range []string{
 		"--config.file", "config.check", "--web.listen-address", "--web.config.file",
-		"--web.telemetry-path", "--web.max-requests", "--storage.path", "--log.level", "--log.format", "version",
+		"--web.telemetry-path", "--web.max-requests", "--web.max-connections", "--web.idle-timeout",
+		"--web.read-header-timeout", "--web.max-header-bytes", "--storage.path", "--log.level", "--log.format", "version",
 	} {
 		require.Contains(t, out, flag)
 	}
@@ -74,6 +77,11 @@ func TestBadFlag(t *testing.T) {
 		{"--web.max-requests=0", "sentinel: --web.max-requests must be at least 1, got 0\n"},
 		{"--web.max-requests=-3", "sentinel: --web.max-requests must be at least 1, got -3\n"},
 		{"--web.max-requests=many", `parsing "many": invalid syntax`},
+		{"--web.max-connections=0", "sentinel: --web.max-connections must be at least 1, got 0\n"},
+		{"--web.idle-timeout=0s", "sentinel: --web.idle-timeout must be positive, got 0s\n"},
+		{"--web.read-header-timeout=0s", "sentinel: --web.read-header-timeout must be positive, got 0s\n"},
+		{"--web.max-header-bytes=100B", "sentinel: --web.max-header-bytes must be between 1KiB and 1MiB, got 100B\n"},
+		{"--web.max-header-bytes=2MiB", "sentinel: --web.max-header-bytes must be between 1KiB and 1MiB, got 2MiB\n"},
 	} {
 		t.Run(tc.arg, func(t *testing.T) {
 			code, _, stderr := runSentinel(t, tc.arg)
@@ -100,8 +108,8 @@ func TestConfigCheck(t *testing.T) {
 		stderr string
 	}{
 		{"example", example, 0, "SUCCESS: " + example + " is valid sentinel configuration\n", ""},
-		{"unknown key", bad, 1, "", "FAILED: config " + bad + ": yaml: unmarshal errors:\n  line 4: field webhok not found in type config.TenantConfig\n"},
-		{"invalid", invalid, 1, "", "FAILED: config " + invalid + ": heartbeat.zombie_after (15) must be greater than heartbeat.silent_after (20)\n"},
+		{"unknown key", bad, 1, "", "FAILED: config " + bad + ": yaml: unmarshal errors:\n  line 4: unknown field in type config.TenantConfig (name not shown: it may be a secret); did you mean webhook?\n"},
+		{"invalid", invalid, 1, "", "FAILED: config " + invalid + ": heartbeat.zombie_after must be greater than heartbeat.silent_after\n"},
 		{"missing", missing, 1, "", "FAILED: read config " + missing + ": open " + missing + ": no such file or directory\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -52,7 +52,7 @@ func TestSignals(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool {
 		return strings.Contains(p.logs.String(), "configuration reload failed")
 	}, func() string { return "no reload failure logged:\n" + p.logs.String() })
-	require.Contains(t, p.logs.String(), "field bogus_field not found")
+	require.Contains(t, p.logs.String(), "unknown field in type config.TenantConfig")
 	v, _ = p.metric("sentinel_config_last_reload_successful")
 	require.Equal(t, 0.0, v)
 	p.beat("agent-1", "acme-key-1", map[string]any{"heartbeat_interval_seconds": 1})

@@ -310,7 +310,14 @@ func (p persister) Persist(_ context.Context, t *ledger.Txn, changes []ledger.Ch
 	if err := p.append(changes); err != nil {
 		return err
 	}
-	if p.l.compactAsked.Swap(false) || p.l.journal.Size() > CompactBytes {
+	if len(changes) > 0 && p.l.journal.Size() > CompactBytes {
+		// Compact in a batch of its own, after this one is answered: the
+		// callers waiting for these changes need not wait for the rewrite.
+		p.l.compactAsked.Store(true)
+		go func() { _, _ = p.l.core.Submit(context.Background()) }()
+		return nil
+	}
+	if p.l.compactAsked.Swap(false) {
 		if err := p.l.compact(t.EncodeSnapshot); err != nil {
 			// The changes are durable in the journal; a later compaction
 			// tries again.

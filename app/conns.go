@@ -1,0 +1,219 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Connection limits: defaults of the --web.* flags, sized from
+// measurements on the 2-core box: an idle keep-alive connection costs the
+// server ~13 KB of heap and stack (BenchmarkIdleConnection: two 4 KiB
+// buffers, a goroutine stack, the conn), so DefaultMaxConnections holds at
+// most ~14 MB, where issue 11 saw 5000 unbounded connections take 88 MB of
+// RSS. Heartbeats are short requests: a fleet of 100k agents beating every
+// minute keeps a few dozen connections busy at a time; scrapers keep one
+// each.
+const (
+	DefaultMaxConnections    = 1024
+	DefaultIdleTimeout       = 30 * time.Second
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultMaxHeaderBytes    = 16 << 10
+	// fdReserve are the file descriptors kept out of the connection cap for
+	// the journal, snapshots, listeners and outgoing calls.
+	fdReserve = 64
+)
+
+// newConnGrace is how long a connection may go without a whole request head
+// before it may lose its place to a new one at the cap: a real client sends
+// its request (after the TLS handshake) within milliseconds of connecting.
+// Tests change it (export_test.go) before serving.
+var newConnGrace atomic.Int64
+
+func init() { newConnGrace.Store(int64(time.Second)) }
+
+// connLimiter caps the connections a server holds open. It is the server's
+// ConnState hook, which runs on the accept loop for new connections, so
+// everything it does is quick: at the cap, a new connection takes the place
+// of the longest-idle one (closed), or else of the oldest that has sent
+// nothing for newConnGrace; failing both it is closed at once. Either way
+// no client waits in the kernel's accept queue for a slot, and connections
+// parked by one client cannot keep a heartbeat out. It is safe for
+// concurrent use.
+type connLimiter struct {
+	max int
+
+	mu    sync.Mutex
+	conns map[net.Conn]connEntry
+
+	open    prometheus.GaugeFunc
+	refused prometheus.Counter
+	evicted prometheus.Counter
+}
+
+type connEntry struct {
+	state http.ConnState
+	since time.Time
+}
+
+func newConnLimiter(max int) *connLimiter {
+	l := &connLimiter{max: max, conns: make(map[net.Conn]connEntry)}
+	l.open = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sentinel_http_connections",
+		Help: "HTTP connections open, at most --web.max-connections.",
+	}, func() float64 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return float64(len(l.conns))
+	})
+	l.refused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sentinel_http_connections_refused_total",
+		Help: "New HTTP connections closed at once because --web.max-connections were open and busy.",
+	})
+	l.evicted = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sentinel_http_connections_evicted_total",
+		Help: "Idle or silent HTTP connections closed to make room for a new one at --web.max-connections.",
+	})
+	return l
+}
+
+// Collectors are the limiter's metrics.
+func (l *connLimiter) collectors() []prometheus.Collector {
+	return []prometheus.Collector{l.open, l.refused, l.evicted}
+}
+
+// track is the http.Server ConnState hook.
+func (l *connLimiter) track(c net.Conn, state http.ConnState) {
+	now := time.Now()
+	switch state {
+	case http.StateNew:
+		victim, ok := l.admit(c, now)
+		if victim != nil {
+			l.evicted.Inc()
+			victim.Close() // its serving goroutine sees the error and ends
+		}
+		if !ok {
+			l.refused.Inc()
+			c.Close()
+		}
+	case http.StateActive, http.StateIdle:
+		l.mu.Lock()
+		if _, ok := l.conns[c]; ok {
+			l.conns[c] = connEntry{state: state, since: now}
+		}
+		l.mu.Unlock()
+	case http.StateHijacked, http.StateClosed:
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+	}
+}
+
+// admit registers c unless the cap is reached and nobody can make room; it
+// returns the connection to close for c, if any.
+func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.conns) >= l.max {
+		var idleSince, newSince time.Time
+		var idle, silent net.Conn
+		for vc, e := range l.conns {
+			switch {
+			case e.state == http.StateIdle && (idle == nil || e.since.Before(idleSince)):
+				idle, idleSince = vc, e.since
+			case e.state == http.StateNew && now.Sub(e.since) >= time.Duration(newConnGrace.Load()) && (silent == nil || e.since.Before(newSince)):
+				silent, newSince = vc, e.since
+			}
+		}
+		victim = idle
+		if victim == nil {
+			victim = silent
+		}
+		if victim == nil {
+			return nil, false
+		}
+		delete(l.conns, victim)
+	}
+	l.conns[c] = connEntry{state: http.StateNew, since: now}
+	return victim, true
+}
+
+// errorJSONListener hands out connections that turn net/http's own
+// plain-text error answers (written before any handler runs: a request head
+// over the header limit is 431, a malformed request 400) into the JSON
+// `{"error": …}` every other answer uses. Under TLS those answers are
+// encrypted before a connection sees them and stay plain text.
+type errorJSONListener struct{ net.Listener }
+
+func (l errorJSONListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return errorJSONConn{c}, nil
+}
+
+type errorJSONConn struct{ net.Conn }
+
+// errorHeaders are the headers net/http writes between the status line and
+// the body of its own error answers: "HTTP/1.1 " + e + errorHeaders + e,
+// where e is "<code> <text>[: detail]".
+const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+
+func (c errorJSONConn) Write(p []byte) (int, error) {
+	if j, ok := jsonError(p); ok {
+		if _, err := c.Conn.Write(j); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// jsonError rewrites one of net/http's own error answers as JSON; any other
+// write is not one of them (ok false). An answer is recognised only whole,
+// as net/http writes it in one call, so a handler's output, which goes
+// through a buffer and carries other headers, never matches.
+func jsonError(p []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(p, []byte("HTTP/1.1 "))
+	if !ok {
+		return nil, false
+	}
+	e, body, ok := bytes.Cut(rest, []byte(errorHeaders))
+	if !ok || !bytes.Equal(e, body) || len(e) < 4 || e[3] != ' ' {
+		return nil, false
+	}
+	code, err := strconv.Atoi(string(e[:3]))
+	if err != nil || code < 400 || code > 599 || http.StatusText(code) == "" {
+		return nil, false
+	}
+	msg := strings.ToLower(http.StatusText(code))
+	if _, detail, ok := strings.Cut(string(e[4:]), ": "); ok {
+		msg += ": " + detail
+	}
+	if code == http.StatusRequestHeaderFieldsTooLarge {
+		msg += ": the request line and headers exceed --web.max-header-bytes"
+	}
+	b, _ := json.Marshal(map[string]string{"error": msg})
+	b = append(b, '\n')
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		code, http.StatusText(code), len(b), b), true
+}
+
+// CloseWrite lets net/http half-close after its error answers, so that the
+// client reads the answer before the connection closes.
+func (c errorJSONConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

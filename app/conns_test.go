@@ -1,0 +1,123 @@
+package app
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestConnLimiterAdmit: at the cap the longest-idle connection makes room,
+// else the oldest silent past its grace; active ones and silent ones within
+// it never do.
+func TestConnLimiterAdmit(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	type conn struct {
+		state http.ConnState
+		age   time.Duration
+	}
+	for _, tc := range []struct {
+		name   string
+		conns  []conn
+		victim int // index into conns, -1 none
+		ok     bool
+	}{
+		{"room", []conn{{http.StateActive, time.Minute}}, -1, true},
+		{"oldest idle", []conn{{http.StateIdle, time.Second}, {http.StateIdle, time.Minute}, {http.StateNew, time.Hour}}, 1, true},
+		{"silent past grace", []conn{{http.StateActive, time.Hour}, {http.StateNew, 3 * time.Second}, {http.StateNew, 2 * time.Second}}, 1, true},
+		{"silent within grace", []conn{{http.StateActive, time.Hour}, {http.StateNew, 500 * time.Millisecond}, {http.StateActive, time.Second}}, -1, false},
+		{"all active", []conn{{http.StateActive, time.Hour}, {http.StateActive, time.Hour}, {http.StateActive, time.Hour}}, -1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newConnLimiter(3)
+			conns := make([]net.Conn, len(tc.conns))
+			for i, c := range tc.conns {
+				a, b := net.Pipe()
+				t.Cleanup(func() { a.Close(); b.Close() })
+				conns[i] = a
+				l.conns[a] = connEntry{state: c.state, since: now.Add(-c.age)}
+			}
+			fresh, other := net.Pipe()
+			t.Cleanup(func() { fresh.Close(); other.Close() })
+			victim, ok := l.admit(fresh, now)
+			require.Equal(t, tc.ok, ok)
+			if tc.victim < 0 {
+				require.Nil(t, victim)
+				return
+			}
+			require.Equal(t, conns[tc.victim], victim)
+			require.NotContains(t, l.conns, victim)
+			require.Contains(t, l.conns, fresh)
+			require.Len(t, l.conns, 3)
+		})
+	}
+}
+
+func TestJSONError(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		status int
+		error  string
+	}{
+		{"HTTP/1.1 431 Request Header Fields Too Large" + errorHeaders + "431 Request Header Fields Too Large",
+			431, "request header fields too large: the request line and headers exceed --web.max-header-bytes"},
+		{"HTTP/1.1 400 Bad Request" + errorHeaders + "400 Bad Request", 400, "bad request"},
+		{"HTTP/1.1 400 Bad Request: missing required Host header" + errorHeaders + "400 Bad Request: missing required Host header",
+			400, "bad request: missing required Host header"},
+		{"HTTP/1.1 501 Not Implemented: unsupported transfer encoding" + errorHeaders + "501 Not Implemented: unsupported transfer encoding",
+			501, "not implemented: unsupported transfer encoding"},
+		// Not net/http's own answers: left alone.
+		{"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0, ""},
+		{"HTTP/1.1 400 Bad Request" + errorHeaders + "400 Bad Request and more", 0, ""},
+		{"HTTP/1.1 302 Found" + errorHeaders + "302 Found", 0, ""},
+		{"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n", 0, ""},
+		{"sentinel_agent_info 1\n", 0, ""},
+	} {
+		out, ok := jsonError([]byte(tc.in))
+		if tc.status == 0 {
+			require.False(t, ok, tc.in)
+			continue
+		}
+		require.True(t, ok, tc.in)
+		res, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
+		require.NoError(t, err)
+		body, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		require.Equal(t, tc.status, res.StatusCode)
+		require.Equal(t, "application/json", res.Header.Get("Content-Type"))
+		require.True(t, res.Close)
+		var got struct{ Error string }
+		require.NoError(t, json.Unmarshal(body, &got))
+		require.Equal(t, tc.error, got.Error)
+	}
+}
+
+// FuzzJSONError: any write is either left alone or becomes a well-formed
+// HTTP answer with a JSON error body.
+func FuzzJSONError(f *testing.F) {
+	f.Add([]byte("HTTP/1.1 431 Request Header Fields Too Large" + errorHeaders + "431 Request Header Fields Too Large"))
+	f.Add([]byte("HTTP/1.1 400 Bad Request: x" + errorHeaders + "400 Bad Request: x"))
+	f.Add([]byte("HTTP/1.1 200 OK\r\n\r\n"))
+	f.Add([]byte("HTTP/1.1 " + errorHeaders))
+	f.Add([]byte("HTTP/1.1 4" + errorHeaders + "4"))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		out, ok := jsonError(p)
+		if !ok {
+			return
+		}
+		res, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
+		if err != nil {
+			t.Fatalf("%q became %q: %v", p, out, err)
+		}
+		body, err := io.ReadAll(res.Body)
+		if err != nil || !json.Valid(body) || res.StatusCode < 400 {
+			t.Fatalf("%q became %q", p, out)
+		}
+	})
+}

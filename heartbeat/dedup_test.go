@@ -1,0 +1,51 @@
+package heartbeat
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The measure: 400k unique ids from tenant A (what took 13 s to
+// send) must not flush tenant B's window. A's own last DefaultEventWindow
+// ids are all still remembered.
+func TestEventFilterTenantsDoNotEvictEachOther(t *testing.T) {
+	f := newEventFilter(0)
+	f.add("b", "shutdown-1")
+	for i := range 400_000 {
+		f.add("a", fmt.Sprint("a-", i))
+	}
+	require.True(t, f.seen("b", "shutdown-1"))
+	require.False(t, f.seen("a", "shutdown-1"), "ids are per tenant")
+	for i := 400_000 - DefaultEventWindow; i < 400_000; i += 997 {
+		require.True(t, f.seen("a", fmt.Sprint("a-", i)), "id %d of the last window", i)
+	}
+	require.False(t, f.seen("a", "a-0"), "the oldest ids go")
+
+	// A reload that removes tenant b drops its window.
+	f.retain(func(t string) bool { return t == "a" })
+	require.False(t, f.seen("b", "shutdown-1"))
+}
+
+// TestEventFilterMemory measures what a tenant's full window costs (the
+// README quotes it).
+func TestEventFilterMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures memory")
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f := newEventFilter(0)
+	for i := range 2*DefaultEventWindow + 1 {
+		f.add("a", fmt.Sprint(i))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perTenant := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("a full duplicate window of %d ids costs %.1f MB", DefaultEventWindow, float64(perTenant)/1e6)
+	require.Less(t, perTenant, int64(8<<20))
+	runtime.KeepAlive(f)
+}
