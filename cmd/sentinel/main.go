@@ -94,17 +94,18 @@ func run(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	sentinel, err := app.New(app.Options{
-		ConfigFile:        *configFile,
-		StoragePath:       *storagePath,
-		SnapshotInterval:  *snapshotInterval,
-		Replica:           *replicaName,
-		TelemetryPath:     *telemetryPath,
-		MaxScrapes:        *maxScrapes,
-		MaxConnections:    *maxConnections,
-		IdleTimeout:       *idleTimeout,
-		ReadHeaderTimeout: *readHeaderTimeout,
-		MaxHeaderBytes:    int(*maxHeaderBytes),
-		Logger:            logger,
+		ConfigFile:         *configFile,
+		StoragePath:        *storagePath,
+		SnapshotInterval:   *snapshotInterval,
+		Replica:            *replicaName,
+		TelemetryPath:      *telemetryPath,
+		MaxScrapes:         *maxScrapes,
+		MaxConnections:     *maxConnections,
+		IdleTimeout:        *idleTimeout,
+		ReadHeaderTimeout:  *readHeaderTimeout,
+		MaxHeaderBytes:     int(*maxHeaderBytes),
+		DisabledCollectors: disabled,
+		Logger:             logger,
 	})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
