@@ -290,7 +290,7 @@ func (e *env) markdown() []byte {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("## How to reproduce\n\n```sh\nmake bench        # everything below, ~15 minutes on 2 idle cores, writes BENCHMARKS.md\n" +
+	b.WriteString("## How to reproduce\n\n```sh\nmake bench        # everything below, 15-20 minutes, writes BENCHMARKS.md\n" +
 		"make bench-quick  # a one-minute subset (5k agents), writes bin/BENCHMARKS-quick.md\n```\n\n" +
 		"Needs `taskset` (util-linux), `prometheus` and `prometheus-pushgateway` (Debian packages) and ~3 GB of free memory. " +
 		"The load comes from `sentinel-loadgen` (see the README); the reference servers are `scripts/bench/refserver`.\n\n")
