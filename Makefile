@@ -12,7 +12,7 @@ VPKG       = github.com/prometheus/common/version
 LDFLAGS    = -X $(VPKG).Version=$(VERSION) -X $(VPKG).Revision=$(REVISION) -X $(VPKG).Branch=$(BRANCH) \
              -X $(VPKG).BuildUser=$(shell id -un)@$(shell hostname) -X $(VPKG).BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 
-.PHONY: all build run demo test test-deps lint fmt bench fuzz generate clean
+.PHONY: all build run demo test test-deps lint fmt bench bench-quick bench-go bench-build fuzz generate clean
 
 all: build
 
@@ -44,8 +44,24 @@ lint:
 fmt:
 	gofmt -w $(GOFILES)
 
-bench:
+# Unit-level benchmarks (go test -bench).
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 -timeout 30m ./...
+
+# The side-by-side benchmark (scripts/bench): sentinel against reference
+# servers, Prometheus and the Pushgateway. Not part of `make test`.
+# The driver and the load generator run on CPU 1, the servers on CPU 0.
+BENCH_PIN ?= $(shell command -v taskset >/dev/null 2>&1 && [ $$(nproc) -ge 2 ] && echo taskset -c 1)
+
+bench-build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/sentinel ./cmd/sentinel-loadgen ./scripts/bench/refserver ./scripts/bench
+
+bench: bench-build
+	$(BENCH_PIN) ./$(BIN)/bench --bin=$(BIN) --out=BENCHMARKS.md
+
+bench-quick: bench-build
+	$(BENCH_PIN) ./$(BIN)/bench --quick --bin=$(BIN) --out=$(BIN)/BENCHMARKS-quick.md
 
 # Every fuzz target for FUZZTIME each; `make test` already runs their seed corpora.
 FUZZTIME  ?= 30s

@@ -81,6 +81,9 @@ type Options struct {
 	IdleTimeout       time.Duration
 	ReadHeaderTimeout time.Duration
 	MaxHeaderBytes    int
+	// DisabledCollectors are the optional per-agent families left out of
+	// TelemetryPath (--no-collector.<name>).
+	DisabledCollectors []collector.OptionalFamily
 	// Logger discards when nil.
 	Logger *slog.Logger
 	// Now is the clock; time.Now when nil.
@@ -500,6 +503,7 @@ func (a *App) routes() http.Handler {
 		Tenants:    func() []string { return a.cfg.Load().TenantIDs() },
 		Now:        a.opts.Now,
 		MaxScrapes: a.opts.MaxScrapes,
+		Disabled:   a.opts.DisabledCollectors,
 	})
 	a.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "sentinel_metrics_scrapes_rejected_total",

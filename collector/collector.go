@@ -50,6 +50,30 @@ type Options struct {
 	// agents), until the client has read all of it: without a cap, a dozen
 	// slow clients take gigabytes.
 	MaxScrapes int
+	// Disabled are the optional families (taken from Optional) left out of
+	// the exposition, as node_exporter's --no-collector.<name>.
+	Disabled []OptionalFamily
+}
+
+// OptionalFamily is a per-agent family a user may switch off to spare
+// their Prometheus the series. The families the alerting rules read (last
+// heartbeat, interval, lease expiry, zombie deadline, stopped, revoked)
+// are never optional.
+type OptionalFamily struct {
+	// Name is the collector name: cmd/sentinel's --[no-]collector.<Name>.
+	Name string
+	// Family is the metric family it controls.
+	Family string
+	fam    int // index into families
+}
+
+// Optional lists the families that Options.Disabled may name.
+var Optional = []OptionalFamily{
+	{"agent-info", "sentinel_agent_info", famInfo},
+	{"agent-uptime", "sentinel_agent_uptime_seconds", famUptime},
+	{"agent-requests", "sentinel_agent_requests_handled_total", famRequests},
+	{"agent-errors", "sentinel_agent_errors_total", famErrors},
+	{"agent-latency", "sentinel_agent_latency_average_seconds", famLatency},
 }
 
 // DefaultThresholds are the default silent_after and zombie_after, for every
@@ -76,6 +100,8 @@ type Collector struct {
 	rejected atomic.Uint64
 	// writers are the Handler scrapes holding a slot of inflight (handler.go).
 	writers writerSet
+	// off is the bit set of the families of Options.Disabled.
+	off uint16
 }
 
 // New returns a Collector of store. Nil Options fields get defaults:
@@ -92,6 +118,9 @@ func New(store *heartbeat.Store, opts Options) *Collector {
 		opts.Now = time.Now
 	}
 	c := &Collector{store: store, opts: opts}
+	for _, o := range opts.Disabled {
+		c.off |= 1 << o.fam
+	}
 	if opts.MaxScrapes > 0 {
 		c.inflight = make(chan struct{}, opts.MaxScrapes)
 	}
@@ -298,11 +327,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	view.Each(func(a *heartbeat.Agent) bool {
 		fl.add(a.Tenant, a.State(now, policy))
 		agentID, tenant := labelValue(a.AgentID), labelValue(a.Tenant)
-		mask := agentValues(a, a.Thresholds(policy), &vals)
+		mask := agentValues(a, a.Thresholds(policy), &vals) &^ c.off
 		for f := range numValueFamilies {
 			if mask&(1<<f) != 0 {
 				ch <- prometheus.MustNewConstMetric(c.descs[f], families[f].typ, vals[f], agentID, tenant)
 			}
+		}
+		if c.off&(1<<famInfo) != 0 {
+			return true
 		}
 		infoLabelValues(a, &labels)
 		lv := make([]string, len(labels))

@@ -348,6 +348,10 @@ func (c *Collector) render(sc *scrape) {
 	sc.fleet.reset(c.opts.Tenants())
 	n := sc.view.Len()
 	for i := range sc.fams {
+		if c.off&(1<<i) != 0 {
+			sc.fams[i] = sc.fams[i][:0] // switched off: no buffer
+			continue
+		}
 		hint := int(c.sizeHint[i].Load())
 		if hint == 0 {
 			// First scrape: a rough line size per agent spares the doubling
@@ -376,7 +380,7 @@ func (c *Collector) render(sc *scrape) {
 		lb = append(lb, `"} `...)
 		sc.labels = lb
 
-		mask := agentValues(a, a.Thresholds(policy), &vals)
+		mask := agentValues(a, a.Thresholds(policy), &vals) &^ c.off
 		for f := range numValueFamilies {
 			if mask&(1<<f) == 0 {
 				continue
@@ -387,6 +391,9 @@ func (c *Collector) render(sc *scrape) {
 			sc.fams[f] = append(b, '\n')
 		}
 
+		if c.off&(1<<famInfo) != 0 {
+			return true
+		}
 		infoLabelValues(a, &labels)
 		b := append(sc.fams[famInfo], families[famInfo].name...)
 		for i, l := range labels {

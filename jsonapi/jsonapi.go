@@ -173,11 +173,19 @@ func Write(w http.ResponseWriter, status int, v any) {
 	Raw(w, status, body)
 }
 
+// The header values of every answer, shared: Header.Set allocates a fresh
+// slice per call, two allocations of every heartbeat. Sharing is safe as
+// net/http only reads them, and Header.Add on a full slice copies it.
+var (
+	contentTypeJSON = []string{"application/json"}
+	noStore         = []string{"no-store"}
+)
+
 // Raw writes an already encoded JSON body.
 func Raw(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = contentTypeJSON
+	h["Cache-Control"] = noStore
 	w.WriteHeader(status)
 	w.Write(append(body, '\n'))
 }

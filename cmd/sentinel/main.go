@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
 
 	"github.com/agentsentinel/sentinel/app"
+	"github.com/agentsentinel/sentinel/collector"
 	"github.com/agentsentinel/sentinel/config"
 )
 
@@ -38,7 +39,13 @@ func run(args []string) int {
 		readHeaderTimeout = a.Flag("web.read-header-timeout", "How long a client may take to send a request's line and headers.").Default(app.DefaultReadHeaderTimeout.String()).Duration()
 		maxHeaderBytes    = a.Flag("web.max-header-bytes", "Maximum size of a request's line and headers (net/http allows 4 KiB more); larger requests are answered 431.").Default("16KiB").Bytes()
 		webFlags          = kingpinflag.AddFlags(a, ":9464")
+		collectors        = make([]*bool, len(collector.Optional))
 	)
+	// node_exporter's style: --[no-]collector.<name>, all on by default.
+	// The families the alerting rules read have no flag.
+	for i, o := range collector.Optional {
+		collectors[i] = a.Flag("collector."+o.Name, "Expose "+o.Family+" per agent (--no-collector."+o.Name+" to spare Prometheus the series).").Default("true").Bool()
+	}
 	logConfig := &promslog.Config{}
 	promslogflag.AddFlags(a, logConfig)
 	a.Version(version.Print("sentinel"))
@@ -64,6 +71,12 @@ func run(args []string) int {
 		}
 	}
 	logger := promslog.New(logConfig)
+	var disabled []collector.OptionalFamily
+	for i, on := range collectors {
+		if !*on {
+			disabled = append(disabled, collector.Optional[i])
+		}
+	}
 
 	if *configCheck {
 		if _, err := config.Load(*configFile); err != nil {
@@ -81,17 +94,18 @@ func run(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	sentinel, err := app.New(app.Options{
-		ConfigFile:        *configFile,
-		StoragePath:       *storagePath,
-		SnapshotInterval:  *snapshotInterval,
-		Replica:           *replicaName,
-		TelemetryPath:     *telemetryPath,
-		MaxScrapes:        *maxScrapes,
-		MaxConnections:    *maxConnections,
-		IdleTimeout:       *idleTimeout,
-		ReadHeaderTimeout: *readHeaderTimeout,
-		MaxHeaderBytes:    int(*maxHeaderBytes),
-		Logger:            logger,
+		ConfigFile:         *configFile,
+		StoragePath:        *storagePath,
+		SnapshotInterval:   *snapshotInterval,
+		Replica:            *replicaName,
+		TelemetryPath:      *telemetryPath,
+		MaxScrapes:         *maxScrapes,
+		MaxConnections:     *maxConnections,
+		IdleTimeout:        *idleTimeout,
+		ReadHeaderTimeout:  *readHeaderTimeout,
+		MaxHeaderBytes:     int(*maxHeaderBytes),
+		DisabledCollectors: disabled,
+		Logger:             logger,
 	})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
