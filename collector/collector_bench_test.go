@@ -118,6 +118,7 @@ func BenchmarkGzipPage100k(b *testing.B) {
 		{"klauspost-2", kp(2)},
 		{"klauspost-3", kp(3)},
 		{"klauspost-stateless", kp(kgzip.StatelessCompression)},
+		{"klauspost-huffman-only", kp(kgzip.HuffmanOnly)},
 		{fmt.Sprintf("segments-klauspost-%d-workers-%d", gzipLevel, gzipWorkers), func(w io.Writer) error {
 			return pageGzipper.writePage(w, [][]byte{page})
 		}},
@@ -170,6 +171,53 @@ func BenchmarkScrape100kGzipVsIdentity(b *testing.B) {
 	b.ReportMetric(float64(cpu[1])/float64(cpu[0]), "gzip/identity-cpu")
 	b.ReportMetric(float64(size[0])/1e6, "identity-MB")
 	b.ReportMetric(float64(size[1])/1e6, "gzip-MB")
+}
+
+// BenchmarkScrape100kGzipCandidates weighs the deflate levels of
+// gzipCandidates against each other and against identity: every iteration
+// serves one identity scrape of 100k agents through Handler, then one gzip
+// scrape per candidate, so that all see the same machine. For each it
+// reports the process CPU time per scrape, the answer's size, and the CPU
+// ratio to identity (the goal: ≤ 2×).
+func BenchmarkScrape100kGzipCandidates(b *testing.B) {
+	defer func(z *gzipper) { pageGzipper = z }(pageGzipper)
+	h := newBenchCollector(fleet100k(b)).Handler(selfRegistry(), nil)
+	plain := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	gz := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+	gz.Header.Set("Accept-Encoding", "gzip")
+	zs := make([]*gzipper, len(gzipCandidates))
+	for i, c := range gzipCandidates {
+		zs[i] = newGzipper(c.level)
+		pageGzipper = zs[i]
+		h.ServeHTTP(&discard{h: http.Header{}}, gz) // warm up the pools
+	}
+	var identityCPU time.Duration
+	var identitySize int64
+	cpu := make([]time.Duration, len(zs))
+	size := make([]int64, len(zs))
+	for b.Loop() {
+		d := &discard{h: http.Header{}}
+		c0 := processCPU()
+		h.ServeHTTP(d, plain)
+		identityCPU += processCPU() - c0
+		identitySize = d.n
+		for i, z := range zs {
+			pageGzipper = z
+			d := &discard{h: http.Header{}}
+			c0 := processCPU()
+			h.ServeHTTP(d, gz)
+			cpu[i] += processCPU() - c0
+			size[i] = d.n
+		}
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 / float64(b.N) }
+	b.ReportMetric(ms(identityCPU), "identity-cpu-ms")
+	b.ReportMetric(float64(identitySize)/1e6, "identity-MB")
+	for i, c := range gzipCandidates {
+		b.ReportMetric(ms(cpu[i]), c.name+"-cpu-ms")
+		b.ReportMetric(float64(cpu[i])/float64(identityCPU), c.name+"/identity-cpu")
+		b.ReportMetric(float64(size[i])/1e6, c.name+"-MB")
+	}
 }
 
 // processCPU is the user and system CPU time of the process so far.

@@ -13,15 +13,17 @@ import (
 	"github.com/klauspost/compress/flate"
 )
 
-// gzipLevel is klauspost/compress's deflate level for /metrics. Measured on
-// the shared 2-core box compressing the 120 MB page of 100k agents on one
-// core (BenchmarkGzipPage100k, two runs at different loads): the standard
-// library at BestSpeed 700 ms and 6.2 s; klauspost at level 1 307 ms and
-// 1.7 s, level 2 221 ms and 1.8 s, level 3 209 ms and 2.0 s, stateless
-// 228 ms and 1.7 s. The klauspost levels are within the machine's noise of
-// each other, 3-4× faster than the standard library; level 3 gives the
-// smallest answer (8.9 MB against 9.4 MB at level 1).
-const gzipLevel = 3
+// gzipLevel is klauspost/compress's deflate level for /metrics, its
+// fastest LZ77 level. BenchmarkScrape100kGzipCandidates, four runs on the
+// shared 2-core box, CPU time per gzip scrape of 100k agents (137 MB of
+// text, ~110 ms uncompressed in the same runs): level 1 336-346 ms
+// (3.0-3.1×, 10.7 MB), level 2 359-400 ms (10.4 MB), level 3 380-408 ms
+// (10.2 MB), stateless 394-406 ms (10.8 MB), Huffman only 407-442 ms (81 MB:
+// without LZ77 matching the text barely shrinks, and the bit writer still
+// codes every byte). None reaches 2× identity: deflate runs at ~600 MB/s a
+// core here, rendering at over 1 GB/s. Level 1 is the nearest, for an answer
+// 5% larger than level 3's.
+const gzipLevel = 1
 
 // gzipWorkers is into how many segments, deflated at once, a large page is
 // cut: the page is rendered before it is written, so its compression is the
@@ -106,9 +108,18 @@ func (z *gzipper) writePage(w io.Writer, parts [][]byte) error {
 	return err
 }
 
+// gzipStateless is the level of klauspost's stateless deflate
+// (gzip.StatelessCompression, which package flate does not export): every
+// write is compressed on its own, with at most the previous 8 KiB as its
+// dictionary and no state kept between writes.
+const gzipStateless = -3
+
 // deflate compresses seg to w; the last segment closes the deflate stream,
 // the others end with a sync flush.
 func (z *gzipper) deflate(w io.Writer, seg [][]byte, last bool) error {
+	if z.level == gzipStateless {
+		return deflateStateless(w, seg, last)
+	}
 	fw, _ := z.writers.Get().(*flate.Writer)
 	if fw == nil {
 		// The level is one of the constants above: NewWriter cannot fail.
@@ -126,6 +137,23 @@ func (z *gzipper) deflate(w io.Writer, seg [][]byte, last bool) error {
 		return fw.Close()
 	}
 	return fw.Flush()
+}
+
+// deflateStateless is deflate at gzipStateless. Each part is one stateless
+// call, given the end of the previous part as its dictionary; a call that
+// does not end the stream ends on a byte boundary, as a sync flush does.
+func deflateStateless(w io.Writer, seg [][]byte, last bool) error {
+	var dict []byte
+	for i, p := range seg {
+		if err := flate.StatelessDeflate(w, p, last && i == len(seg)-1, dict); err != nil {
+			return err
+		}
+		dict = p
+	}
+	if last && len(seg) == 0 {
+		return flate.StatelessDeflate(w, nil, true, nil)
+	}
+	return nil
 }
 
 // splitSegments cuts the concatenation of parts into at most n segments of

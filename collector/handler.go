@@ -46,12 +46,13 @@ var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 //
 // Compression: a scraper that accepts gzip (Prometheus and VictoriaMetrics
 // always do) gets it, anyone else identity, as promhttp does. The page is
-// deflated by klauspost/compress, in segments on up to four cores at once
-// (gzipper): at 100k agents the 120 MB page becomes ~9 MB. Deflating costs
-// ~0.28 s of CPU per 100k agents against ~0.1 s for rendering
-// (BenchmarkScrape100kGzipVsIdentity), the standard library at BestSpeed
-// 3-4× more than klauspost (BenchmarkGzipPage100k); spread over idle cores
-// the wall time shrinks accordingly.
+// deflated by klauspost/compress at its fastest level, in segments on up to
+// four cores at once (gzipper): at 100k agents the 137 MB page becomes
+// ~11 MB. Deflating costs ~0.23 s of CPU per 100k agents against ~0.11 s for
+// rendering (BenchmarkScrape100kGzipCandidates: ~3× in all, the lowest of
+// the levels weighed), the standard library at BestSpeed 3-4× more than
+// klauspost (BenchmarkGzipPage100k); spread over idle cores the wall time
+// shrinks accordingly.
 //
 // Only GET and HEAD are served (405 otherwise). Beyond Options.MaxScrapes
 // scrapes in flight the answer is 503, counted in RejectedScrapes, unless

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/flate"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentsentinel/sentinel/fleet"
@@ -35,9 +36,22 @@ func gunzipOne(t *testing.T, b []byte) []byte {
 	return out
 }
 
+// gzipCandidates are the deflate levels weighed for /metrics
+// (BenchmarkScrape100kGzipCandidates); the one in use is gzipLevel.
+var gzipCandidates = []struct {
+	name  string
+	level int
+}{
+	{"klauspost-1", 1},
+	{"klauspost-2", 2},
+	{"klauspost-3", 3},
+	{"stateless", gzipStateless},
+	{"huffman-only", flate.HuffmanOnly},
+}
+
 // TestGzipPage: the page compressed in parallel blocks is one gzip member
 // whose content is the concatenated parts, for block sizes that cut parts
-// anywhere and for an empty page.
+// anywhere and for an empty page, at every candidate level.
 func TestGzipPage(t *testing.T) {
 	big := bytes.Repeat([]byte("sentinel_agent_info{agent_id=\"a-1\",tenant=\"acme\"} 1\n"), 5000)
 	for _, tc := range []struct {
@@ -55,13 +69,15 @@ func TestGzipPage(t *testing.T) {
 		{"segment boundaries on parts", 3, 1, [][]byte{[]byte("0123456789"), []byte("abcdefghij"), []byte("klmnopqrst")}},
 		{"four segments", 4, 4096, [][]byte{big, big[:17], big}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			defer func(n, size int) { gzipWorkers, gzipMinSegment = n, size }(gzipWorkers, gzipMinSegment)
-			gzipWorkers, gzipMinSegment = tc.segments, tc.minSize
-			var out bytes.Buffer
-			require.NoError(t, pageGzipper.writePage(&out, tc.parts))
-			require.Equal(t, bytes.Join(tc.parts, nil), gunzipOne(t, out.Bytes()))
-		})
+		for _, level := range gzipCandidates {
+			t.Run(fmt.Sprintf("%s/%s", tc.name, level.name), func(t *testing.T) {
+				defer func(n, size int) { gzipWorkers, gzipMinSegment = n, size }(gzipWorkers, gzipMinSegment)
+				gzipWorkers, gzipMinSegment = tc.segments, tc.minSize
+				var out bytes.Buffer
+				require.NoError(t, newGzipper(level.level).writePage(&out, tc.parts))
+				require.Equal(t, bytes.Join(tc.parts, nil), gunzipOne(t, out.Bytes()))
+			})
+		}
 	}
 }
 
