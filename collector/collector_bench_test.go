@@ -142,8 +142,8 @@ func BenchmarkGzipPage100k(b *testing.B) {
 // BenchmarkScrape100kGzipVsIdentity alternates identity and gzip scrapes of
 // 100k agents through Handler, so that both see the same machine, and
 // reports each one's wall and CPU time and their ratios (the goal: gzip ≤ 2×
-// identity in wall time). CPU time is the process's (getrusage), so it is
-// the one figure a busy machine does not distort.
+// identity, gzip/identity-cpu). CPU time is the process's (getrusage), so it
+// is the one figure a busy machine does not distort.
 func BenchmarkScrape100kGzipVsIdentity(b *testing.B) {
 	h := newBenchCollector(fleet100k(b)).Handler(selfRegistry(), nil)
 	plain := httptest.NewRequest(http.MethodGet, "/metrics", nil)
