@@ -258,6 +258,12 @@ func EncodeChange(c Change) ([]byte, error) {
 		}
 		buf.Truncate(buf.Len() - 1) // Encode's newline
 		buf.WriteByte('}')
+		if i == 0 && len(c.Ops) > 1 {
+			// A batch's ops are mostly alike (a revoke-all is 100k of one
+			// kind): size the buffer once from the first, rather than
+			// doubling and copying tens of MB on the way.
+			buf.Grow((buf.Len()+buf.Len()/8)*(len(c.Ops)-1) + 2)
+		}
 	}
 	buf.WriteString("]}")
 	return buf.Bytes(), nil
