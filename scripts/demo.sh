@@ -130,6 +130,8 @@ sed -e "s#http://127.0.0.1:9999/#http://127.0.0.1:$sink_port/#" \
   "$root/deploy/sentinel.example.yml" >"$dir/sentinel.yml"
 sed -e "s#127.0.0.1:9464#127.0.0.1:$sentinel_port#" -e "s#127.0.0.1:9999#127.0.0.1:$sink_port#" \
   "$root/deploy/alertmanager/alertmanager.local.yml" >"$dir/alertmanager.yml"
+# The scrape credential of the example configuration (metrics.bearer_token).
+metrics_token=$(awk '/^metrics:/ {m = 1; next} /^[^ #]/ {m = 0} m && $1 == "bearer_token:" {print $2}' "$dir/sentinel.yml")
 # Every second: agents beat every second, and each scrape or evaluation adds
 # up to its interval to the detection latency.
 cat >"$dir/prometheus.yml" <<EOF
@@ -143,6 +145,7 @@ alerting:
 scrape_configs:
   - job_name: sentinel
     static_configs: [{targets: ['127.0.0.1:$sentinel_port']}]
+    authorization: {credentials: '$metrics_token'}
 EOF
 
 # --- the stack

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/internal/testutil"
 	"github.com/agentsentinel/sentinel/ledger"
 	"github.com/agentsentinel/sentinel/ledger/ledgertest"
@@ -83,4 +84,38 @@ func TestUnreachableNotQuoted(t *testing.T) {
 	for _, s := range []string{"s3cret", "sentinel_user", "sentinel_db", addr} {
 		require.NotContains(t, err.Error(), s)
 	}
+}
+
+// A large change (a revoke-all) is stored compressed with lz4, and another
+// replica reads it back whole.
+func TestLargeChangeCompressed(t *testing.T) {
+	dsn := testutil.PostgresDSN(t)
+	l := open(t, dsn)
+	ops := make([]ledger.Op, 2000)
+	for i := range ops {
+		id := fmt.Sprintf("agent-%d", i)
+		ops[i] = ledger.Revoke{
+			Key:        fleet.Key{Tenant: "t", AgentID: id},
+			Revocation: fleet.Revocation{Reason: "revoke-all", RevokedAt: time.Unix(1e9, 0).UTC(), Source: "admin"},
+			Event:      &ledger.Event{ID: fmt.Sprintf("ev-%d", i), Tenant: "t", AgentID: id, Type: "agent.revoked", CreatedAt: time.Unix(1e9, 0).UTC()},
+		}
+	}
+	res, err := l.Apply(context.Background(), ops...)
+	require.NoError(t, err)
+
+	conn, err := pgx.Connect(context.Background(), dsn)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	var method string
+	var stored, raw int64
+	require.NoError(t, conn.QueryRow(context.Background(),
+		"SELECT pg_column_compression(change), pg_column_size(change), octet_length(change) FROM ledger_changes WHERE revision = $1",
+		int64(res.Revision)).Scan(&method, &stored, &raw))
+	require.Equal(t, "lz4", method)
+	require.Less(t, stored, raw/4, "a revoke-all's alike ops compress well")
+
+	s, err := open(t, dsn).Load(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, res.Revision, s.Revision)
+	require.Len(t, s.Revocations, len(ops))
 }
