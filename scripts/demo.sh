@@ -244,6 +244,8 @@ if wait_event 'agent\.revoked +tenant=demo agent=hangs ' 90; then
   wait "$pid_agent_hangs" || code=$?
   say "hangs: beacon exited with code $code$([ "$code" = 3 ] && echo ' (revoked: it stopped the agent)')"
 fi
+# killed's AgentZombie fires with hangs': its revocation is on its way too.
+wait_event 'agent\.revoked +tenant=demo agent=killed ' 30 || true
 if wait "$pid_agent_crashes"; then code=0; else code=$?; fi
 say "crashes: beacon exited with the agent's code $code"
 
