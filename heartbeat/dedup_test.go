@@ -29,12 +29,11 @@ func TestEventFilterTenantsDoNotEvictEachOther(t *testing.T) {
 	require.False(t, f.seen("b", "shutdown-1"))
 }
 
-// TestEventFilterMemory measures what a tenant's full window costs (the
-// README quotes it).
-func TestEventFilterMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measures memory")
-	}
+// BenchmarkEventFilterMemory measures what a tenant's full window costs
+// (the README quotes it): a memory goal, so a benchmark (make bench-go), not
+// a test under the race detector.
+func BenchmarkEventFilterMemory(b *testing.B) {
+	t := b
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -45,7 +44,7 @@ func TestEventFilterMemory(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	perTenant := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("a full duplicate window of %d ids costs %.1f MB", DefaultEventWindow, float64(perTenant)/1e6)
+	b.ReportMetric(float64(perTenant)/1e6, "MB/window")
 	require.Less(t, perTenant, int64(8<<20))
 	runtime.KeepAlive(f)
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentsentinel/sentinel/fleet"
-	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // maxBlobBytes is an agent's strings at their longest: a 64-byte tenant
@@ -26,15 +25,16 @@ const maxBlobBytes = 2 + 64 + 128 + (numStrings-2)*(1+MaxStringLen)
 // also hold up to 64 KiB of garbage whatever its size (16 MiB in all).
 const WorstCaseBytesPerAgent = 5*int(unsafe.Sizeof(record{}))/4 + 48 + 5*maxBlobBytes/2
 
-// TestWorstCaseMemoryPerAgent fills a store with agents whose every string
+// BenchmarkWorstCaseMemoryPerAgent fills a store with agents whose every string
 // is as long as allowed, changes each of them once (creating arena garbage),
 // and checks the live heap per agent against WorstCaseBytesPerAgent, the
 // figure the README quotes: a tenant's max_agents times it bounds the
 // tenant's memory.
-func TestWorstCaseMemoryPerAgent(t *testing.T) {
-	if testutil.RaceEnabled || testing.Short() {
-		t.Skip("measures the heap: meaningless under the race detector")
-	}
+//
+// A memory goal, so a benchmark (make bench-go): the race detector's shadow
+// memory would make the heap figure meaningless under make test.
+func BenchmarkWorstCaseMemoryPerAgent(b *testing.B) {
+	t := b
 	const n = 20_000
 	long := func(c string, i int) string {
 		s := fmt.Sprintf("%s-%d-", c, i)
@@ -62,6 +62,6 @@ func TestWorstCaseMemoryPerAgent(t *testing.T) {
 	}
 	perAgent := float64(stHeapAlloc()-before) / n
 	runtime.KeepAlive(s)
-	t.Logf("%.0f bytes per agent with every string at its longest, after one change of each (bound %d)", perAgent, WorstCaseBytesPerAgent)
+	b.ReportMetric(perAgent, "bytes/agent")
 	require.LessOrEqual(t, perAgent, float64(WorstCaseBytesPerAgent)+float64(numShards*(64<<10))/n)
 }

@@ -63,20 +63,8 @@ const slack = 3 * time.Second
 // urllib honours) away from the tests' loopback traffic.
 var loopbackEnv = []string{"NO_PROXY=127.0.0.1,localhost", "no_proxy=127.0.0.1,localhost"}
 
-// lookTool finds name on PATH. A missing tool fails the test under CI=true
-// (the project runs every test there) and skips it elsewhere.
-func lookTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found on PATH: the SDK tests need python3 (≥ 3.9), node (≥ 18) and npm", name)
-	}
-	t.Skipf("%s not found on PATH (under CI=true this fails)", name)
-	return ""
-}
+// lookTool finds name on PATH; a missing tool fails the test under CI=true.
+func lookTool(t *testing.T, name string) string { return testutil.Tool(t, name) }
 
 func sdkDir(t *testing.T, name string) string {
 	t.Helper()
