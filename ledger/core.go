@@ -73,18 +73,20 @@ func (c *Core) Revision() Revision {
 	return c.m.Revision
 }
 
-// Load returns a copy of the kill-switch state.
-func (c *Core) Load() *State {
+// Load implements Ledger.Load: a copy of the kill-switch state as of the
+// last change this Core applied.
+func (c *Core) Load(context.Context) (*State, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m.State.Clone()
+	return c.m.State.Clone(), nil
 }
 
-// Deliveries lists the outbox.
-func (c *Core) Deliveries(f DeliveryFilter) ([]Delivery, string) {
+// Deliveries implements Ledger.Deliveries from the outbox this Core holds.
+func (c *Core) Deliveries(_ context.Context, f DeliveryFilter) ([]Delivery, string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m.outbox.list(f)
+	d, next := c.m.outbox.list(f)
+	return d, next, nil
 }
 
 // Catch applies changes committed elsewhere (by another replica), skipping
@@ -177,8 +179,9 @@ func (c *Core) WaitFor(ctx context.Context, rev Revision) error {
 	}
 }
 
-// Submit queues ops for the committer and waits for the outcome.
-func (c *Core) Submit(ctx context.Context, ops ...Op) (Result, error) {
+// Apply implements Ledger.Apply: it queues ops for the committer and waits
+// for the outcome.
+func (c *Core) Apply(ctx context.Context, ops ...Op) (Result, error) {
 	return c.submit(ctx, &request{ops: ops})
 }
 
@@ -263,7 +266,7 @@ func (c *Core) Redeliver(ctx context.Context, id string, now time.Time) error {
 
 // Prune queues a Prune of what outlived its retention at now.
 func (c *Core) Prune(ctx context.Context, now time.Time) error {
-	_, err := c.Submit(ctx, Prune{At: now})
+	_, err := c.Apply(ctx, Prune{At: now})
 	return err
 }
 

@@ -77,7 +77,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	stop := make(chan struct{})
 	defer close(stop)
 	go core.RunCommitter(stop, nopPersister{})
-	_, err := core.Submit(context.Background(),
+	_, err := core.Apply(context.Background(),
 		ledger.Revoke{Key: fleet.Key{Tenant: "acme", AgentID: "a"}, Revocation: fleet.Revocation{Reason: "r"},
 			Event: &ledger.Event{ID: "e", Tenant: "acme", AgentID: "a", Type: "agent.revoked"}},
 		ledger.SetCommand{Key: fleet.Key{Tenant: "acme", AgentID: "b"}, Command: fleet.CommandPause},
@@ -94,8 +94,8 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		if _, err := c.DecodeSnapshot(bytes.NewReader(b)); err != nil {
 			return
 		}
-		_ = c.Load()
-		_, _ = c.Deliveries(ledger.DeliveryFilter{})
+		_, _ = c.Load(context.Background())
+		_, _, _ = c.Deliveries(context.Background(), ledger.DeliveryFilter{})
 		var out bytes.Buffer
 		_, err := c.EncodeSnapshot(&out)
 		require.NoError(t, err)

@@ -69,9 +69,9 @@ type Options struct {
 
 // Ledger is the embedded ledger.Ledger.
 type Ledger struct {
-	dir     string
-	logger  *slog.Logger
-	core    *ledger.Core
+	dir    string
+	logger *slog.Logger
+	*ledger.Core
 	journal *storage.Journal
 	lock    *os.File
 	key     []byte
@@ -103,7 +103,7 @@ func Open(dir string, o Options) (*Ledger, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Ledger{dir: dir, logger: o.Logger, core: ledger.NewCore(), lock: lock,
+	l := &Ledger{dir: dir, logger: o.Logger, Core: ledger.NewCore(), lock: lock,
 		stop: make(chan struct{}), stopped: make(chan struct{})}
 	if err := l.open(o.KeySize); err != nil {
 		if l.journal != nil {
@@ -114,7 +114,7 @@ func Open(dir string, o Options) (*Ledger, error) {
 	}
 	go func() {
 		defer close(l.stopped)
-		l.core.RunCommitter(l.stop, persister{l})
+		l.Core.RunCommitter(l.stop, persister{l})
 	}()
 	return l, nil
 }
@@ -180,7 +180,7 @@ func (l *Ledger) open(keySize int) error {
 	}
 	if hasState {
 		err := storage.ReadSnapshot(statePath, stateKind, func(r io.Reader) error {
-			_, err := l.core.DecodeSnapshot(r)
+			_, err := l.Core.DecodeSnapshot(r)
 			return err
 		})
 		if err != nil {
@@ -196,7 +196,7 @@ func (l *Ledger) open(keySize int) error {
 	if err != nil {
 		return fmt.Errorf("%w: ledger journal %s: %v", ledger.ErrCorrupt, journalPath, err)
 	}
-	if err := l.core.Catch(changes); err != nil {
+	if err := l.Core.Catch(changes); err != nil {
 		return fmt.Errorf("ledger journal %s does not continue the state file %s: %w", journalPath, statePath, err)
 	}
 	// A first start writes its state file at once (see above why a state
@@ -205,7 +205,7 @@ func (l *Ledger) open(keySize int) error {
 	// first SaveAgents, soon after start, once the caller has verified the
 	// rest of what it restores.
 	if !hasState {
-		if err := l.compact(l.core.EncodeSnapshot); err != nil {
+		if err := l.compact(l.Core.EncodeSnapshot); err != nil {
 			return err
 		}
 	}
@@ -216,7 +216,7 @@ func (l *Ledger) open(keySize int) error {
 			return fmt.Errorf("retire the legacy journal: %w", err)
 		}
 	}
-	l.logger.Info("ledger opened", "dir", l.dir, "revision", l.core.Revision(), "journal_changes", len(changes))
+	l.logger.Info("ledger opened", "dir", l.dir, "revision", l.Core.Revision(), "journal_changes", len(changes))
 	return nil
 }
 
@@ -314,7 +314,7 @@ func (p persister) Persist(_ context.Context, t *ledger.Txn, changes []ledger.Ch
 		// Compact in a batch of its own, after this one is answered: the
 		// callers waiting for these changes need not wait for the rewrite.
 		p.l.compactAsked.Store(true)
-		go func() { _, _ = p.l.core.Submit(context.Background()) }()
+		go func() { _, _ = p.l.Core.Apply(context.Background()) }()
 		return nil
 	}
 	if p.l.compactAsked.Swap(false) {
@@ -345,40 +345,6 @@ func (p persister) append(changes []ledger.Change) error {
 	return nil
 }
 
-// Apply implements ledger.Ledger.
-func (l *Ledger) Apply(ctx context.Context, ops ...ledger.Op) (ledger.Result, error) {
-	return l.core.Submit(ctx, ops...)
-}
-
-// Load implements ledger.Ledger.
-func (l *Ledger) Load(context.Context) (*ledger.State, error) { return l.core.Load(), nil }
-
-// Watch implements ledger.Ledger.
-func (l *Ledger) Watch(ctx context.Context, after ledger.Revision, fn func(ledger.Change) error) error {
-	return l.core.Watch(ctx, after, fn)
-}
-
-// Claim implements ledger.Ledger.
-func (l *Ledger) Claim(ctx context.Context, r ledger.ClaimRequest) ([]ledger.Delivery, error) {
-	return l.core.Claim(ctx, r)
-}
-
-// Record implements ledger.Ledger.
-func (l *Ledger) Record(ctx context.Context, id string, a ledger.Attempt) error {
-	return l.core.Record(ctx, id, a)
-}
-
-// Deliveries implements ledger.Ledger.
-func (l *Ledger) Deliveries(_ context.Context, f ledger.DeliveryFilter) ([]ledger.Delivery, string, error) {
-	d, next := l.core.Deliveries(f)
-	return d, next, nil
-}
-
-// Redeliver implements ledger.Ledger.
-func (l *Ledger) Redeliver(ctx context.Context, id string, now time.Time) error {
-	return l.core.Redeliver(ctx, id, now)
-}
-
 // SigningKey implements ledger.Ledger.
 func (l *Ledger) SigningKey(_ context.Context, size int) ([]byte, error) {
 	if len(l.key) != size {
@@ -398,7 +364,7 @@ func (l *Ledger) SaveAgents(ctx context.Context, _ time.Time, write func(io.Writ
 	}
 	if l.journal.Size() > journalHeaderSize {
 		l.compactAsked.Store(true)
-		if _, err := l.core.Submit(ctx); err != nil && !errors.Is(err, ledger.ErrClosed) {
+		if _, err := l.Core.Apply(ctx); err != nil && !errors.Is(err, ledger.ErrClosed) {
 			return fmt.Errorf("compact ledger: %w", err)
 		}
 	}

@@ -77,7 +77,7 @@ func (l *Ledger) migrateLegacy() (bool, error) {
 	if len(ops) > 0 {
 		// The legacy records are facts already decided, so they go in as
 		// one committed change rather than through Apply's conditions.
-		if err := l.core.Catch([]ledger.Change{{Revision: 1, Ops: ops}}); err != nil {
+		if err := l.Core.Catch([]ledger.Change{{Revision: 1, Ops: ops}}); err != nil {
 			return false, err
 		}
 	}

@@ -81,9 +81,9 @@ type Options struct {
 
 // Ledger is the PostgreSQL ledger.Ledger.
 type Ledger struct {
-	pool   *pgxpool.Pool
-	cfg    *pgxpool.Config
-	core   *ledger.Core
+	pool *pgxpool.Pool
+	cfg  *pgxpool.Config
+	*ledger.Core
 	o      Options
 	logger *slog.Logger
 
@@ -129,13 +129,13 @@ func Open(ctx context.Context, dsn string, o Options) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL ledger: %w", describe(err))
 	}
-	l := &Ledger{pool: pool, cfg: cfg, core: ledger.NewCore(), o: o, logger: o.Logger, stop: make(chan struct{})}
+	l := &Ledger{pool: pool, cfg: cfg, Core: ledger.NewCore(), o: o, logger: o.Logger, stop: make(chan struct{})}
 	if err := l.load(ctx); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	l.done.Add(2)
-	go func() { defer l.done.Done(); l.core.RunCommitter(l.stop, persister{l}) }()
+	go func() { defer l.done.Done(); l.Core.RunCommitter(l.stop, persister{l}) }()
 	go func() { defer l.done.Done(); l.follow() }()
 	return l, nil
 }
@@ -157,7 +157,7 @@ func (l *Ledger) load(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("load ledger snapshot: %w", describe(err))
 	default:
-		if _, err := l.core.DecodeSnapshot(bytes.NewReader(state)); err != nil {
+		if _, err := l.Core.DecodeSnapshot(bytes.NewReader(state)); err != nil {
 			return fmt.Errorf("%w: table ledger_snapshot: %v", ledger.ErrCorrupt, err)
 		}
 		l.snapshotRev = ledger.Revision(rev)
@@ -171,7 +171,7 @@ func (l *Ledger) load(ctx context.Context) error {
 			break
 		}
 	}
-	l.logger.Info("ledger opened", "backend", "postgres", "revision", l.core.Revision(), "replica", l.o.Replica)
+	l.logger.Info("ledger opened", "backend", "postgres", "revision", l.Core.Revision(), "replica", l.o.Replica)
 	return nil
 }
 
@@ -208,7 +208,7 @@ func readChanges(ctx context.Context, q querier, after ledger.Revision, upto int
 // changes it applied. A gap (changes pruned while this replica was behind)
 // reloads the snapshot.
 func (l *Ledger) poll(ctx context.Context, q querier) (int, error) {
-	cur := l.core.Revision()
+	cur := l.Core.Revision()
 	changes, err := readChanges(ctx, q, cur, 1<<62)
 	if err != nil {
 		return 0, err
@@ -219,12 +219,12 @@ func (l *Ledger) poll(ctx context.Context, q querier) (int, error) {
 		if err := l.pool.QueryRow(ctx, "SELECT state FROM ledger_snapshot").Scan(&state); err != nil {
 			return 0, fmt.Errorf("reload ledger snapshot: %w", describe(err))
 		}
-		if _, err := l.core.DecodeSnapshot(bytes.NewReader(state)); err != nil {
+		if _, err := l.Core.DecodeSnapshot(bytes.NewReader(state)); err != nil {
 			return 0, fmt.Errorf("%w: table ledger_snapshot: %v", ledger.ErrCorrupt, err)
 		}
 		return 1, nil
 	}
-	return len(changes), l.core.Catch(changes)
+	return len(changes), l.Core.Catch(changes)
 }
 
 // follow applies other replicas' changes as they come: woken by NOTIFY,
@@ -239,7 +239,7 @@ func (l *Ledger) follow() {
 		if ctx.Err() != nil {
 			return
 		}
-		l.core.SetHealth(fmt.Errorf("%w: %w", ledger.ErrUnavailable, err))
+		l.Core.SetHealth(fmt.Errorf("%w: %w", ledger.ErrUnavailable, err))
 		l.logger.Warn("following the PostgreSQL ledger failed; retrying", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
@@ -268,7 +268,7 @@ func (l *Ledger) listen(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		l.core.SetHealth(nil)
+		l.Core.SetHealth(nil)
 		if n >= pollBatch {
 			continue
 		}
@@ -293,12 +293,12 @@ func (p persister) Prepare(_ context.Context, t *ledger.Txn) error {
 	tx, err := l.pool.Begin(ctx)
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ledger.ErrUnavailable, describe(err))
-		l.core.SetHealth(err)
+		l.Core.SetHealth(err)
 		return err
 	}
 	fail := func(err error) error {
 		_ = tx.Rollback(context.Background())
-		l.core.SetHealth(err)
+		l.Core.SetHealth(err)
 		return err
 	}
 	var head int64
@@ -355,17 +355,17 @@ func (p persister) Persist(_ context.Context, _ *ledger.Txn, changes []ledger.Ch
 	if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 		_ = tx.Rollback(context.Background())
 		err = fmt.Errorf("%w: %w", ledger.ErrUnavailable, describe(err))
-		l.core.SetHealth(err)
+		l.Core.SetHealth(err)
 		return err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		// The commit may have reached the database: if it did, the
 		// follower brings it back from there.
 		err = fmt.Errorf("%w: %w", ledger.ErrUnknownOutcome, describe(err))
-		l.core.SetHealth(err)
+		l.Core.SetHealth(err)
 		return err
 	}
-	l.core.SetHealth(nil)
+	l.Core.SetHealth(nil)
 	return nil
 }
 
@@ -397,41 +397,6 @@ func describe(err error) error {
 	// The ledger's own errors (a schema too new, damaged rows) name no
 	// configuration value.
 	return err
-}
-
-// Apply implements ledger.Ledger.
-func (l *Ledger) Apply(ctx context.Context, ops ...ledger.Op) (ledger.Result, error) {
-	return l.core.Submit(ctx, ops...)
-}
-
-// Load implements ledger.Ledger: the state as of the last change this
-// replica saw.
-func (l *Ledger) Load(context.Context) (*ledger.State, error) { return l.core.Load(), nil }
-
-// Watch implements ledger.Ledger.
-func (l *Ledger) Watch(ctx context.Context, after ledger.Revision, fn func(ledger.Change) error) error {
-	return l.core.Watch(ctx, after, fn)
-}
-
-// Claim implements ledger.Ledger.
-func (l *Ledger) Claim(ctx context.Context, r ledger.ClaimRequest) ([]ledger.Delivery, error) {
-	return l.core.Claim(ctx, r)
-}
-
-// Record implements ledger.Ledger.
-func (l *Ledger) Record(ctx context.Context, id string, a ledger.Attempt) error {
-	return l.core.Record(ctx, id, a)
-}
-
-// Deliveries implements ledger.Ledger.
-func (l *Ledger) Deliveries(_ context.Context, f ledger.DeliveryFilter) ([]ledger.Delivery, string, error) {
-	d, next := l.core.Deliveries(f)
-	return d, next, nil
-}
-
-// Redeliver implements ledger.Ledger.
-func (l *Ledger) Redeliver(ctx context.Context, id string, now time.Time) error {
-	return l.core.Redeliver(ctx, id, now)
 }
 
 // SigningKey implements ledger.Ledger: the key lives in table signing_key,
@@ -498,12 +463,12 @@ func (l *Ledger) compact(ctx context.Context, now time.Time) error {
 	}
 	l.mu.Unlock()
 	if prune {
-		if _, err := l.core.Submit(ctx, ledger.Prune{At: now}); err != nil {
+		if _, err := l.Core.Apply(ctx, ledger.Prune{At: now}); err != nil {
 			return fmt.Errorf("prune the ledger: %w", err)
 		}
 	}
 	var buf bytes.Buffer
-	rev, err := l.core.EncodeSnapshot(&buf)
+	rev, err := l.Core.EncodeSnapshot(&buf)
 	if err != nil {
 		return err
 	}
@@ -561,7 +526,7 @@ func (l *Ledger) LoadAgents(ctx context.Context, read func(string, time.Time, io
 }
 
 // Healthy implements ledger.Ledger.
-func (l *Ledger) Healthy() error { return l.core.Healthy() }
+func (l *Ledger) Healthy() error { return l.Core.Healthy() }
 
 // Close stops following, fails later Applies and closes the connections.
 func (l *Ledger) Close() error {
