@@ -91,7 +91,7 @@ func (a *App) openBridge(cfg *config.Config) error {
 	a.recoveries.Wake = a.dispatcher.Wake
 	a.watchdog = bridge.NewWatchdog(a.control, a.store, tenants, a.logger, a.registry, a.opts.Now)
 	a.watchdog.Configure(time.Duration(cfg.Bridge.Watchdog.Timeout), cfg.Bridge.BearerToken != "")
-	a.bridge = bridge.NewHandler(&bridge.LedgerStore{Control: a.control, Agents: a.store, Tenants: tenants, Wake: a.dispatcher.Wake},
+	a.bridge = bridge.NewHandler(&bridge.LedgerStore{Control: a.control, Agents: a.store, Tenants: tenants, Wake: a.dispatcher.Wake, Logger: a.logger},
 		bridge.SettingsFromConfig(cfg), a.logger, a.registry, a.opts.Now)
 	return nil
 }

@@ -123,7 +123,7 @@ func (h *Handler) serve(r *http.Request) (any, error) {
 		return nil, errMethod
 	}
 	s := h.settings.Load()
-	p, err := auth.Authenticator{Credentials: s.Credentials}.Authenticate(r, time.Now())
+	p, err := auth.Authenticator{Credentials: s.Credentials}.Authenticate(r, h.now())
 	switch {
 	case errors.Is(err, auth.ErrNoCredential):
 		h.notifications.WithLabelValues("unauthorized").Inc()
@@ -172,9 +172,6 @@ func (h *Handler) serve(r *http.Request) (any, error) {
 		case ResultMissingLabels, ResultUnknownTenant, ResultUnknownAgent, ResultInvalidAgent:
 			h.logger.Warn("Alertmanager alert ignored", "alertname", o.Name, "result", string(o.Result), "tenant", o.Key.Tenant, "agent_id", o.Key.AgentID)
 		}
-	}
-	for _, tr := range plan.Transitions {
-		h.logger.Info("agent state announced", "tenant", tr.Key.Tenant, "agent_id", tr.Key.AgentID, "from", tr.From.String(), "to", tr.To.String(), "alertname", tr.Alert.Name)
 	}
 	return a, nil
 }

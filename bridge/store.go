@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/agentsentinel/sentinel/delivery"
@@ -35,6 +36,8 @@ type LedgerStore struct {
 	Tenants Tenants
 	// Wake, when set, is called after a commit that enqueued events.
 	Wake func()
+	// Logger, when set, logs each announcement made.
+	Logger *slog.Logger
 }
 
 // Facts implements Store.
@@ -107,8 +110,17 @@ func (s *LedgerStore) Commit(ctx context.Context, plan Plan, now time.Time) erro
 	if len(ops) == 0 {
 		return nil
 	}
-	if _, err := s.Control.Commit(ctx, ops...); err != nil {
+	res, err := s.Control.Commit(ctx, ops...)
+	if err != nil {
 		return fmt.Errorf("commit %d ledger operations: %w", len(ops), err)
+	}
+	// Transitions come first in ops. One that did not apply was announced
+	// by a concurrent, identical notification (another Alertmanager).
+	for i, tr := range plan.Transitions {
+		if res.Applied(i) && s.Logger != nil {
+			s.Logger.Info("agent state announced", "tenant", tr.Key.Tenant, "agent_id", tr.Key.AgentID,
+				"from", tr.From.String(), "to", tr.To.String(), "alertname", tr.Alert.Name)
+		}
 	}
 	if s.Wake != nil {
 		s.Wake()
