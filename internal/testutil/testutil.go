@@ -6,6 +6,7 @@ package testutil
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -100,8 +101,26 @@ func MainWithBinary(m *testing.M, pkg string, bin *string) int {
 }
 
 // FreeAddr returns a loopback address whose port was free a moment ago.
+//
+// The port is taken below the kernel's ephemeral range: a port from that
+// range, released and handed to a program a moment later, may meanwhile
+// become the local port of some outgoing connection (a scrape, a webhook),
+// and the program then fails to listen on it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	low := ephemeralLow()
+	for range 100 {
+		port := 10000 + rand.IntN(low-10000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		if err := l.Close(); err != nil {
+			t.Fatalf("find a free port: %v", err)
+		}
+		return addr
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("find a free port: %v", err)
@@ -111,4 +130,18 @@ func FreeAddr(t testing.TB) string {
 		t.Fatalf("find a free port: %v", err)
 	}
 	return addr
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768 when
+// it cannot be read, Linux's default).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(b), &low, &high); err != nil || low <= 11000 {
+		return 32768
+	}
+	return low
 }
