@@ -161,7 +161,7 @@ func (w *Watchdog) CheckUnalerted() {
 				return true
 			}
 			th := w.tenants.Thresholds(a.Key, a)
-			zombieAt := a.LastHeartbeat.Add(a.Interval * time.Duration(th.ZombieAfter))
+			zombieAt := th.ZombieDeadline(a.LastHeartbeat, a.Interval)
 			if th.Liveness(a.MissedBeats(now)) != fleet.StateZombie || now.Sub(zombieAt) < UnalertedGrace {
 				return true
 			}

@@ -2,6 +2,7 @@ package killswitch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -42,40 +43,28 @@ func (d *DeliveriesAPI) Register(mux *http.ServeMux) {
 }
 
 type deliveryJSON struct {
-	EventID        string     `json:"event_id"`
-	Event          string     `json:"event"`
-	AgentID        string     `json:"agent_id,omitempty"`
-	Sequence       uint64     `json:"sequence"`
-	Status         string     `json:"status"`
-	Attempts       int        `json:"attempts"`
-	LastStatusCode int        `json:"last_status_code,omitempty"`
-	LastError      string     `json:"last_error,omitempty"`
-	LastAttemptAt  *time.Time `json:"last_attempt_at,omitempty"`
-	NextAttemptAt  *time.Time `json:"next_attempt_at,omitempty"`
-	CreatedAt      time.Time  `json:"created_at"`
-	Payload        rawJSON    `json:"payload,omitempty"`
-}
-
-type rawJSON []byte
-
-func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }
-
-func timePtr(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	t = t.UTC()
-	return &t
+	EventID        string          `json:"event_id"`
+	Event          string          `json:"event"`
+	AgentID        string          `json:"agent_id,omitempty"`
+	Sequence       uint64          `json:"sequence"`
+	Status         string          `json:"status"`
+	Attempts       int             `json:"attempts"`
+	LastStatusCode int             `json:"last_status_code,omitempty"`
+	LastError      string          `json:"last_error,omitempty"`
+	LastAttemptAt  time.Time       `json:"last_attempt_at,omitzero"`
+	NextAttemptAt  time.Time       `json:"next_attempt_at,omitzero"`
+	CreatedAt      time.Time       `json:"created_at"`
+	Payload        json.RawMessage `json:"payload,omitempty"`
 }
 
 func (d *DeliveriesAPI) toJSON(dl ledger.Delivery) deliveryJSON {
 	j := deliveryJSON{
 		EventID: dl.Event.ID, Event: dl.Event.Type, AgentID: dl.Event.AgentID, Sequence: dl.Event.Sequence,
 		Status: string(dl.Status), Attempts: dl.Attempts, LastStatusCode: dl.LastStatusCode, LastError: dl.LastError,
-		LastAttemptAt: timePtr(dl.LastAttemptAt), CreatedAt: dl.Event.CreatedAt.UTC(),
+		LastAttemptAt: dl.LastAttemptAt.UTC(), CreatedAt: dl.Event.CreatedAt.UTC(),
 	}
 	if dl.Status == ledger.StatusPending {
-		j.NextAttemptAt = timePtr(dl.NextAttempt)
+		j.NextAttemptAt = dl.NextAttempt.UTC()
 	}
 	if d.WithSequence != nil {
 		if body, err := d.WithSequence(dl.Event.Body, dl.Event.Sequence); err == nil {
