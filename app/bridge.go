@@ -87,8 +87,7 @@ func (a *App) openBridge(cfg *config.Config) error {
 		Ledger: a.ledger, Control: a.control, Sender: a.sender, Worker: replicaID(),
 		Logger: a.logger, Registerer: a.registry, Now: a.opts.Now,
 	}, outboxConfig(cfg))
-	a.recoveries = bridge.NewRecoveries(a.control, tenants, a.logger)
-	a.recoveries.Wake = a.dispatcher.Wake
+	a.recoveries = bridge.NewRecoveries(a.control, tenants, a.logger, a.dispatcher.Wake)
 	a.watchdog = bridge.NewWatchdog(a.control, a.store, tenants, a.logger, a.registry, a.opts.Now)
 	a.watchdog.Configure(time.Duration(cfg.Bridge.Watchdog.Timeout), cfg.Bridge.BearerToken != "")
 	a.bridge = bridge.NewHandler(&bridge.LedgerStore{Control: a.control, Agents: a.store, Tenants: tenants, Wake: a.dispatcher.Wake, Logger: a.logger},

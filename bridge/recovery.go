@@ -27,8 +27,8 @@ type Recoveries struct {
 	control *killswitch.Control
 	tenants Tenants
 	logger  *slog.Logger
-	// Wake, when set before the first beat, is called after a commit.
-	Wake func()
+	// wake, when set, is called after a commit (it tells the outbox).
+	wake func()
 
 	queue chan recovery
 	mu    sync.Mutex
@@ -47,11 +47,12 @@ type recovery struct {
 	interval     time.Duration
 }
 
-// NewRecoveries starts the announcer; Close stops it.
-func NewRecoveries(control *killswitch.Control, tenants Tenants, logger *slog.Logger) *Recoveries {
+// NewRecoveries starts the announcer; Close stops it. wake, when not nil,
+// is called after each commit.
+func NewRecoveries(control *killswitch.Control, tenants Tenants, logger *slog.Logger, wake func()) *Recoveries {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Recoveries{
-		control: control, tenants: tenants, logger: logger,
+		control: control, tenants: tenants, logger: logger, wake: wake,
 		queue: make(chan recovery, recoveryQueue), pending: make(map[fleet.Key]struct{}),
 		cancel: cancel,
 	}
@@ -159,8 +160,8 @@ func (r *Recoveries) commit(batch []recovery) {
 		r.logger.Warn("cannot commit recoveries; the next heartbeats retry", "agents", len(ops), "err", err)
 		return
 	}
-	if r.Wake != nil {
-		r.Wake()
+	if r.wake != nil {
+		r.wake()
 	}
 	for i, op := range ops {
 		if res.Applied(i) {
