@@ -140,12 +140,11 @@ func TestHelmSchemaRejects(t *testing.T) {
 
 // chart is the rendered chart, parsed.
 type chart struct {
+	rendered
 	c       chartCase
-	all     []object
 	kind    string // StatefulSet or Deployment
 	work    workload
 	pod     podSpec
-	main    container
 	config  string // sentinel.yml of the ConfigMap
 	secrets map[string]map[string]string
 	notes   string
@@ -252,7 +251,7 @@ func renderChart(t *testing.T, c chartCase) *chart {
 	out, err := runHelm(t, args...)
 	require.NoError(t, err)
 	notes := renderNotes(t, c)
-	ch := &chart{c: c, all: parseObjects(t, "helm template "+c.name, []byte(out)), secrets: chartSecrets(t), notes: notes}
+	ch := &chart{rendered: rendered{all: parseObjects(t, "helm template "+c.name, []byte(out))}, c: c, secrets: chartSecrets(t), notes: notes}
 	for _, kind := range []string{"StatefulSet", "Deployment"} {
 		for _, o := range ch.ofKind(kind) {
 			require.Empty(t, ch.kind, "one workload")
@@ -308,47 +307,6 @@ func renderNotes(t *testing.T, c chartCase) string {
 	require.NoError(t, yaml.Unmarshal([]byte(out), &doc))
 	require.NotEmpty(t, doc.Notes)
 	return doc.Notes
-}
-
-func (c *chart) ofKind(kind string) []object {
-	var out []object
-	for _, o := range c.all {
-		if o.Kind == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-func (c *chart) find(kind, name string) (object, bool) {
-	for _, o := range c.all {
-		if o.Kind == kind && o.Metadata.Name == name {
-			return o, true
-		}
-	}
-	return object{}, false
-}
-
-func (c *chart) services(t *testing.T) []service {
-	t.Helper()
-	var out []service
-	for _, o := range c.ofKind("Service") {
-		var s service
-		require.NoError(t, o.node.Decode(&s))
-		out = append(out, s)
-	}
-	return out
-}
-
-func (c *chart) mount(t *testing.T, volume string) volumeMount {
-	t.Helper()
-	for _, vm := range c.main.VolumeMounts {
-		if vm.Name == volume {
-			return vm
-		}
-	}
-	require.Failf(t, "no volume mount", "the sentinel container mounts no volume %q", volume)
-	return volumeMount{}
 }
 
 // secretFiles returns every *_file and *_files value of a sentinel

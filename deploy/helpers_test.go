@@ -245,20 +245,15 @@ func loadObjects(t *testing.T, file string) []object {
 	return objs
 }
 
-// manifests are the parsed objects of sentinel.yaml and secret.example.yaml.
-type manifests struct {
-	all     []object
-	sts     statefulSet
-	pod     podSpec
-	main    container // the sentinel container
-	cfgMap  configMap
-	cfgName string
-	secret  secret
-	secName string
+// rendered is what the plain manifests and the rendered chart have in
+// common: their objects and the sentinel container of their workload.
+type rendered struct {
+	all  []object
+	main container // the sentinel container
 }
 
-func (m *manifests) find(kind, name string) (object, bool) {
-	for _, o := range m.all {
+func (r *rendered) find(kind, name string) (object, bool) {
+	for _, o := range r.all {
 		if o.Kind == kind && o.Metadata.Name == name {
 			return o, true
 		}
@@ -266,9 +261,9 @@ func (m *manifests) find(kind, name string) (object, bool) {
 	return object{}, false
 }
 
-func (m *manifests) ofKind(kind string) []object {
+func (r *rendered) ofKind(kind string) []object {
 	var out []object
-	for _, o := range m.all {
+	for _, o := range r.all {
 		if o.Kind == kind {
 			out = append(out, o)
 		}
@@ -276,10 +271,10 @@ func (m *manifests) ofKind(kind string) []object {
 	return out
 }
 
-func (m *manifests) services(t *testing.T) []service {
+func (r *rendered) services(t *testing.T) []service {
 	t.Helper()
 	var out []service
-	for _, o := range m.ofKind("Service") {
+	for _, o := range r.ofKind("Service") {
 		var s service
 		require.NoError(t, o.node.Decode(&s), o.String())
 		out = append(out, s)
@@ -287,10 +282,10 @@ func (m *manifests) services(t *testing.T) []service {
 	return out
 }
 
-// volumeFor returns the pod volume mounted at mountPath by the sentinel container.
-func (m *manifests) mount(t *testing.T, name string) volumeMount {
+// mount returns the sentinel container's mount of the pod volume name.
+func (r *rendered) mount(t *testing.T, name string) volumeMount {
 	t.Helper()
-	for _, vm := range m.main.VolumeMounts {
+	for _, vm := range r.main.VolumeMounts {
 		if vm.Name == name {
 			return vm
 		}
@@ -299,9 +294,20 @@ func (m *manifests) mount(t *testing.T, name string) volumeMount {
 	return volumeMount{}
 }
 
+// manifests are the parsed objects of sentinel.yaml and secret.example.yaml.
+type manifests struct {
+	rendered
+	sts     statefulSet
+	pod     podSpec
+	cfgMap  configMap
+	cfgName string
+	secret  secret
+	secName string
+}
+
 func loadManifests(t *testing.T) *manifests {
 	t.Helper()
-	m := &manifests{all: append(loadObjects(t, manifestFile), loadObjects(t, secretFile)...)}
+	m := &manifests{rendered: rendered{all: append(loadObjects(t, manifestFile), loadObjects(t, secretFile)...)}}
 	sets := m.ofKind("StatefulSet")
 	require.Len(t, sets, 1, "one StatefulSet")
 	require.NoError(t, sets[0].node.Decode(&m.sts))
