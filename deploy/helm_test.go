@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -694,22 +693,7 @@ func testChart(t *testing.T, c *chart) {
 func TestHelmChartServes(t *testing.T) {
 	c := renderChart(t, chartCases[0])
 	env := newChartPodEnv(t, c)
-	var logs strings.Builder
-	cmd := exec.Command(sentinelBin, env.args...)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("sentinel output:\n%s", logs.String())
-		}
-	}()
+	proc := startPod(t, env.args)
 	client := &http.Client{Timeout: 5 * time.Second}
 	do := func(method, path, token, body string) int {
 		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+env.addr+path, strings.NewReader(body))
@@ -731,14 +715,7 @@ func TestHelmChartServes(t *testing.T) {
 	require.Equal(t, http.StatusOK, do(http.MethodPost, "/api/v1/installations/agent-01/heartbeat", keys["acme-api-key"], `{"status":"healthy"}`))
 	require.Equal(t, http.StatusOK, do(http.MethodGet, "/api/v1/installations/agent-01", keys["acme-admin-token"], ""))
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		stopped = true
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		require.Fail(t, "sentinel did not stop")
-	}
+	require.NoError(t, proc.terminate(t, 10*time.Second))
 	storage := flagValue(env.args, "storage.path", "")
 	for _, f := range []string{"agents.snapshot", "token.key"} {
 		require.FileExists(t, filepath.Join(storage, f))

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -430,6 +431,50 @@ func newPodEnv(t *testing.T, m *manifests) *podEnv {
 
 // freeAddr returns a loopback address nothing listens on at the moment.
 func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
+
+// podProc is the sentinel binary running with a pod's arguments. The test owns
+// it: a cleanup kills it unless terminate saw it exit, and logs its output
+// when the test failed.
+type podProc struct {
+	cmd     *exec.Cmd
+	exited  chan error // Wait's result, sent once
+	stopped bool
+}
+
+func startPod(t *testing.T, args []string) *podProc {
+	t.Helper()
+	var logs strings.Builder
+	p := &podProc{cmd: exec.Command(sentinelBin, args...), exited: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = &logs, &logs
+	require.NoError(t, p.cmd.Start())
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if !p.stopped {
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("sentinel output:\n%s", logs.String())
+		}
+	})
+	return p
+}
+
+// terminate sends SIGTERM, as the kubelet stops a pod, and returns how the
+// binary exited; it fails the test when the binary is still running after
+// grace.
+func (p *podProc) terminate(t *testing.T, grace time.Duration) error {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.exited:
+		p.stopped = true
+		return err
+	case <-time.After(grace):
+		require.Failf(t, "sentinel did not stop", "still running %v after SIGTERM", grace)
+		return nil
+	}
+}
 
 // runSentinel runs the binary with args and returns its exit code and output.
 func runSentinel(t *testing.T, args ...string) (int, string) {
