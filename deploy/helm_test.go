@@ -19,6 +19,7 @@ import (
 	"github.com/agentsentinel/sentinel/config"
 	"github.com/agentsentinel/sentinel/dashboards"
 	"github.com/agentsentinel/sentinel/deploy/helm"
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // Paths of the chart and its test inputs, relative to this package.
@@ -351,7 +352,7 @@ type chartPodEnv struct {
 
 func newChartPodEnv(t *testing.T, c *chart) *chartPodEnv {
 	t.Helper()
-	e := &chartPodEnv{root: t.TempDir(), addr: freeAddr(t)}
+	e := &chartPodEnv{root: t.TempDir(), addr: testutil.FreeAddr(t)}
 	rewrite := func(s string) string { return strings.ReplaceAll(s, "/etc/sentinel/", e.root+"/etc/sentinel/") }
 	for _, v := range c.pod.Volumes {
 		dir := e.root + c.mount(t, v.Name).MountPath

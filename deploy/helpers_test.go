@@ -411,7 +411,7 @@ func newPodEnv(t *testing.T, m *manifests) *podEnv {
 		require.NoError(t, os.MkdirAll(e.root+m.mount(t, vct.Metadata.Name).MountPath, 0o755))
 	}
 
-	e.addr = freeAddr(t)
+	e.addr = testutil.FreeAddr(t)
 	for _, a := range m.main.Args {
 		name, value, ok := strings.Cut(a, "=")
 		require.True(t, ok, "argument %q has the --flag=value form", a)
@@ -428,9 +428,6 @@ func newPodEnv(t *testing.T, m *manifests) *podEnv {
 	}
 	return e
 }
-
-// freeAddr returns a loopback address nothing listens on at the moment.
-func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
 
 // podProc is the sentinel binary running with a pod's arguments. The test owns
 // it: a cleanup kills it unless terminate saw it exit, and logs its output
