@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -404,22 +403,7 @@ func TestManifestRunsTheRealBinary(t *testing.T) {
 
 func serveProbeReloadStop(t *testing.T, m *manifests, env *podEnv) {
 	c := m.main
-	var logs strings.Builder
-	cmd := exec.Command(sentinelBin, env.args...)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("sentinel output:\n%s", logs.String())
-		}
-	}()
+	proc := startPod(t, env.args)
 
 	base := "http://" + env.addr
 	client := &http.Client{Timeout: 5 * time.Second}
@@ -476,15 +460,8 @@ func serveProbeReloadStop(t *testing.T, m *manifests, env *podEnv) {
 	// SIGTERM, as the kubelet stops the pod: exit 0 within the grace
 	// period, the final snapshot on the volume.
 	start := time.Now()
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	grace := time.Duration(*m.pod.TerminationGracePeriodSeconds) * time.Second
-	select {
-	case err := <-exited:
-		stopped = true
-		require.NoError(t, err, "clean exit")
-	case <-time.After(min(grace, 10*time.Second)):
-		require.Fail(t, "sentinel did not stop within the grace period")
-	}
+	require.NoError(t, proc.terminate(t, min(grace, 10*time.Second)), "clean exit")
 	t.Logf("stopped in %v", time.Since(start).Round(time.Millisecond))
 	for _, f := range []string{"agents.snapshot", "ledger.journal", "token.key", "LOCK"} {
 		require.FileExists(t, filepath.Join(env.storage, f))

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/agentsentinel/sentinel/config"
 	"github.com/agentsentinel/sentinel/dashboards"
 	"github.com/agentsentinel/sentinel/deploy/helm"
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // Paths of the chart and its test inputs, relative to this package.
@@ -140,12 +140,11 @@ func TestHelmSchemaRejects(t *testing.T) {
 
 // chart is the rendered chart, parsed.
 type chart struct {
+	rendered
 	c       chartCase
-	all     []object
 	kind    string // StatefulSet or Deployment
 	work    workload
 	pod     podSpec
-	main    container
 	config  string // sentinel.yml of the ConfigMap
 	secrets map[string]map[string]string
 	notes   string
@@ -252,7 +251,7 @@ func renderChart(t *testing.T, c chartCase) *chart {
 	out, err := runHelm(t, args...)
 	require.NoError(t, err)
 	notes := renderNotes(t, c)
-	ch := &chart{c: c, all: parseObjects(t, "helm template "+c.name, []byte(out)), secrets: chartSecrets(t), notes: notes}
+	ch := &chart{rendered: rendered{all: parseObjects(t, "helm template "+c.name, []byte(out))}, c: c, secrets: chartSecrets(t), notes: notes}
 	for _, kind := range []string{"StatefulSet", "Deployment"} {
 		for _, o := range ch.ofKind(kind) {
 			require.Empty(t, ch.kind, "one workload")
@@ -310,47 +309,6 @@ func renderNotes(t *testing.T, c chartCase) string {
 	return doc.Notes
 }
 
-func (c *chart) ofKind(kind string) []object {
-	var out []object
-	for _, o := range c.all {
-		if o.Kind == kind {
-			out = append(out, o)
-		}
-	}
-	return out
-}
-
-func (c *chart) find(kind, name string) (object, bool) {
-	for _, o := range c.all {
-		if o.Kind == kind && o.Metadata.Name == name {
-			return o, true
-		}
-	}
-	return object{}, false
-}
-
-func (c *chart) services(t *testing.T) []service {
-	t.Helper()
-	var out []service
-	for _, o := range c.ofKind("Service") {
-		var s service
-		require.NoError(t, o.node.Decode(&s))
-		out = append(out, s)
-	}
-	return out
-}
-
-func (c *chart) mount(t *testing.T, volume string) volumeMount {
-	t.Helper()
-	for _, vm := range c.main.VolumeMounts {
-		if vm.Name == volume {
-			return vm
-		}
-	}
-	require.Failf(t, "no volume mount", "the sentinel container mounts no volume %q", volume)
-	return volumeMount{}
-}
-
 // secretFiles returns every *_file and *_files value of a sentinel
 // configuration, wherever it is: what the configuration reads from Secrets.
 func secretFiles(t *testing.T, config string) []string {
@@ -394,7 +352,7 @@ type chartPodEnv struct {
 
 func newChartPodEnv(t *testing.T, c *chart) *chartPodEnv {
 	t.Helper()
-	e := &chartPodEnv{root: t.TempDir(), addr: freeAddr(t)}
+	e := &chartPodEnv{root: t.TempDir(), addr: testutil.FreeAddr(t)}
 	rewrite := func(s string) string { return strings.ReplaceAll(s, "/etc/sentinel/", e.root+"/etc/sentinel/") }
 	for _, v := range c.pod.Volumes {
 		dir := e.root + c.mount(t, v.Name).MountPath
@@ -736,22 +694,7 @@ func testChart(t *testing.T, c *chart) {
 func TestHelmChartServes(t *testing.T) {
 	c := renderChart(t, chartCases[0])
 	env := newChartPodEnv(t, c)
-	var logs strings.Builder
-	cmd := exec.Command(sentinelBin, env.args...)
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("sentinel output:\n%s", logs.String())
-		}
-	}()
+	proc := startPod(t, env.args)
 	client := &http.Client{Timeout: 5 * time.Second}
 	do := func(method, path, token, body string) int {
 		req, err := http.NewRequestWithContext(t.Context(), method, "http://"+env.addr+path, strings.NewReader(body))
@@ -773,14 +716,7 @@ func TestHelmChartServes(t *testing.T) {
 	require.Equal(t, http.StatusOK, do(http.MethodPost, "/api/v1/installations/agent-01/heartbeat", keys["acme-api-key"], `{"status":"healthy"}`))
 	require.Equal(t, http.StatusOK, do(http.MethodGet, "/api/v1/installations/agent-01", keys["acme-admin-token"], ""))
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		stopped = true
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second):
-		require.Fail(t, "sentinel did not stop")
-	}
+	require.NoError(t, proc.terminate(t, 10*time.Second))
 	storage := flagValue(env.args, "storage.path", "")
 	for _, f := range []string{"agents.snapshot", "token.key"} {
 		require.FileExists(t, filepath.Join(storage, f))

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -245,20 +246,15 @@ func loadObjects(t *testing.T, file string) []object {
 	return objs
 }
 
-// manifests are the parsed objects of sentinel.yaml and secret.example.yaml.
-type manifests struct {
-	all     []object
-	sts     statefulSet
-	pod     podSpec
-	main    container // the sentinel container
-	cfgMap  configMap
-	cfgName string
-	secret  secret
-	secName string
+// rendered is what the plain manifests and the rendered chart have in
+// common: their objects and the sentinel container of their workload.
+type rendered struct {
+	all  []object
+	main container // the sentinel container
 }
 
-func (m *manifests) find(kind, name string) (object, bool) {
-	for _, o := range m.all {
+func (r *rendered) find(kind, name string) (object, bool) {
+	for _, o := range r.all {
 		if o.Kind == kind && o.Metadata.Name == name {
 			return o, true
 		}
@@ -266,9 +262,9 @@ func (m *manifests) find(kind, name string) (object, bool) {
 	return object{}, false
 }
 
-func (m *manifests) ofKind(kind string) []object {
+func (r *rendered) ofKind(kind string) []object {
 	var out []object
-	for _, o := range m.all {
+	for _, o := range r.all {
 		if o.Kind == kind {
 			out = append(out, o)
 		}
@@ -276,10 +272,10 @@ func (m *manifests) ofKind(kind string) []object {
 	return out
 }
 
-func (m *manifests) services(t *testing.T) []service {
+func (r *rendered) services(t *testing.T) []service {
 	t.Helper()
 	var out []service
-	for _, o := range m.ofKind("Service") {
+	for _, o := range r.ofKind("Service") {
 		var s service
 		require.NoError(t, o.node.Decode(&s), o.String())
 		out = append(out, s)
@@ -287,10 +283,10 @@ func (m *manifests) services(t *testing.T) []service {
 	return out
 }
 
-// volumeFor returns the pod volume mounted at mountPath by the sentinel container.
-func (m *manifests) mount(t *testing.T, name string) volumeMount {
+// mount returns the sentinel container's mount of the pod volume name.
+func (r *rendered) mount(t *testing.T, name string) volumeMount {
 	t.Helper()
-	for _, vm := range m.main.VolumeMounts {
+	for _, vm := range r.main.VolumeMounts {
 		if vm.Name == name {
 			return vm
 		}
@@ -299,9 +295,20 @@ func (m *manifests) mount(t *testing.T, name string) volumeMount {
 	return volumeMount{}
 }
 
+// manifests are the parsed objects of sentinel.yaml and secret.example.yaml.
+type manifests struct {
+	rendered
+	sts     statefulSet
+	pod     podSpec
+	cfgMap  configMap
+	cfgName string
+	secret  secret
+	secName string
+}
+
 func loadManifests(t *testing.T) *manifests {
 	t.Helper()
-	m := &manifests{all: append(loadObjects(t, manifestFile), loadObjects(t, secretFile)...)}
+	m := &manifests{rendered: rendered{all: append(loadObjects(t, manifestFile), loadObjects(t, secretFile)...)}}
 	sets := m.ofKind("StatefulSet")
 	require.Len(t, sets, 1, "one StatefulSet")
 	require.NoError(t, sets[0].node.Decode(&m.sts))
@@ -404,7 +411,7 @@ func newPodEnv(t *testing.T, m *manifests) *podEnv {
 		require.NoError(t, os.MkdirAll(e.root+m.mount(t, vct.Metadata.Name).MountPath, 0o755))
 	}
 
-	e.addr = freeAddr(t)
+	e.addr = testutil.FreeAddr(t)
 	for _, a := range m.main.Args {
 		name, value, ok := strings.Cut(a, "=")
 		require.True(t, ok, "argument %q has the --flag=value form", a)
@@ -422,8 +429,49 @@ func newPodEnv(t *testing.T, m *manifests) *podEnv {
 	return e
 }
 
-// freeAddr returns a loopback address nothing listens on at the moment.
-func freeAddr(t *testing.T) string { return testutil.FreeAddr(t) }
+// podProc is the sentinel binary running with a pod's arguments. The test owns
+// it: a cleanup kills it unless terminate saw it exit, and logs its output
+// when the test failed.
+type podProc struct {
+	cmd     *exec.Cmd
+	exited  chan error // Wait's result, sent once
+	stopped bool
+}
+
+func startPod(t *testing.T, args []string) *podProc {
+	t.Helper()
+	var logs strings.Builder
+	p := &podProc{cmd: exec.Command(sentinelBin, args...), exited: make(chan error, 1)}
+	p.cmd.Stdout, p.cmd.Stderr = &logs, &logs
+	require.NoError(t, p.cmd.Start())
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if !p.stopped {
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+		if t.Failed() {
+			t.Logf("sentinel output:\n%s", logs.String())
+		}
+	})
+	return p
+}
+
+// terminate sends SIGTERM, as the kubelet stops a pod, and returns how the
+// binary exited; it fails the test when the binary is still running after
+// grace.
+func (p *podProc) terminate(t *testing.T, grace time.Duration) error {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.exited:
+		p.stopped = true
+		return err
+	case <-time.After(grace):
+		require.Failf(t, "sentinel did not stop", "still running %v after SIGTERM", grace)
+		return nil
+	}
+}
 
 // runSentinel runs the binary with args and returns its exit code and output.
 func runSentinel(t *testing.T, args ...string) (int, string) {

@@ -365,19 +365,27 @@ type promRuleGroup struct {
 // promGet calls a Prometheus API endpoint and decodes its data.
 func (s *stack) promGet(t *testing.T, path string, data any) {
 	t.Helper()
-	resp, err := s.client.Get(s.promURL + path)
+	apiGet(t, s.client, s.promURL+path, data)
+}
+
+// apiGet calls an endpoint of the Prometheus HTTP API, or of an API that
+// answers in its form (VictoriaMetrics, vmalert), and decodes its data: the
+// answer must be 200 with status "success".
+func apiGet(t *testing.T, client *http.Client, u string, data any) {
+	t.Helper()
+	resp, err := client.Get(u)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", path, body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", u, body)
 	var env struct {
 		Status string          `json:"status"`
 		Data   json.RawMessage `json:"data"`
 	}
-	require.NoError(t, json.Unmarshal(body, &env), "GET %s: %s", path, body)
-	require.Equal(t, "success", env.Status, "GET %s: %s", path, body)
-	require.NoError(t, json.Unmarshal(env.Data, data), "GET %s: %s", path, body)
+	require.NoError(t, json.Unmarshal(body, &env), "GET %s: %s", u, body)
+	require.Equal(t, "success", env.Status, "GET %s: %s", u, body)
+	require.NoError(t, json.Unmarshal(env.Data, data), "GET %s: %s", u, body)
 }
 
 // alerts returns the pending and firing alerts of Prometheus.

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -116,7 +115,7 @@ func TestVictoriaMetrics(t *testing.T) {
 		var data struct {
 			Alerts []vmAlert `json:"alerts"`
 		}
-		vmGet(t, s.client, vmalertURL+"/api/v1/alerts", &data)
+		apiGet(t, s.client, vmalertURL+"/api/v1/alerts", &data)
 		out := map[string]vmAlert{}
 		for _, a := range data.Alerts {
 			require.NotEqual(t, "vm-healthy", a.Labels["agent_id"], "an agent that keeps beating raised %s", a.Name)
@@ -185,25 +184,6 @@ func without(m map[string]string, keys ...string) map[string]string {
 	return out
 }
 
-// vmGet calls a Prometheus-style API endpoint of VictoriaMetrics or vmalert
-// and decodes its data.
-func vmGet(t *testing.T, client *http.Client, u string, data any) {
-	t.Helper()
-	resp, err := client.Get(u)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "GET %s: %s", u, raw)
-	var env struct {
-		Status string          `json:"status"`
-		Data   json.RawMessage `json:"data"`
-	}
-	require.NoError(t, json.Unmarshal(raw, &env), "GET %s: %s", u, raw)
-	require.Equal(t, "success", env.Status, "GET %s: %s", u, raw)
-	require.NoError(t, json.Unmarshal(env.Data, data), "GET %s: %s", u, raw)
-}
-
 // vmQuery runs an instant query against VictoriaMetrics and returns the
 // values of the vector.
 func vmQuery(t *testing.T, client *http.Client, vmURL, q string) []string {
@@ -213,7 +193,7 @@ func vmQuery(t *testing.T, client *http.Client, vmURL, q string) []string {
 			Value [2]any `json:"value"`
 		} `json:"result"`
 	}
-	vmGet(t, client, vmURL+"/api/v1/query?query="+url.QueryEscape(q), &data)
+	apiGet(t, client, vmURL+"/api/v1/query?query="+url.QueryEscape(q), &data)
 	out := make([]string, 0, len(data.Result))
 	for _, r := range data.Result {
 		out = append(out, fmt.Sprint(r.Value[1]))
