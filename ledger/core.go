@@ -94,21 +94,13 @@ func (c *Core) Deliveries(_ context.Context, f DeliveryFilter) ([]Delivery, stri
 func (c *Core) Catch(changes []Change) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.catch(changes)
-}
-
-func (c *Core) catch(changes []Change) error {
 	for _, ch := range changes {
 		if ch.Revision <= c.m.Revision {
 			continue
 		}
-		if ch.Revision != c.m.Revision+1 {
-			return fmt.Errorf("%w: change %d follows revision %d", ErrCorrupt, ch.Revision, c.m.Revision)
+		if err := c.m.applyChange(ch); err != nil {
+			return err
 		}
-		for _, op := range ch.Ops {
-			c.m.apply(op, nil)
-		}
-		c.m.Revision = ch.Revision
 		c.publish(ch)
 	}
 	return nil
@@ -314,13 +306,9 @@ func (t *Txn) Catch(changes []Change) error {
 		if ch.Revision <= t.c.m.Revision {
 			continue
 		}
-		if ch.Revision != t.c.m.Revision+1 {
-			return fmt.Errorf("%w: change %d follows revision %d", ErrCorrupt, ch.Revision, t.c.m.Revision)
+		if err := t.c.m.applyChange(ch); err != nil {
+			return err
 		}
-		for _, op := range ch.Ops {
-			t.c.m.apply(op, nil)
-		}
-		t.c.m.Revision = ch.Revision
 		t.caught = append(t.caught, ch)
 	}
 	return nil
