@@ -525,9 +525,6 @@ func (l *Ledger) LoadAgents(ctx context.Context, read func(string, time.Time, io
 	return nil
 }
 
-// Healthy implements ledger.Ledger.
-func (l *Ledger) Healthy() error { return l.Core.Healthy() }
-
 // Close stops following, fails later Applies and closes the connections.
 func (l *Ledger) Close() error {
 	l.closeOnce.Do(func() {
