@@ -3,7 +3,6 @@ package ledger
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -154,23 +153,6 @@ func (c *Core) Watch(ctx context.Context, after Revision, fn func(Change) error)
 	}
 }
 
-// WaitFor blocks until the state has reached rev or ctx ends.
-func (c *Core) WaitFor(ctx context.Context, rev Revision) error {
-	for {
-		c.mu.Lock()
-		cur, wait := c.m.Revision, c.notify
-		c.mu.Unlock()
-		if cur >= rev {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-wait:
-		}
-	}
-}
-
 // Apply implements Ledger.Apply: it queues ops for the committer and waits
 // for the outcome.
 func (c *Core) Apply(ctx context.Context, ops ...Op) (Result, error) {
@@ -253,12 +235,6 @@ func (c *Core) Redeliver(ctx context.Context, id string, now time.Time) error {
 		}
 		return []Op{RedeliverEvent{ID: id, At: now}}, nil
 	}})
-	return err
-}
-
-// Prune queues a Prune of what outlived its retention at now.
-func (c *Core) Prune(ctx context.Context, now time.Time) error {
-	_, err := c.Apply(ctx, Prune{At: now})
 	return err
 }
 
@@ -378,7 +354,7 @@ func (c *Core) RunCommitter(stop <-chan struct{}, p Persister) {
 		case r := <-c.reqs:
 			batch = append(batch, r)
 		case <-stop:
-			c.drain(stop)
+			c.drain()
 			return
 		}
 	more:
@@ -395,7 +371,7 @@ func (c *Core) RunCommitter(stop <-chan struct{}, p Persister) {
 }
 
 // drain answers Applies arriving after stop.
-func (c *Core) drain(stop <-chan struct{}) {
+func (c *Core) drain() {
 	go func() {
 		for r := range c.reqs {
 			r.done <- reply{err: ErrClosed}
@@ -434,11 +410,6 @@ func (c *Core) commit(batch []*request, p Persister) {
 	for i, r := range batch {
 		r.done <- replies[i]
 	}
-}
-
-// IsUnavailable reports whether err means the backend could not commit.
-func IsUnavailable(err error) bool {
-	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed)
 }
 
 // EncodeSnapshot writes the state within a batch, for a backend that

@@ -534,6 +534,3 @@ func (l *Ledger) Close() error {
 	})
 	return nil
 }
-
-// Replica returns the replica's name.
-func (l *Ledger) Replica() string { return l.o.Replica }
