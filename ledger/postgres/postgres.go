@@ -467,16 +467,20 @@ func (l *Ledger) compact(ctx context.Context, now time.Time) error {
 			return fmt.Errorf("prune the ledger: %w", err)
 		}
 	}
+	// Decide before encoding: the whole state is encoded only when a
+	// snapshot is due, not every snapshot interval. The revision only
+	// grows, so the encoded one is due too.
+	cur := l.Core.Revision()
+	l.mu.Lock()
+	due := cur > l.snapshotRev+keepChanges/10
+	l.mu.Unlock()
+	if !due {
+		return nil
+	}
 	var buf bytes.Buffer
 	rev, err := l.Core.EncodeSnapshot(&buf)
 	if err != nil {
 		return err
-	}
-	l.mu.Lock()
-	due := rev > l.snapshotRev+keepChanges/10
-	l.mu.Unlock()
-	if !due {
-		return nil
 	}
 	_, err = l.pool.Exec(ctx, `INSERT INTO ledger_snapshot (revision, state) VALUES ($1, $2)
 		ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, state = excluded.state
