@@ -149,18 +149,13 @@ func (l *Ledger) load(ctx context.Context) error {
 	if _, err := l.SigningKey(ctx, l.o.KeySize); err != nil {
 		return err
 	}
-	var rev int64
-	var state []byte
-	err := l.pool.QueryRow(ctx, "SELECT revision, state FROM ledger_snapshot").Scan(&rev, &state)
+	rev, err := l.loadSnapshot(ctx)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
-		return fmt.Errorf("load ledger snapshot: %w", describe(err))
+		return fmt.Errorf("load ledger snapshot: %w", err)
 	default:
-		if _, err := l.Core.DecodeSnapshot(bytes.NewReader(state)); err != nil {
-			return fmt.Errorf("%w: table ledger_snapshot: %v", ledger.ErrCorrupt, err)
-		}
-		l.snapshotRev = ledger.Revision(rev)
+		l.snapshotRev = rev
 	}
 	for {
 		n, err := l.poll(ctx, l.pool)
@@ -215,16 +210,29 @@ func (l *Ledger) poll(ctx context.Context, q querier) (int, error) {
 	}
 	if len(changes) > 0 && changes[0].Revision != cur+1 {
 		l.logger.Warn("ledger changes pruned while this replica was behind; reloading the snapshot", "revision", cur)
-		var state []byte
-		if err := l.pool.QueryRow(ctx, "SELECT state FROM ledger_snapshot").Scan(&state); err != nil {
-			return 0, fmt.Errorf("reload ledger snapshot: %w", describe(err))
-		}
-		if _, err := l.Core.DecodeSnapshot(bytes.NewReader(state)); err != nil {
-			return 0, fmt.Errorf("%w: table ledger_snapshot: %v", ledger.ErrCorrupt, err)
+		if _, err := l.loadSnapshot(ctx); err != nil {
+			return 0, fmt.Errorf("reload ledger snapshot: %w", err)
 		}
 		return 1, nil
 	}
 	return len(changes), l.Core.Catch(changes)
+}
+
+// loadSnapshot replaces the core's state with the ledger snapshot and
+// returns its revision; pgx.ErrNoRows when there is none yet.
+func (l *Ledger) loadSnapshot(ctx context.Context) (ledger.Revision, error) {
+	var state []byte
+	if err := l.pool.QueryRow(ctx, "SELECT state FROM ledger_snapshot").Scan(&state); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return 0, err
+		}
+		return 0, describe(err)
+	}
+	rev, err := l.Core.DecodeSnapshot(bytes.NewReader(state))
+	if err != nil {
+		return 0, fmt.Errorf("%w: table ledger_snapshot: %v", ledger.ErrCorrupt, err)
+	}
+	return rev, nil
 }
 
 // follow applies other replicas' changes as they come: woken by NOTIFY,
