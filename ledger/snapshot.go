@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,19 +62,7 @@ type snapshotDelivery struct {
 
 func sortedKeys[V any](m map[fleet.Key]V) []fleet.Key {
 	return slices.SortedFunc(maps.Keys(m), func(a, b fleet.Key) int {
-		if a.Tenant != b.Tenant {
-			if a.Tenant < b.Tenant {
-				return -1
-			}
-			return 1
-		}
-		switch {
-		case a.AgentID < b.AgentID:
-			return -1
-		case a.AgentID > b.AgentID:
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.AgentID, b.AgentID))
 	})
 }
 
@@ -114,7 +103,7 @@ func (c *Core) encodable() *snapshot {
 		v.Event = d.Event.clone()
 		s.Deliveries = append(s.Deliveries, snapshotDelivery{Delivery: v, Ordinal: d.ordinal})
 	}
-	slices.SortFunc(s.Deliveries, func(a, b snapshotDelivery) int { return cmpUint(a.Ordinal, b.Ordinal) })
+	slices.SortFunc(s.Deliveries, func(a, b snapshotDelivery) int { return cmp.Compare(a.Ordinal, b.Ordinal) })
 	return s
 }
 
