@@ -2,9 +2,7 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -410,11 +408,4 @@ func (c *Core) commit(batch []*request, p Persister) {
 	for i, r := range batch {
 		r.done <- replies[i]
 	}
-}
-
-// EncodeSnapshot writes the state within a batch, for a backend that
-// compacts while persisting.
-func (t *Txn) EncodeSnapshot(w io.Writer) (Revision, error) {
-	s := t.c.encodable()
-	return s.Revision, json.NewEncoder(w).Encode(s)
 }

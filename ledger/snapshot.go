@@ -66,11 +66,22 @@ func sortedKeys[V any](m map[fleet.Key]V) []fleet.Key {
 	})
 }
 
-// EncodeSnapshot writes the whole state (outbox included) to w.
+// EncodeSnapshot writes the whole state (outbox included) to w and returns
+// its revision.
 func (c *Core) EncodeSnapshot(w io.Writer) (Revision, error) {
 	c.mu.Lock()
 	s := c.encodable()
 	c.mu.Unlock()
+	return s.encode(w)
+}
+
+// EncodeSnapshot writes the state within a batch (the Core's lock is held),
+// for a backend that compacts while persisting.
+func (t *Txn) EncodeSnapshot(w io.Writer) (Revision, error) {
+	return t.c.encodable().encode(w)
+}
+
+func (s *snapshot) encode(w io.Writer) (Revision, error) {
 	return s.Revision, json.NewEncoder(w).Encode(s)
 }
 
@@ -107,8 +118,10 @@ func (c *Core) encodable() *snapshot {
 	return s
 }
 
-// DecodeSnapshot replaces the state with the one EncodeSnapshot wrote. It
-// is called before the core is used.
+// DecodeSnapshot replaces the state with the one EncodeSnapshot wrote, and
+// drops the watch log: a Watch from before the snapshot's revision then gets
+// ErrCompacted. Backends call it at start and, when a shared backend pruned
+// the changes a replica was behind on, while the core is in use.
 func (c *Core) DecodeSnapshot(r io.Reader) (Revision, error) {
 	var s snapshot
 	if err := json.NewDecoder(r).Decode(&s); err != nil {
