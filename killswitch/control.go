@@ -519,7 +519,7 @@ func (c *Control) revokeOp(k fleet.Key, r fleet.Revocation) ledger.Revoke {
 // Revoke revokes an agent; an agent already revoked keeps its first
 // revocation (idempotent), returned with a false second result.
 func (c *Control) Revoke(ctx context.Context, k fleet.Key, r fleet.Revocation) (fleet.Revocation, bool, error) {
-	res, err := c.commit(ctx, c.revokeOp(k, r))
+	res, err := c.Commit(ctx, c.revokeOp(k, r)) // counts and logs the revocation
 	if err != nil {
 		return fleet.Revocation{}, false, fmt.Errorf("revoke %s: %w", k, err)
 	}
@@ -527,8 +527,6 @@ func (c *Control) Revoke(ctx context.Context, k fleet.Key, r fleet.Revocation) (
 		old, _ := c.Revocation(k)
 		return old, false, nil
 	}
-	c.revocationsTotal.WithLabelValues(sourceLabel(r.Source)).Inc()
-	c.logger.Warn("agent revoked", "tenant", k.Tenant, "agent_id", k.AgentID, "reason", r.Reason, "revoked_by", r.Source)
 	return r, true, nil
 }
 
