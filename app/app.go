@@ -292,10 +292,10 @@ func (a *App) mergeReplicas(all bool) error {
 				return true
 			}
 			if a.store.Merge(ag) {
-				_, revoked := a.control.Revocation(ag.Key)
+				// The kill switch's bits, as for an agent new to the store.
+				revoked, cmd, seq := a.control.NewAgent(ag.Key)
 				a.store.SetRevoked(ag.Key, revoked)
-				pc, _ := a.control.PendingCommand(ag.Key)
-				a.store.SetCommand(ag.Key, pc.Command, pc.Seq)
+				a.store.SetCommand(ag.Key, cmd, seq)
 			}
 			return true
 		})
