@@ -177,9 +177,14 @@ func (c *Control) wake() {
 // apply brings one committed change into the cache and the store.
 func (c *Control) apply(ch ledger.Change) error {
 	c.mu.Lock()
-	before := make([]bool, len(ch.Ops)) // for acks: was the command pending?
+	// For acks: was the command pending? Made only for a change with one,
+	// not for every batch of registrations.
+	var before []bool
 	for i, op := range ch.Ops {
 		if a, ok := op.(ledger.AckCommand); ok {
+			if before == nil {
+				before = make([]bool, len(ch.Ops))
+			}
 			pc, pending := c.state.Commands[a.Key]
 			before[i] = pending && pc.Seq == a.Seq
 		}
