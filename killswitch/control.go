@@ -338,15 +338,11 @@ func (c *Control) writeAsync(ctx context.Context) {
 		case op := <-c.async:
 			batch = append(batch, op)
 		case <-ctx.Done():
-			// Flush what is queued: a clean shutdown loses nothing.
-			for {
-				select {
-				case op := <-c.async:
-					batch = append(batch, op)
-					continue
-				default:
-				}
-				break
+			// Flush what is queued: a clean shutdown loses nothing. This
+			// goroutine is the only receiver, so a non-empty queue never
+			// blocks it.
+			for len(c.async) > 0 {
+				batch = append(batch, <-c.async)
 			}
 			if len(batch) > 0 {
 				c.writeBatch(context.Background(), batch)
