@@ -292,10 +292,10 @@ func (a *App) mergeReplicas(all bool) error {
 				return true
 			}
 			if a.store.Merge(ag) {
-				_, revoked := a.control.Revocation(ag.Key)
+				// The kill switch's bits, as for an agent new to the store.
+				revoked, cmd, seq := a.control.NewAgent(ag.Key)
 				a.store.SetRevoked(ag.Key, revoked)
-				pc, _ := a.control.PendingCommand(ag.Key)
-				a.store.SetCommand(ag.Key, pc.Command, pc.Seq)
+				a.store.SetCommand(ag.Key, cmd, seq)
 			}
 			return true
 		})
@@ -485,15 +485,13 @@ func (a *App) Handler() http.Handler { return a.handler }
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
 	a.receiver.Register(mux)
-	(&killswitch.API{
+	admin := &killswitch.API{
 		Control: a.control, Store: a.store, Logger: a.logger, Now: a.opts.Now,
 		Signer: a.signer, Settings: a.admin.Load,
-	}).Register(mux)
+	}
+	admin.Register(mux)
 	(&killswitch.DeliveriesAPI{
-		API: &killswitch.API{
-			Control: a.control, Store: a.store, Logger: a.logger, Now: a.opts.Now,
-			Signer: a.signer, Settings: a.admin.Load,
-		},
+		API:    admin,
 		Ledger: a.ledger, Tester: a.sender, Wake: a.dispatcher.Wake, WithSequence: outbox.WithSequence,
 	}).Register(mux)
 	mux.Handle("/api/v1/alertmanager", a.bridge)

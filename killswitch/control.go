@@ -177,9 +177,14 @@ func (c *Control) wake() {
 // apply brings one committed change into the cache and the store.
 func (c *Control) apply(ch ledger.Change) error {
 	c.mu.Lock()
-	before := make([]bool, len(ch.Ops)) // for acks: was the command pending?
+	// For acks: was the command pending? Made only for a change with one,
+	// not for every batch of registrations.
+	var before []bool
 	for i, op := range ch.Ops {
 		if a, ok := op.(ledger.AckCommand); ok {
+			if before == nil {
+				before = make([]bool, len(ch.Ops))
+			}
 			pc, pending := c.state.Commands[a.Key]
 			before[i] = pending && pc.Seq == a.Seq
 		}
@@ -333,15 +338,11 @@ func (c *Control) writeAsync(ctx context.Context) {
 		case op := <-c.async:
 			batch = append(batch, op)
 		case <-ctx.Done():
-			// Flush what is queued: a clean shutdown loses nothing.
-			for {
-				select {
-				case op := <-c.async:
-					batch = append(batch, op)
-					continue
-				default:
-				}
-				break
+			// Flush what is queued: a clean shutdown loses nothing. This
+			// goroutine is the only receiver, so a non-empty queue never
+			// blocks it.
+			for len(c.async) > 0 {
+				batch = append(batch, <-c.async)
 			}
 			if len(batch) > 0 {
 				c.writeBatch(context.Background(), batch)
@@ -519,7 +520,7 @@ func (c *Control) revokeOp(k fleet.Key, r fleet.Revocation) ledger.Revoke {
 // Revoke revokes an agent; an agent already revoked keeps its first
 // revocation (idempotent), returned with a false second result.
 func (c *Control) Revoke(ctx context.Context, k fleet.Key, r fleet.Revocation) (fleet.Revocation, bool, error) {
-	res, err := c.commit(ctx, c.revokeOp(k, r))
+	res, err := c.Commit(ctx, c.revokeOp(k, r)) // counts and logs the revocation
 	if err != nil {
 		return fleet.Revocation{}, false, fmt.Errorf("revoke %s: %w", k, err)
 	}
@@ -527,8 +528,6 @@ func (c *Control) Revoke(ctx context.Context, k fleet.Key, r fleet.Revocation) (
 		old, _ := c.Revocation(k)
 		return old, false, nil
 	}
-	c.revocationsTotal.WithLabelValues(sourceLabel(r.Source)).Inc()
-	c.logger.Warn("agent revoked", "tenant", k.Tenant, "agent_id", k.AgentID, "reason", r.Reason, "revoked_by", r.Source)
 	return r, true, nil
 }
 

@@ -2,10 +2,7 @@ package ledger
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,21 +91,13 @@ func (c *Core) Deliveries(_ context.Context, f DeliveryFilter) ([]Delivery, stri
 func (c *Core) Catch(changes []Change) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.catch(changes)
-}
-
-func (c *Core) catch(changes []Change) error {
 	for _, ch := range changes {
 		if ch.Revision <= c.m.Revision {
 			continue
 		}
-		if ch.Revision != c.m.Revision+1 {
-			return fmt.Errorf("%w: change %d follows revision %d", ErrCorrupt, ch.Revision, c.m.Revision)
+		if err := c.m.applyChange(ch); err != nil {
+			return err
 		}
-		for _, op := range ch.Ops {
-			c.m.apply(op, nil)
-		}
-		c.m.Revision = ch.Revision
 		c.publish(ch)
 	}
 	return nil
@@ -153,23 +142,6 @@ func (c *Core) Watch(ctx context.Context, after Revision, fn func(Change) error)
 		}
 		if len(pending) > 0 {
 			continue
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-wait:
-		}
-	}
-}
-
-// WaitFor blocks until the state has reached rev or ctx ends.
-func (c *Core) WaitFor(ctx context.Context, rev Revision) error {
-	for {
-		c.mu.Lock()
-		cur, wait := c.m.Revision, c.notify
-		c.mu.Unlock()
-		if cur >= rev {
-			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -264,12 +236,6 @@ func (c *Core) Redeliver(ctx context.Context, id string, now time.Time) error {
 	return err
 }
 
-// Prune queues a Prune of what outlived its retention at now.
-func (c *Core) Prune(ctx context.Context, now time.Time) error {
-	_, err := c.Apply(ctx, Prune{At: now})
-	return err
-}
-
 // SetHealth records why the backend cannot commit (nil: it can).
 func (c *Core) SetHealth(err error) {
 	if err == nil {
@@ -314,13 +280,9 @@ func (t *Txn) Catch(changes []Change) error {
 		if ch.Revision <= t.c.m.Revision {
 			continue
 		}
-		if ch.Revision != t.c.m.Revision+1 {
-			return fmt.Errorf("%w: change %d follows revision %d", ErrCorrupt, ch.Revision, t.c.m.Revision)
+		if err := t.c.m.applyChange(ch); err != nil {
+			return err
 		}
-		for _, op := range ch.Ops {
-			t.c.m.apply(op, nil)
-		}
-		t.c.m.Revision = ch.Revision
 		t.caught = append(t.caught, ch)
 	}
 	return nil
@@ -390,7 +352,7 @@ func (c *Core) RunCommitter(stop <-chan struct{}, p Persister) {
 		case r := <-c.reqs:
 			batch = append(batch, r)
 		case <-stop:
-			c.drain(stop)
+			c.drain()
 			return
 		}
 	more:
@@ -407,7 +369,7 @@ func (c *Core) RunCommitter(stop <-chan struct{}, p Persister) {
 }
 
 // drain answers Applies arriving after stop.
-func (c *Core) drain(stop <-chan struct{}) {
+func (c *Core) drain() {
 	go func() {
 		for r := range c.reqs {
 			r.done <- reply{err: ErrClosed}
@@ -446,16 +408,4 @@ func (c *Core) commit(batch []*request, p Persister) {
 	for i, r := range batch {
 		r.done <- replies[i]
 	}
-}
-
-// IsUnavailable reports whether err means the backend could not commit.
-func IsUnavailable(err error) bool {
-	return errors.Is(err, ErrUnavailable) || errors.Is(err, ErrClosed)
-}
-
-// EncodeSnapshot writes the state within a batch, for a backend that
-// compacts while persisting.
-func (t *Txn) EncodeSnapshot(w io.Writer) (Revision, error) {
-	s := t.c.encodable()
-	return s.Revision, json.NewEncoder(w).Encode(s)
 }

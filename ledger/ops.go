@@ -196,32 +196,37 @@ func (RecordAttempt) opName() string       { return "attempt" }
 func (RedeliverEvent) opName() string      { return "redeliver" }
 func (Prune) opName() string               { return "prune" }
 
-// decoders maps an op's wire name to a decoder of its JSON.
-var decoders = map[string]func([]byte) (Op, error){
-	"revoke":    decodeOp[Revoke],
-	"reinstate": decodeOp[Reinstate],
-	"command":   decodeOp[SetCommand],
-	"ack":       decodeOp[AckCommand],
-	"forget":    decodeOp[Forget],
-	"register":  decodeOp[Register],
-	"announce":  decodeOp[Announce],
-	"alert":     decodeOp[AlertSeen],
-	"enqueue":   decodeOp[Enqueue],
-	"endpoint":  decodeOp[SetEndpointDisabled],
-	"pipeline":  decodeOp[Pipeline],
-	"watchdog":  decodeOp[WatchdogSeen],
-	"lease":     decodeOp[Lease],
-	"attempt":   decodeOp[RecordAttempt],
-	"redeliver": decodeOp[RedeliverEvent],
-	"prune":     decodeOp[Prune],
+// decoders maps an op's wire name, the opName it is encoded with, to a
+// decoder of its JSON. The names come from the ops themselves, so encoding
+// and decoding cannot disagree on one.
+var decoders = opDecoders(
+	decoder[Revoke], decoder[Reinstate], decoder[SetCommand], decoder[AckCommand],
+	decoder[Forget], decoder[Register], decoder[Announce], decoder[AlertSeen],
+	decoder[Enqueue], decoder[SetEndpointDisabled], decoder[Pipeline], decoder[WatchdogSeen],
+	decoder[Lease], decoder[RecordAttempt], decoder[RedeliverEvent], decoder[Prune],
+)
+
+type opDecoder = func([]byte) (Op, error)
+
+func opDecoders(ds ...func() (string, opDecoder)) map[string]opDecoder {
+	m := make(map[string]opDecoder, len(ds))
+	for _, d := range ds {
+		name, dec := d()
+		m[name] = dec
+	}
+	return m
 }
 
-func decodeOp[T Op](b []byte) (Op, error) {
-	var op T
-	if err := json.Unmarshal(b, &op); err != nil {
-		return nil, err
+// decoder returns T's wire name and a decoder of its JSON.
+func decoder[T Op]() (string, opDecoder) {
+	var zero T
+	return zero.opName(), func(b []byte) (Op, error) {
+		var op T
+		if err := json.Unmarshal(b, &op); err != nil {
+			return nil, err
+		}
+		return op, nil
 	}
-	return op, nil
 }
 
 // wireChange is a Change as backends store it: JSON, one object per change,

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 	"strconv"
@@ -149,21 +150,11 @@ func (o *outbox) claimable(now time.Time, max int, tenant string, disabled map[s
 		}
 		heads = append(heads, d)
 	}
-	slices.SortFunc(heads, func(a, b *Delivery) int { return cmpUint(a.ordinal, b.ordinal) })
+	slices.SortFunc(heads, func(a, b *Delivery) int { return cmp.Compare(a.ordinal, b.ordinal) })
 	if len(heads) > max {
 		heads = heads[:max]
 	}
 	return heads
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // list returns the page of deliveries matching f after its cursor.
@@ -184,7 +175,7 @@ func (o *outbox) list(f DeliveryFilter) ([]Delivery, string) {
 		}
 		match = append(match, d)
 	}
-	slices.SortFunc(match, func(a, b *Delivery) int { return cmpUint(a.ordinal, b.ordinal) })
+	slices.SortFunc(match, func(a, b *Delivery) int { return cmp.Compare(a.ordinal, b.ordinal) })
 	next := ""
 	if len(match) > limit {
 		match = match[:limit]

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -61,27 +62,26 @@ type snapshotDelivery struct {
 
 func sortedKeys[V any](m map[fleet.Key]V) []fleet.Key {
 	return slices.SortedFunc(maps.Keys(m), func(a, b fleet.Key) int {
-		if a.Tenant != b.Tenant {
-			if a.Tenant < b.Tenant {
-				return -1
-			}
-			return 1
-		}
-		switch {
-		case a.AgentID < b.AgentID:
-			return -1
-		case a.AgentID > b.AgentID:
-			return 1
-		}
-		return 0
+		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.AgentID, b.AgentID))
 	})
 }
 
-// EncodeSnapshot writes the whole state (outbox included) to w.
+// EncodeSnapshot writes the whole state (outbox included) to w and returns
+// its revision.
 func (c *Core) EncodeSnapshot(w io.Writer) (Revision, error) {
 	c.mu.Lock()
 	s := c.encodable()
 	c.mu.Unlock()
+	return s.encode(w)
+}
+
+// EncodeSnapshot writes the state within a batch (the Core's lock is held),
+// for a backend that compacts while persisting.
+func (t *Txn) EncodeSnapshot(w io.Writer) (Revision, error) {
+	return t.c.encodable().encode(w)
+}
+
+func (s *snapshot) encode(w io.Writer) (Revision, error) {
 	return s.Revision, json.NewEncoder(w).Encode(s)
 }
 
@@ -114,12 +114,14 @@ func (c *Core) encodable() *snapshot {
 		v.Event = d.Event.clone()
 		s.Deliveries = append(s.Deliveries, snapshotDelivery{Delivery: v, Ordinal: d.ordinal})
 	}
-	slices.SortFunc(s.Deliveries, func(a, b snapshotDelivery) int { return cmpUint(a.Ordinal, b.Ordinal) })
+	slices.SortFunc(s.Deliveries, func(a, b snapshotDelivery) int { return cmp.Compare(a.Ordinal, b.Ordinal) })
 	return s
 }
 
-// DecodeSnapshot replaces the state with the one EncodeSnapshot wrote. It
-// is called before the core is used.
+// DecodeSnapshot replaces the state with the one EncodeSnapshot wrote, and
+// drops the watch log: a Watch from before the snapshot's revision then gets
+// ErrCompacted. Backends call it at start and, when a shared backend pruned
+// the changes a replica was behind on, while the core is in use.
 func (c *Core) DecodeSnapshot(r io.Reader) (Revision, error) {
 	var s snapshot
 	if err := json.NewDecoder(r).Decode(&s); err != nil {

@@ -89,15 +89,7 @@ func (s *State) AnnouncedState(k fleet.Key) fleet.State { return s.Announced[k] 
 // order, each exactly once: Apply returns an error, changing nothing, for a
 // change that is not the next revision.
 func (s *State) Apply(c Change) error {
-	if c.Revision != s.Revision+1 {
-		return fmt.Errorf("%w: change %d applied to state at revision %d", ErrCorrupt, c.Revision, s.Revision)
-	}
-	m := machine{State: s}
-	for _, op := range c.Ops {
-		m.apply(op, nil)
-	}
-	s.Revision = c.Revision
-	return nil
+	return machine{State: s}.applyChange(c)
 }
 
 // machine is the full state: the kill-switch State and the outbox. apply
@@ -133,6 +125,20 @@ func setVal[T any](p *T, v T, undo *[]func()) {
 		*undo = append(*undo, func() { *p = old })
 	}
 	*p = v
+}
+
+// applyChange applies a committed change, which must be the next revision:
+// any other is an error, changing nothing. It is how a cache, a restart and
+// another replica replay what was committed.
+func (m machine) applyChange(c Change) error {
+	if c.Revision != m.Revision+1 {
+		return fmt.Errorf("%w: change %d applied to state at revision %d", ErrCorrupt, c.Revision, m.Revision)
+	}
+	for _, op := range c.Ops {
+		m.apply(op, nil)
+	}
+	m.Revision = c.Revision
+	return nil
 }
 
 // apply makes op's change. op is unconditional: resolve has checked it.

@@ -24,7 +24,6 @@ package embedded
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -245,26 +244,30 @@ func (l *Ledger) compact(encode func(io.Writer) (ledger.Revision, error)) error 
 	return nil
 }
 
+// moreMark opens a journal record that a later record of the same change
+// continues. It is written only in front of a record, so a record is marked
+// exactly when it starts with it.
+var moreMark = []byte(`{"more":true,`)
+
 // encodeChange returns the journal records of c: one record per
-// opsPerRecord ops, all but the last marked "more". A journal batch is atomic,
-// so a change is always read whole.
+// opsPerRecord ops, all but the last marked with moreMark. A journal batch is
+// atomic, so a change is always read whole.
 func encodeChange(c ledger.Change) ([][]byte, error) {
 	var recs [][]byte
-	for start := 0; start < len(c.Ops) || start == 0; start += opsPerRecord {
+	for start := 0; ; start += opsPerRecord {
 		end := min(start+opsPerRecord, len(c.Ops))
 		b, err := ledger.EncodeChange(ledger.Change{Revision: c.Revision, Ops: c.Ops[start:end]})
 		if err != nil {
 			return nil, err
 		}
 		if end < len(c.Ops) {
-			b = append([]byte(`{"more":true,`), b[1:]...)
+			b = append(bytes.Clone(moreMark), b[1:]...)
 		}
 		recs = append(recs, b)
 		if end == len(c.Ops) {
-			break
+			return recs, nil
 		}
 	}
-	return recs, nil
 }
 
 func decodeRecords(recs [][]byte) ([]ledger.Change, error) {
@@ -275,14 +278,9 @@ func decodeRecords(recs [][]byte) ([]ledger.Change, error) {
 		if err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}
-		var more struct {
-			More bool `json:"more"`
-		}
-		if bytes.HasPrefix(rec, []byte(`{"more":true,`)) {
-			if err := json.Unmarshal(rec, &more); err != nil {
-				return nil, fmt.Errorf("record %d: %w", i, err)
-			}
-		}
+		// The prefix is the mark: parsing the record again for it would
+		// double the replay of a large change.
+		more := bytes.HasPrefix(rec, moreMark)
 		if cur != nil {
 			if c.Revision != cur.Revision {
 				return nil, fmt.Errorf("record %d: change %d is incomplete", i, cur.Revision)
@@ -291,7 +289,7 @@ func decodeRecords(recs [][]byte) ([]ledger.Change, error) {
 		} else {
 			cur = &c
 		}
-		if !more.More {
+		if !more {
 			out = append(out, *cur)
 			cur = nil
 		}

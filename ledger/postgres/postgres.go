@@ -149,18 +149,13 @@ func (l *Ledger) load(ctx context.Context) error {
 	if _, err := l.SigningKey(ctx, l.o.KeySize); err != nil {
 		return err
 	}
-	var rev int64
-	var state []byte
-	err := l.pool.QueryRow(ctx, "SELECT revision, state FROM ledger_snapshot").Scan(&rev, &state)
+	rev, err := l.loadSnapshot(ctx)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
-		return fmt.Errorf("load ledger snapshot: %w", describe(err))
+		return fmt.Errorf("load ledger snapshot: %w", err)
 	default:
-		if _, err := l.Core.DecodeSnapshot(bytes.NewReader(state)); err != nil {
-			return fmt.Errorf("%w: table ledger_snapshot: %v", ledger.ErrCorrupt, err)
-		}
-		l.snapshotRev = ledger.Revision(rev)
+		l.snapshotRev = rev
 	}
 	for {
 		n, err := l.poll(ctx, l.pool)
@@ -215,16 +210,29 @@ func (l *Ledger) poll(ctx context.Context, q querier) (int, error) {
 	}
 	if len(changes) > 0 && changes[0].Revision != cur+1 {
 		l.logger.Warn("ledger changes pruned while this replica was behind; reloading the snapshot", "revision", cur)
-		var state []byte
-		if err := l.pool.QueryRow(ctx, "SELECT state FROM ledger_snapshot").Scan(&state); err != nil {
-			return 0, fmt.Errorf("reload ledger snapshot: %w", describe(err))
-		}
-		if _, err := l.Core.DecodeSnapshot(bytes.NewReader(state)); err != nil {
-			return 0, fmt.Errorf("%w: table ledger_snapshot: %v", ledger.ErrCorrupt, err)
+		if _, err := l.loadSnapshot(ctx); err != nil {
+			return 0, fmt.Errorf("reload ledger snapshot: %w", err)
 		}
 		return 1, nil
 	}
 	return len(changes), l.Core.Catch(changes)
+}
+
+// loadSnapshot replaces the core's state with the ledger snapshot and
+// returns its revision; pgx.ErrNoRows when there is none yet.
+func (l *Ledger) loadSnapshot(ctx context.Context) (ledger.Revision, error) {
+	var state []byte
+	if err := l.pool.QueryRow(ctx, "SELECT state FROM ledger_snapshot").Scan(&state); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return 0, err
+		}
+		return 0, describe(err)
+	}
+	rev, err := l.Core.DecodeSnapshot(bytes.NewReader(state))
+	if err != nil {
+		return 0, fmt.Errorf("%w: table ledger_snapshot: %v", ledger.ErrCorrupt, err)
+	}
+	return rev, nil
 }
 
 // follow applies other replicas' changes as they come: woken by NOTIFY,
@@ -467,16 +475,20 @@ func (l *Ledger) compact(ctx context.Context, now time.Time) error {
 			return fmt.Errorf("prune the ledger: %w", err)
 		}
 	}
+	// Decide before encoding: the whole state is encoded only when a
+	// snapshot is due, not every snapshot interval. The revision only
+	// grows, so the encoded one is due too.
+	cur := l.Core.Revision()
+	l.mu.Lock()
+	due := cur > l.snapshotRev+keepChanges/10
+	l.mu.Unlock()
+	if !due {
+		return nil
+	}
 	var buf bytes.Buffer
 	rev, err := l.Core.EncodeSnapshot(&buf)
 	if err != nil {
 		return err
-	}
-	l.mu.Lock()
-	due := rev > l.snapshotRev+keepChanges/10
-	l.mu.Unlock()
-	if !due {
-		return nil
 	}
 	_, err = l.pool.Exec(ctx, `INSERT INTO ledger_snapshot (revision, state) VALUES ($1, $2)
 		ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, state = excluded.state
@@ -525,9 +537,6 @@ func (l *Ledger) LoadAgents(ctx context.Context, read func(string, time.Time, io
 	return nil
 }
 
-// Healthy implements ledger.Ledger.
-func (l *Ledger) Healthy() error { return l.Core.Healthy() }
-
 // Close stops following, fails later Applies and closes the connections.
 func (l *Ledger) Close() error {
 	l.closeOnce.Do(func() {
@@ -537,6 +546,3 @@ func (l *Ledger) Close() error {
 	})
 	return nil
 }
-
-// Replica returns the replica's name.
-func (l *Ledger) Replica() string { return l.o.Replica }
