@@ -156,9 +156,17 @@ func (c *Control) reset(s *ledger.State) {
 	store := c.store
 	c.mu.Unlock()
 	if store != nil {
+		// syncStore sets what s holds; what it no longer holds (lifted or
+		// acknowledged during the gap, maybe on another replica) is
+		// cleared here.
 		for k := range old.Revocations {
 			if _, ok := s.Revocations[k]; !ok {
 				store.SetRevoked(k, false)
+			}
+		}
+		for k := range old.Commands {
+			if _, ok := s.Commands[k]; !ok {
+				store.SetCommand(k, fleet.CommandNone, 0)
 			}
 		}
 		c.syncStore(store, s)

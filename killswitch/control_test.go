@@ -11,6 +11,7 @@ import (
 
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
+	"github.com/agentsentinel/sentinel/ledger"
 )
 
 func adminRevocation(reason string, at time.Time) fleet.Revocation {
@@ -406,4 +407,25 @@ func TestControlJournalFailure(t *testing.T) {
 	e.ledger.fail.Store(false)
 	e.restart(e.snapshot())
 	require.Equal(t, wantState, stateOf(e.control))
+}
+
+// A watch that lost track starts again from a fresh Load: what the new state
+// no longer holds (a command acknowledged or a revocation lifted during the
+// gap, maybe on another replica) leaves the store too.
+func TestResetClearsWhatTheGapRemoved(t *testing.T) {
+	e := newEnv(t)
+	e.beat("acme", "a1")
+	e.beat("acme", "a2")
+	_, err := e.control.Command(ctx, key("acme", "a1"), fleet.CommandPause, t0)
+	require.NoError(t, err)
+	_, _, err = e.control.Revoke(ctx, key("acme", "a2"), fleet.Revocation{Reason: "r", RevokedAt: t0, Source: "admin"})
+	require.NoError(t, err)
+	ag, _ := e.agent("acme", "a1")
+	require.Equal(t, fleet.CommandPause, ag.Command)
+
+	e.control.reset(ledger.NewState())
+	ag, _ = e.agent("acme", "a1")
+	require.Equal(t, fleet.CommandNone, ag.Command, "the acknowledged command is gone from the store")
+	ag, _ = e.agent("acme", "a2")
+	require.False(t, ag.Revoked, "the lifted revocation is gone from the store")
 }
