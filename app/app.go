@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -214,7 +213,10 @@ func (a *App) openLedger(cfg *config.Config) error {
 	if pg := cfg.Storage.Postgres; pg != nil {
 		replica := a.opts.Replica
 		if replica == "" {
-			replica, _ = os.Hostname()
+			var err error
+			if replica, err = hostName(); err != nil {
+				return fmt.Errorf("storage.postgres: no --storage.replica-name given and no host name to default to: %w", err)
+			}
 		}
 		pl, err := postgres.Open(ctx, string(pg.DSN), postgres.Options{Replica: replica, KeySize: auth.KeySize, Logger: a.logger})
 		if err != nil {

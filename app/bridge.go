@@ -3,6 +3,7 @@ package app
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -52,11 +53,20 @@ func (v tenantsView) Thresholds(k fleet.Key, a *heartbeat.Agent) fleet.Threshold
 	return p.Tenant(k.Tenant)
 }
 
+// hostName is this machine's name: the default replica name.
+func hostName() (string, error) {
+	h, err := os.Hostname()
+	if err == nil && h == "" {
+		err = errors.New("the host name is empty")
+	}
+	return h, err
+}
+
 // replicaID names this process in outbox leases: unique among replicas and
 // across restarts, readable in the deliveries API.
 func replicaID() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
+	host, err := hostName()
+	if err != nil {
 		host = "sentinel"
 	}
 	var b [4]byte
