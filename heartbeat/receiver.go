@@ -352,7 +352,8 @@ func (rc *Receiver) authorizeAgent(b *beat, id string) error {
 }
 
 // validate turns the body into a BeatRequest, or returns the 400 or 422.
-func (rc *Receiver) validate(b *beat, req *BeatRequest) error {
+// tenant are the thresholds of the agent's tenant.
+func (rc *Receiver) validate(b *beat, tenant fleet.Thresholds, req *BeatRequest) error {
 	bad := func(msg string) error { return jsonapi.BadRequest(msg) }
 	// A value outside an enumeration is well-formed but unsupported: 422.
 	unsupported := func(msg string) error { return jsonapi.Unprocessable(msg) }
@@ -378,7 +379,6 @@ func (rc *Receiver) validate(b *beat, req *BeatRequest) error {
 		return bad("version must be valid UTF-8 of at most 255 bytes")
 	}
 	*req = BeatRequest{Key: b.key, Time: b.now, Interval: b.interval, Status: status, Version: body.Version}
-	tenant := s.Thresholds.Tenant(b.key.Tenant)
 	b.thresholds = tenant
 	if body.SilentAfter != nil || body.ZombieAfter != nil {
 		// The agent's own thresholds, bounded by the configuration: a
@@ -457,11 +457,14 @@ func validString(s string) bool { return len(s) <= MaxStringLen && utf8.ValidStr
 // process records the beat in the store and works out the answer's content,
 // or returns the error to answer.
 func (rc *Receiver) process(b *beat) error {
+	// Resolved once: validate completes the agent's own thresholds with them,
+	// and the store derives the state before the beat with them.
+	tenant := b.settings.Thresholds.Tenant(b.key.Tenant)
 	var req BeatRequest
-	if err := rc.validate(b, &req); err != nil {
+	if err := rc.validate(b, tenant, &req); err != nil {
 		return err
 	}
-	res, err := rc.store.Beat(&req, b.settings.Thresholds.Tenant(b.key.Tenant))
+	res, err := rc.store.Beat(&req, tenant)
 	if errors.Is(err, ErrTooManyAgents) || errors.Is(err, ErrTenantTooManyAgents) {
 		limit, msg := "heartbeat.max_agents", "agent limit reached (heartbeat.max_agents, shared by every tenant); no new agent is admitted"
 		if errors.Is(err, ErrTenantTooManyAgents) {
