@@ -372,7 +372,7 @@ func (c *Collector) render(sc *scrape) {
 		labels [numInfoLabels]string
 	)
 	sc.view.Each(func(a *heartbeat.Agent) bool {
-		sc.fleet.add(a.Tenant, a.State(now, policy))
+		mask := c.observe(a, now, policy, &sc.fleet, &vals)
 
 		lb := append(sc.labels[:0], `{agent_id="`...)
 		lb = appendLabelValue(lb, a.AgentID)
@@ -381,7 +381,6 @@ func (c *Collector) render(sc *scrape) {
 		lb = append(lb, `"} `...)
 		sc.labels = lb
 
-		mask := agentValues(a, a.Thresholds(policy), &vals) &^ c.off
 		for f := range numValueFamilies {
 			if mask&(1<<f) == 0 {
 				continue
