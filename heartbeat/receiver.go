@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"hash/maphash"
 	"log/slog"
 	"math"
 	"net/http"
@@ -123,9 +122,9 @@ type Receiver struct {
 	// resolved once: counting then takes no lock and hashes no labels.
 	heartbeats [numProtocols][numResults]prometheus.Counter
 	refused    *prometheus.CounterVec
-	// eventLocks serialise the events of one event id (striped by its hash).
+	// eventLocks serialise the events of one event id, striped by the hash
+	// events keeps it by (the same id of two tenants shares a stripe).
 	eventLocks [64]sync.Mutex
-	eventSeed  maphash.Seed
 	// lastRefusalLog is when a refusal was last logged (unix ns).
 	lastRefusalLog atomic.Int64
 	bufs           sync.Pool
@@ -174,14 +173,13 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	rc := &Receiver{
-		store:     o.Store,
-		signer:    o.Signer,
-		kill:      o.KillSwitch,
-		observer:  o.Observer,
-		logger:    o.Logger,
-		now:       o.Now,
-		events:    newEventFilter(o.EventWindow),
-		eventSeed: maphash.MakeSeed(),
+		store:    o.Store,
+		signer:   o.Signer,
+		kill:     o.KillSwitch,
+		observer: o.Observer,
+		logger:   o.Logger,
+		now:      o.Now,
+		events:   newEventFilter(o.EventWindow),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_agents_refused_total",
 			Help: "Registrations refused because heartbeat.max_agents or the tenant's max_agents was reached.",
@@ -639,13 +637,13 @@ func (rc *Receiver) event(w http.ResponseWriter, r *http.Request, b *beat) ([]by
 	if err := rc.authorizeAgent(b, ev.Source); err != nil {
 		return nil, err
 	}
-	dedupKey := []byte(b.key.Tenant + "\x00" + ev.EventID)
-	// The check, the processing and the Set are one step for each event id:
-	// two copies of an event arriving together are processed once.
-	mu := &rc.eventLocks[maphash.Bytes(rc.eventSeed, dedupKey)%uint64(len(rc.eventLocks))]
+	e := rc.events.event(b.key.Tenant, ev.EventID)
+	// The check, the processing and the record are one step for each event
+	// id: two copies of an event arriving together are processed once.
+	mu := &rc.eventLocks[e.h%uint64(len(rc.eventLocks))]
 	mu.Lock()
 	defer mu.Unlock()
-	if rc.events.seen(b.key.Tenant, ev.EventID) {
+	if e.seen() {
 		rc.count(b.proto, resultDuplicate)
 		return json.Marshal(struct {
 			EventID   string `json:"event_id"`
@@ -661,7 +659,7 @@ func (rc *Receiver) event(w http.ResponseWriter, r *http.Request, b *beat) ([]by
 	if err := rc.process(b); err != nil {
 		return nil, err
 	}
-	rc.events.add(b.key.Tenant, ev.EventID)
+	e.add()
 	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
 	out = append(out, `,"event_id":`...)
 	out = appendJSONString(out, ev.EventID)
