@@ -305,14 +305,19 @@ func (f *fleetCounts) add(tenant string, s fleet.State) {
 	}
 }
 
-// tenants returns the counted tenants, sorted.
-func (f *fleetCounts) tenants() []string {
+// each calls fn with every count of sentinel_agents in exposition order:
+// tenants sorted, states in fleet.States order.
+func (f *fleetCounts) each(fn func(tenant string, s fleet.State, n int)) {
 	ts := make([]string, 0, len(f.counts))
 	for t := range f.counts {
 		ts = append(ts, t)
 	}
 	slices.Sort(ts)
-	return ts
+	for _, t := range ts {
+		for i, s := range fleet.States {
+			fn(t, s, f.counts[t][i])
+		}
+	}
 }
 
 // Describe implements prometheus.Collector.
@@ -353,11 +358,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.descs[famInfo], prometheus.GaugeValue, 1, lv...)
 		return true
 	})
-	for _, t := range fl.tenants() {
-		counts := fl.counts[t]
-		for i, s := range fleet.States {
-			ch <- prometheus.MustNewConstMetric(c.descs[famAgents], prometheus.GaugeValue,
-				float64(counts[i]), s.String(), labelValue(t))
-		}
-	}
+	fl.each(func(tenant string, s fleet.State, n int) {
+		ch <- prometheus.MustNewConstMetric(c.descs[famAgents], prometheus.GaugeValue,
+			float64(n), s.String(), labelValue(tenant))
+	})
 }
