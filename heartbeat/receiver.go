@@ -548,30 +548,19 @@ func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, into any) e
 }
 
 func (rc *Receiver) serveBeacon(w http.ResponseWriter, r *http.Request) {
-	b := rc.newBeat(protoBeacon)
-	err := rc.admit(r, b)
-	if err == nil {
-		err = rc.authorizeAgent(b, r.PathValue("id"))
-	}
-	if err == nil {
-		err = rc.readBody(w, r, &b.body)
-	}
-	if err == nil {
-		err = rc.process(b)
-	}
-	if err != nil {
-		rc.refuse(w, b.proto, err)
-		return
-	}
-	out := rc.appendBeaconAnswer(make([]byte, 0, 512), b)
-	jsonapi.Raw(w, http.StatusOK, out)
+	rc.serveBeat(w, r, protoBeacon, r.PathValue("id"))
 }
 
 func (rc *Receiver) serveABS(w http.ResponseWriter, r *http.Request) {
-	b := rc.newBeat(protoABS)
+	rc.serveBeat(w, r, protoABS, r.URL.Query().Get("agentId"))
+}
+
+// serveBeat serves a Beacon or ABS heartbeat of agent id.
+func (rc *Receiver) serveBeat(w http.ResponseWriter, r *http.Request, proto protocol, id string) {
+	b := rc.newBeat(proto)
 	err := rc.admit(r, b)
 	if err == nil {
-		err = rc.authorizeAgent(b, r.URL.Query().Get("agentId"))
+		err = rc.authorizeAgent(b, id)
 	}
 	if err == nil {
 		err = rc.readBody(w, r, &b.body)
@@ -583,8 +572,13 @@ func (rc *Receiver) serveABS(w http.ResponseWriter, r *http.Request) {
 		rc.refuse(w, b.proto, err)
 		return
 	}
-	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
-	jsonapi.Raw(w, http.StatusOK, append(out, '}'))
+	var out []byte
+	if proto == protoBeacon {
+		out = rc.appendBeaconAnswer(make([]byte, 0, 512), b)
+	} else {
+		out = append(rc.appendABSAnswer(make([]byte, 0, 256), b), '}')
+	}
+	jsonapi.Raw(w, http.StatusOK, out)
 }
 
 // eventBody is an ABS event (SPEC 2.2).
