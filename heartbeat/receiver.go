@@ -108,13 +108,16 @@ type BeatObserver interface {
 // Receiver serves the agent-facing API of SPEC 2: Beacon and ABS heartbeats
 // and ABS events.
 type Receiver struct {
-	store    *Store
-	signer   *auth.Signer
-	kill     KillSwitch
-	observer BeatObserver
-	logger   *slog.Logger
-	now      func() time.Time
-	settings atomic.Pointer[Settings]
+	store  *Store
+	signer *auth.Signer
+	kill   KillSwitch
+	// forgotten is kill.Forgotten, taken once: a method value made per
+	// heartbeat for the Authenticator was an allocation of every heartbeat.
+	forgotten func(fleet.Key) (time.Time, bool)
+	observer  BeatObserver
+	logger    *slog.Logger
+	now       func() time.Time
+	settings  atomic.Pointer[Settings]
 	// events suppresses repeated event_ids, in one window per tenant.
 	events *eventFilter
 
@@ -173,13 +176,14 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	rc := &Receiver{
-		store:    o.Store,
-		signer:   o.Signer,
-		kill:     o.KillSwitch,
-		observer: o.Observer,
-		logger:   o.Logger,
-		now:      o.Now,
-		events:   newEventFilter(o.EventWindow),
+		store:     o.Store,
+		signer:    o.Signer,
+		kill:      o.KillSwitch,
+		forgotten: o.KillSwitch.Forgotten,
+		observer:  o.Observer,
+		logger:    o.Logger,
+		now:       o.Now,
+		events:    newEventFilter(o.EventWindow),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_agents_refused_total",
 			Help: "Registrations refused because heartbeat.max_agents or the tenant's max_agents was reached.",
@@ -323,7 +327,7 @@ func (rc *Receiver) admit(r *http.Request, b *beat) error {
 	}
 	p, err := auth.Authenticator{
 		Credentials: b.settings.Credentials, Signer: rc.signer,
-		TokenTTL: b.settings.TokenTTL, Forgotten: rc.kill.Forgotten,
+		TokenTTL: b.settings.TokenTTL, Forgotten: rc.forgotten,
 	}.Authenticate(r, b.now)
 	switch {
 	case errors.Is(err, auth.ErrTokenExpired):
