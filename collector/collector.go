@@ -201,6 +201,16 @@ var families = [numFamilies]family{
 		"Number of agents per tenant and state.", prometheus.GaugeValue, agentsLabels},
 }
 
+// observe counts a in fl and computes its value-family samples into v,
+// resolving its thresholds under policy once for both; it returns the bit
+// set of the families a has a sample in, less those switched off. Both
+// exposition paths take every agent through it.
+func (c *Collector) observe(a *heartbeat.Agent, now time.Time, policy *fleet.ThresholdPolicy, fl *fleetCounts, v *[numValueFamilies]float64) uint16 {
+	th := a.Thresholds(policy)
+	fl.add(a.Tenant, a.StateUnder(now, th))
+	return agentValues(a, th, v) &^ c.off
+}
+
 // agentValues computes the value-family samples of a, whose thresholds in
 // force are th, and returns the bit set of the families a has a sample in.
 func agentValues(a *heartbeat.Agent, th fleet.Thresholds, v *[numValueFamilies]float64) uint16 {
@@ -295,14 +305,19 @@ func (f *fleetCounts) add(tenant string, s fleet.State) {
 	}
 }
 
-// tenants returns the counted tenants, sorted.
-func (f *fleetCounts) tenants() []string {
+// each calls fn with every count of sentinel_agents in exposition order:
+// tenants sorted, states in fleet.States order.
+func (f *fleetCounts) each(fn func(tenant string, s fleet.State, n int)) {
 	ts := make([]string, 0, len(f.counts))
 	for t := range f.counts {
 		ts = append(ts, t)
 	}
 	slices.Sort(ts)
-	return ts
+	for _, t := range ts {
+		for i, s := range fleet.States {
+			fn(t, s, f.counts[t][i])
+		}
+	}
 }
 
 // Describe implements prometheus.Collector.
@@ -325,9 +340,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	)
 	fl.reset(c.opts.Tenants())
 	view.Each(func(a *heartbeat.Agent) bool {
-		fl.add(a.Tenant, a.State(now, policy))
+		mask := c.observe(a, now, policy, &fl, &vals)
 		agentID, tenant := labelValue(a.AgentID), labelValue(a.Tenant)
-		mask := agentValues(a, a.Thresholds(policy), &vals) &^ c.off
 		for f := range numValueFamilies {
 			if mask&(1<<f) != 0 {
 				ch <- prometheus.MustNewConstMetric(c.descs[f], families[f].typ, vals[f], agentID, tenant)
@@ -344,11 +358,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.descs[famInfo], prometheus.GaugeValue, 1, lv...)
 		return true
 	})
-	for _, t := range fl.tenants() {
-		counts := fl.counts[t]
-		for i, s := range fleet.States {
-			ch <- prometheus.MustNewConstMetric(c.descs[famAgents], prometheus.GaugeValue,
-				float64(counts[i]), s.String(), labelValue(t))
-		}
-	}
+	fl.each(func(tenant string, s fleet.State, n int) {
+		ch <- prometheus.MustNewConstMetric(c.descs[famAgents], prometheus.GaugeValue,
+			float64(n), s.String(), labelValue(tenant))
+	})
 }

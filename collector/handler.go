@@ -372,7 +372,7 @@ func (c *Collector) render(sc *scrape) {
 		labels [numInfoLabels]string
 	)
 	sc.view.Each(func(a *heartbeat.Agent) bool {
-		sc.fleet.add(a.Tenant, a.State(now, policy))
+		mask := c.observe(a, now, policy, &sc.fleet, &vals)
 
 		lb := append(sc.labels[:0], `{agent_id="`...)
 		lb = appendLabelValue(lb, a.AgentID)
@@ -381,7 +381,6 @@ func (c *Collector) render(sc *scrape) {
 		lb = append(lb, `"} `...)
 		sc.labels = lb
 
-		mask := agentValues(a, a.Thresholds(policy), &vals) &^ c.off
 		for f := range numValueFamilies {
 			if mask&(1<<f) == 0 {
 				continue
@@ -413,19 +412,16 @@ func (c *Collector) render(sc *scrape) {
 	})
 
 	b := sc.fams[famAgents]
-	for _, t := range sc.fleet.tenants() {
-		counts := sc.fleet.counts[t]
-		for i, s := range fleet.States {
-			b = append(b, families[famAgents].name...)
-			b = append(b, `{state="`...)
-			b = append(b, s.String()...)
-			b = append(b, `",tenant="`...)
-			b = appendLabelValue(b, t)
-			b = append(b, `"} `...)
-			b = strconv.AppendInt(b, int64(counts[i]), 10)
-			b = append(b, '\n')
-		}
-	}
+	sc.fleet.each(func(tenant string, s fleet.State, n int) {
+		b = append(b, families[famAgents].name...)
+		b = append(b, `{state="`...)
+		b = append(b, s.String()...)
+		b = append(b, `",tenant="`...)
+		b = appendLabelValue(b, tenant)
+		b = append(b, `"} `...)
+		b = strconv.AppendInt(b, int64(n), 10)
+		b = append(b, '\n')
+	})
 	sc.fams[famAgents] = b
 	for i := range sc.fams {
 		c.sizeHint[i].Store(int64(len(sc.fams[i])))

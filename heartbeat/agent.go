@@ -135,13 +135,19 @@ func (a *Agent) Thresholds(p *fleet.ThresholdPolicy) fleet.Thresholds {
 
 // State derives the agent's state at now under p (SPEC 2.3).
 func (a *Agent) State(now time.Time, p *fleet.ThresholdPolicy) fleet.State {
+	return a.StateUnder(now, a.Thresholds(p))
+}
+
+// StateUnder is State for a caller that has already resolved the agent's
+// thresholds in force, th (Thresholds).
+func (a *Agent) StateUnder(now time.Time, th fleet.Thresholds) fleet.State {
 	switch {
 	case a.Revoked:
 		return fleet.StateRevoked
 	case a.Stopped:
 		return fleet.StateStopped
 	default:
-		return a.Thresholds(p).Liveness(a.MissedBeats(now))
+		return th.Liveness(a.MissedBeats(now))
 	}
 }
 

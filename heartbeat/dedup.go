@@ -58,27 +58,35 @@ func (f *eventFilter) window(tenant string) *eventWindow {
 	return w
 }
 
-// seen reports whether the tenant's event id is in its window.
-func (f *eventFilter) seen(tenant, id string) bool {
-	h := maphash.String(f.seed, id)
-	w := f.window(tenant)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	_, inCur := w.cur[h]
-	_, inOld := w.old[h]
+// event is one tenant's event id as the filter keeps it: the tenant's
+// window and the id's hash, found once for the check and the record.
+type event struct {
+	w    *eventWindow
+	h    uint64
+	size int
+}
+
+func (f *eventFilter) event(tenant, id string) event {
+	return event{w: f.window(tenant), h: maphash.String(f.seed, id), size: f.size}
+}
+
+// seen reports whether the event id is in its tenant's window.
+func (e event) seen() bool {
+	e.w.mu.Lock()
+	defer e.w.mu.Unlock()
+	_, inCur := e.w.cur[e.h]
+	_, inOld := e.w.old[e.h]
 	return inCur || inOld
 }
 
-// add records the tenant's event id.
-func (f *eventFilter) add(tenant, id string) {
-	h := maphash.String(f.seed, id)
-	w := f.window(tenant)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.cur) >= f.size {
-		w.old, w.cur = w.cur, make(map[uint64]struct{}, f.size)
+// add records the event id in its tenant's window.
+func (e event) add() {
+	e.w.mu.Lock()
+	defer e.w.mu.Unlock()
+	if len(e.w.cur) >= e.size {
+		e.w.old, e.w.cur = e.w.cur, make(map[uint64]struct{}, e.size)
 	}
-	w.cur[h] = struct{}{}
+	e.w.cur[e.h] = struct{}{}
 }
 
 // retain drops the windows of tenants keep rejects (removed by a reload).

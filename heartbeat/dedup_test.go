@@ -13,20 +13,20 @@ import (
 // ids are all still remembered.
 func TestEventFilterTenantsDoNotEvictEachOther(t *testing.T) {
 	f := newEventFilter(0)
-	f.add("b", "shutdown-1")
+	f.event("b", "shutdown-1").add()
 	for i := range 400_000 {
-		f.add("a", fmt.Sprint("a-", i))
+		f.event("a", fmt.Sprint("a-", i)).add()
 	}
-	require.True(t, f.seen("b", "shutdown-1"))
-	require.False(t, f.seen("a", "shutdown-1"), "ids are per tenant")
+	require.True(t, f.event("b", "shutdown-1").seen())
+	require.False(t, f.event("a", "shutdown-1").seen(), "ids are per tenant")
 	for i := 400_000 - DefaultEventWindow; i < 400_000; i += 997 {
-		require.True(t, f.seen("a", fmt.Sprint("a-", i)), "id %d of the last window", i)
+		require.True(t, f.event("a", fmt.Sprint("a-", i)).seen(), "id %d of the last window", i)
 	}
-	require.False(t, f.seen("a", "a-0"), "the oldest ids go")
+	require.False(t, f.event("a", "a-0").seen(), "the oldest ids go")
 
 	// A reload that removes tenant b drops its window.
 	f.retain(func(t string) bool { return t == "a" })
-	require.False(t, f.seen("b", "shutdown-1"))
+	require.False(t, f.event("b", "shutdown-1").seen())
 }
 
 // BenchmarkEventFilterMemory measures what a tenant's full window costs
@@ -39,7 +39,7 @@ func BenchmarkEventFilterMemory(b *testing.B) {
 	runtime.ReadMemStats(&before)
 	f := newEventFilter(0)
 	for i := range 2*DefaultEventWindow + 1 {
-		f.add("a", fmt.Sprint(i))
+		f.event("a", fmt.Sprint(i)).add()
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

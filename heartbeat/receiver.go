@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"hash/maphash"
 	"log/slog"
 	"math"
 	"net/http"
@@ -109,13 +108,16 @@ type BeatObserver interface {
 // Receiver serves the agent-facing API of SPEC 2: Beacon and ABS heartbeats
 // and ABS events.
 type Receiver struct {
-	store    *Store
-	signer   *auth.Signer
-	kill     KillSwitch
-	observer BeatObserver
-	logger   *slog.Logger
-	now      func() time.Time
-	settings atomic.Pointer[Settings]
+	store  *Store
+	signer *auth.Signer
+	kill   KillSwitch
+	// forgotten is kill.Forgotten, taken once: a method value made per
+	// heartbeat for the Authenticator was an allocation of every heartbeat.
+	forgotten func(fleet.Key) (time.Time, bool)
+	observer  BeatObserver
+	logger    *slog.Logger
+	now       func() time.Time
+	settings  atomic.Pointer[Settings]
 	// events suppresses repeated event_ids, in one window per tenant.
 	events *eventFilter
 
@@ -123,9 +125,9 @@ type Receiver struct {
 	// resolved once: counting then takes no lock and hashes no labels.
 	heartbeats [numProtocols][numResults]prometheus.Counter
 	refused    *prometheus.CounterVec
-	// eventLocks serialise the events of one event id (striped by its hash).
+	// eventLocks serialise the events of one event id, striped by the hash
+	// events keeps it by (the same id of two tenants shares a stripe).
 	eventLocks [64]sync.Mutex
-	eventSeed  maphash.Seed
 	// lastRefusalLog is when a refusal was last logged (unix ns).
 	lastRefusalLog atomic.Int64
 	bufs           sync.Pool
@@ -177,11 +179,11 @@ func NewReceiver(o ReceiverOptions, s *Settings) *Receiver {
 		store:     o.Store,
 		signer:    o.Signer,
 		kill:      o.KillSwitch,
+		forgotten: o.KillSwitch.Forgotten,
 		observer:  o.Observer,
 		logger:    o.Logger,
 		now:       o.Now,
 		events:    newEventFilter(o.EventWindow),
-		eventSeed: maphash.MakeSeed(),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sentinel_agents_refused_total",
 			Help: "Registrations refused because heartbeat.max_agents or the tenant's max_agents was reached.",
@@ -325,7 +327,7 @@ func (rc *Receiver) admit(r *http.Request, b *beat) error {
 	}
 	p, err := auth.Authenticator{
 		Credentials: b.settings.Credentials, Signer: rc.signer,
-		TokenTTL: b.settings.TokenTTL, Forgotten: rc.kill.Forgotten,
+		TokenTTL: b.settings.TokenTTL, Forgotten: rc.forgotten,
 	}.Authenticate(r, b.now)
 	switch {
 	case errors.Is(err, auth.ErrTokenExpired):
@@ -352,7 +354,8 @@ func (rc *Receiver) authorizeAgent(b *beat, id string) error {
 }
 
 // validate turns the body into a BeatRequest, or returns the 400 or 422.
-func (rc *Receiver) validate(b *beat, req *BeatRequest) error {
+// tenant are the thresholds of the agent's tenant.
+func (rc *Receiver) validate(b *beat, tenant fleet.Thresholds, req *BeatRequest) error {
 	bad := func(msg string) error { return jsonapi.BadRequest(msg) }
 	// A value outside an enumeration is well-formed but unsupported: 422.
 	unsupported := func(msg string) error { return jsonapi.Unprocessable(msg) }
@@ -378,7 +381,6 @@ func (rc *Receiver) validate(b *beat, req *BeatRequest) error {
 		return bad("version must be valid UTF-8 of at most 255 bytes")
 	}
 	*req = BeatRequest{Key: b.key, Time: b.now, Interval: b.interval, Status: status, Version: body.Version}
-	tenant := s.Thresholds.Tenant(b.key.Tenant)
 	b.thresholds = tenant
 	if body.SilentAfter != nil || body.ZombieAfter != nil {
 		// The agent's own thresholds, bounded by the configuration: a
@@ -457,11 +459,14 @@ func validString(s string) bool { return len(s) <= MaxStringLen && utf8.ValidStr
 // process records the beat in the store and works out the answer's content,
 // or returns the error to answer.
 func (rc *Receiver) process(b *beat) error {
+	// Resolved once: validate completes the agent's own thresholds with them,
+	// and the store derives the state before the beat with them.
+	tenant := b.settings.Thresholds.Tenant(b.key.Tenant)
 	var req BeatRequest
-	if err := rc.validate(b, &req); err != nil {
+	if err := rc.validate(b, tenant, &req); err != nil {
 		return err
 	}
-	res, err := rc.store.Beat(&req, b.settings.Thresholds.Tenant(b.key.Tenant))
+	res, err := rc.store.Beat(&req, tenant)
 	if errors.Is(err, ErrTooManyAgents) || errors.Is(err, ErrTenantTooManyAgents) {
 		limit, msg := "heartbeat.max_agents", "agent limit reached (heartbeat.max_agents, shared by every tenant); no new agent is admitted"
 		if errors.Is(err, ErrTenantTooManyAgents) {
@@ -547,30 +552,19 @@ func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, into any) e
 }
 
 func (rc *Receiver) serveBeacon(w http.ResponseWriter, r *http.Request) {
-	b := rc.newBeat(protoBeacon)
-	err := rc.admit(r, b)
-	if err == nil {
-		err = rc.authorizeAgent(b, r.PathValue("id"))
-	}
-	if err == nil {
-		err = rc.readBody(w, r, &b.body)
-	}
-	if err == nil {
-		err = rc.process(b)
-	}
-	if err != nil {
-		rc.refuse(w, b.proto, err)
-		return
-	}
-	out := rc.appendBeaconAnswer(make([]byte, 0, 512), b)
-	jsonapi.Raw(w, http.StatusOK, out)
+	rc.serveBeat(w, r, protoBeacon, r.PathValue("id"))
 }
 
 func (rc *Receiver) serveABS(w http.ResponseWriter, r *http.Request) {
-	b := rc.newBeat(protoABS)
+	rc.serveBeat(w, r, protoABS, r.URL.Query().Get("agentId"))
+}
+
+// serveBeat serves a Beacon or ABS heartbeat of agent id.
+func (rc *Receiver) serveBeat(w http.ResponseWriter, r *http.Request, proto protocol, id string) {
+	b := rc.newBeat(proto)
 	err := rc.admit(r, b)
 	if err == nil {
-		err = rc.authorizeAgent(b, r.URL.Query().Get("agentId"))
+		err = rc.authorizeAgent(b, id)
 	}
 	if err == nil {
 		err = rc.readBody(w, r, &b.body)
@@ -582,8 +576,13 @@ func (rc *Receiver) serveABS(w http.ResponseWriter, r *http.Request) {
 		rc.refuse(w, b.proto, err)
 		return
 	}
-	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
-	jsonapi.Raw(w, http.StatusOK, append(out, '}'))
+	var out []byte
+	if proto == protoBeacon {
+		out = rc.appendBeaconAnswer(make([]byte, 0, 512), b)
+	} else {
+		out = append(rc.appendABSAnswer(make([]byte, 0, 256), b), '}')
+	}
+	jsonapi.Raw(w, http.StatusOK, out)
 }
 
 // eventBody is an ABS event (SPEC 2.2).
@@ -636,13 +635,13 @@ func (rc *Receiver) event(w http.ResponseWriter, r *http.Request, b *beat) ([]by
 	if err := rc.authorizeAgent(b, ev.Source); err != nil {
 		return nil, err
 	}
-	dedupKey := []byte(b.key.Tenant + "\x00" + ev.EventID)
-	// The check, the processing and the Set are one step for each event id:
-	// two copies of an event arriving together are processed once.
-	mu := &rc.eventLocks[maphash.Bytes(rc.eventSeed, dedupKey)%uint64(len(rc.eventLocks))]
+	e := rc.events.event(b.key.Tenant, ev.EventID)
+	// The check, the processing and the record are one step for each event
+	// id: two copies of an event arriving together are processed once.
+	mu := &rc.eventLocks[e.h%uint64(len(rc.eventLocks))]
 	mu.Lock()
 	defer mu.Unlock()
-	if rc.events.seen(b.key.Tenant, ev.EventID) {
+	if e.seen() {
 		rc.count(b.proto, resultDuplicate)
 		return json.Marshal(struct {
 			EventID   string `json:"event_id"`
@@ -651,14 +650,16 @@ func (rc *Receiver) event(w http.ResponseWriter, r *http.Request, b *beat) ([]by
 		}{ev.EventID, ev.Source, true})
 	}
 	if len(ev.Payload) > 0 && string(ev.Payload) != "null" {
-		if err := json.Unmarshal(ev.Payload, &b.body); err != nil {
+		// The heartbeat decoder: json.Unmarshal's result, at its fast
+		// path's cost for the usual payload.
+		if err := decodeBeatBody(ev.Payload, &b.body); err != nil {
 			return nil, jsonapi.BadRequest("malformed payload: " + err.Error())
 		}
 	}
 	if err := rc.process(b); err != nil {
 		return nil, err
 	}
-	rc.events.add(b.key.Tenant, ev.EventID)
+	e.add()
 	out := rc.appendABSAnswer(make([]byte, 0, 256), b)
 	out = append(out, `,"event_id":`...)
 	out = appendJSONString(out, ev.EventID)

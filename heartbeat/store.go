@@ -290,8 +290,9 @@ type BeatResult struct {
 // Beat records a heartbeat, registering the agent if it is new. tenant are
 // the thresholds of the agent's tenant, which the agent's state before the
 // beat is derived with when it had none of its own. It returns
-// ErrTooManyAgents when a new agent would exceed max_agents. It is O(1) and
-// touches only the agent's shard.
+// ErrTooManyAgents when a new agent would exceed heartbeat.max_agents, and
+// ErrTenantTooManyAgents when it would exceed its tenant's max_agents. It is
+// O(1) and touches only the agent's shard.
 func (s *Store) Beat(req *BeatRequest, tenant fleet.Thresholds) (BeatResult, error) {
 	h := s.hash(req.Key)
 	sh := s.shardOf(h)
