@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"errors"
 	"hash/maphash"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,13 +93,22 @@ type record struct {
 }
 
 type shard struct {
-	mu      sync.RWMutex
-	index   map[uint64]uint32 // key hash → slot+1 of the first record of its chain
+	mu    sync.RWMutex
+	index map[uint64]uint32 // key hash → slot+1 of the first record of its chain
+	// records and arena live in mem's regions, outside the Go heap (see
+	// offheap.go): grown only through reserve, never with append past
+	// their capacity.
 	records []record
 	free    []uint32 // unused slots, reused before records grows
 	arena   []byte
 	garbage int // arena bytes no record refers to any more
+	mem     *shardMem
 }
+
+// shardMem is the memory behind a shard's records and arena. The shards'
+// are allocated apart from the Store, so that the cleanup freeing them when
+// the store is unreachable does not keep it reachable.
+type shardMem struct{ records, arena region }
 
 // NewAgentHook is consulted, under the agent's shard lock, when an agent is
 // created by a heartbeat: it returns the durable kill-switch state the new
@@ -116,8 +126,10 @@ type NewAgentHook func(fleet.Key) (revoked bool, cmd fleet.Command, cmdSeq uint3
 //
 // Ownership: the store owns its records. Callers get copies (Agent values and
 // Views) and change state only through the store's methods. Records are
-// pointer-free and strings live in per-shard arenas, so a million agents cost
-// the garbage collector next to nothing to scan.
+// pointer-free and strings live in per-shard arenas, both mapped outside the
+// Go heap (offheap.go): a million agents cost the garbage collector nothing
+// to scan and the process no heap headroom, and the memory is unmapped once
+// the store is unreachable.
 type Store struct {
 	seed    maphash.Seed
 	shards  [numShards]shard
@@ -130,9 +142,20 @@ type Store struct {
 // NewStore returns an empty store admitting at most maxAgents agents.
 func NewStore(maxAgents int, hook NewAgentHook) *Store {
 	s := &Store{seed: maphash.MakeSeed(), onNewAg: hook}
+	mem := new([numShards]shardMem)
 	for i := range s.shards {
 		s.shards[i].index = make(map[uint64]uint32)
+		s.shards[i].mem = &mem[i]
 	}
+	// Nothing refers to a store's memory once the store is unreachable:
+	// every method holds the store (a shard is part of it) while it uses
+	// the memory, and hands out copies only.
+	runtime.AddCleanup(s, func(mem *[numShards]shardMem) {
+		for i := range mem {
+			mem[i].records.free()
+			mem[i].arena.free()
+		}
+	}, mem)
 	s.limit.Store(int64(maxAgents))
 	return s
 }
@@ -215,7 +238,7 @@ func (sh *shard) setBlob(r *record, blob []byte) {
 	}
 	sh.garbage += int(r.blobLen)
 	r.blobOff, r.blobLen = uint32(len(sh.arena)), uint32(len(blob))
-	sh.arena = append(sh.arena, blob...)
+	sh.arena = append(reserve(&sh.mem.arena, sh.arena, len(blob)), blob...)
 	if sh.garbage > 64<<10 && sh.garbage > len(sh.arena)/2 {
 		sh.compact()
 	}
@@ -223,7 +246,8 @@ func (sh *shard) setBlob(r *record, blob []byte) {
 
 // compact rewrites the arena with only the blobs records still refer to.
 func (sh *shard) compact() {
-	arena := make([]byte, 0, len(sh.arena)-sh.garbage)
+	var mem region
+	arena := reserve(&mem, []byte(nil), len(sh.arena)-sh.garbage)
 	for i := range sh.records {
 		r := &sh.records[i]
 		if r.flags&flagUsed == 0 {
@@ -233,7 +257,8 @@ func (sh *shard) compact() {
 		arena = append(arena, sh.arena[r.blobOff:r.blobOff+r.blobLen]...)
 		r.blobOff = uint32(off)
 	}
-	sh.arena, sh.garbage = arena, 0
+	sh.mem.arena.free()
+	sh.arena, sh.garbage, sh.mem.arena = arena, 0, mem
 }
 
 // BeatRequest is an accepted heartbeat, already validated by its protocol.
@@ -438,7 +463,7 @@ func (sh *shard) insert(h uint64) *record {
 		sh.free = sh.free[:n-1]
 	} else {
 		slot = uint32(len(sh.records))
-		sh.records = append(sh.records, record{})
+		sh.records = append(reserve(&sh.mem.records, sh.records, 1), record{})
 	}
 	r := &sh.records[slot]
 	*r = record{hash: h, flags: flagUsed, next: sh.index[h]}
