@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bufio"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -67,55 +68,136 @@ func sortedKeys[V any](m map[fleet.Key]V) []fleet.Key {
 }
 
 // EncodeSnapshot writes the whole state (outbox included) to w and returns
-// its revision.
+// its revision. It holds the Core's lock while it writes (see encode).
 func (c *Core) EncodeSnapshot(w io.Writer) (Revision, error) {
 	c.mu.Lock()
-	s := c.encodable()
-	c.mu.Unlock()
-	return s.encode(w)
+	defer c.mu.Unlock()
+	return c.m.Revision, c.m.encodeSnapshot(w)
 }
 
 // EncodeSnapshot writes the state within a batch (the Core's lock is held),
 // for a backend that compacts while persisting.
 func (t *Txn) EncodeSnapshot(w io.Writer) (Revision, error) {
-	return t.c.encodable().encode(w)
+	return t.c.m.Revision, t.c.m.encodeSnapshot(w)
 }
 
-func (s *snapshot) encode(w io.Writer) (Revision, error) {
-	return s.Revision, json.NewEncoder(w).Encode(s)
+// encodeSnapshot writes the document json.Marshal writes for the snapshot
+// struct, one entry at a time, from the state itself: a state of a million
+// registered agents compacts without a copy of its maps or a buffer of the
+// whole document (json.Encoder marshals a value whole before it writes a
+// byte), which at that size were a few hundred MB of garbage per compaction.
+// The caller holds the Core's lock (or owns m): entries are read in place.
+func (m machine) encodeSnapshot(w io.Writer) error {
+	sw := &snapshotWriter{w: bufio.NewWriterSize(w, 64<<10)}
+	sw.raw(`{"format":`)
+	sw.value(snapshotFormat)
+	sw.field("revision", m.Revision)
+	writeKeyed(sw, "revocations", m.Revocations, func(k fleet.Key, v fleet.Revocation) any { return keyedRevocation{k, v} })
+	writeKeyed(sw, "commands", m.Commands, func(k fleet.Key, v Command) any { return keyedCommand{k, v} })
+	sw.keyedTimes("forgotten", m.Forgotten)
+	sw.keyedTimes("registered", m.Registered)
+	writeKeyed(sw, "announced", m.Announced, func(k fleet.Key, v fleet.State) any { return keyedState{k, v} })
+	writeKeyed(sw, "sequences", m.Sequences, func(k fleet.Key, v uint64) any { return keyedSeq{k, v} })
+	sw.field("alert_keys", m.AlertKeys)
+	sw.field("disabled_endpoints", slices.Sorted(maps.Keys(m.Disabled)))
+	sw.field("pipeline", m.Pipeline)
+	if !m.WatchdogAt.IsZero() {
+		sw.field("watchdog_at", m.WatchdogAt)
+	}
+	sw.field("command_seq", m.CommandSeq)
+	sw.field("outbox_next", m.outbox.next)
+	deliveries := slices.SortedFunc(maps.Values(m.outbox.byID), func(a, b *Delivery) int { return cmp.Compare(a.ordinal, b.ordinal) })
+	sw.raw(`,"deliveries":`)
+	sw.array(len(deliveries), func(i int) { sw.value(snapshotDelivery{Delivery: *deliveries[i], Ordinal: deliveries[i].ordinal}) })
+	sw.raw("}\n")
+	if sw.err != nil {
+		return sw.err
+	}
+	return sw.w.Flush()
 }
 
-// encodable copies the state into its stored form; c.mu is held.
-func (c *Core) encodable() *snapshot {
-	m := c.m
-	s := &snapshot{Format: snapshotFormat, Revision: m.Revision, AlertKeys: maps.Clone(m.AlertKeys),
-		Pipeline: m.Pipeline, WatchdogAt: m.WatchdogAt, CommandSeq: m.CommandSeq, OutboxNext: m.outbox.next}
-	for _, k := range sortedKeys(m.Revocations) {
-		s.Revocations = append(s.Revocations, keyedRevocation{k, m.Revocations[k]})
+// snapshotWriter writes a JSON document piece by piece, keeping the first
+// error.
+type snapshotWriter struct {
+	w   *bufio.Writer
+	buf []byte
+	err error
+}
+
+func (sw *snapshotWriter) raw(s string) {
+	if sw.err == nil {
+		_, sw.err = sw.w.WriteString(s)
 	}
-	for _, k := range sortedKeys(m.Commands) {
-		s.Commands = append(s.Commands, keyedCommand{k, m.Commands[k]})
+}
+
+func (sw *snapshotWriter) bytes(b []byte) {
+	if sw.err == nil {
+		_, sw.err = sw.w.Write(b)
 	}
-	for _, k := range sortedKeys(m.Forgotten) {
-		s.Forgotten = append(s.Forgotten, keyedTime{k, m.Forgotten[k]})
+}
+
+func (sw *snapshotWriter) value(v any) {
+	if sw.err != nil {
+		return
 	}
-	for _, k := range sortedKeys(m.Registered) {
-		s.Registered = append(s.Registered, keyedTime{k, m.Registered[k]})
+	b, err := json.Marshal(v)
+	if err != nil {
+		sw.err = err
+		return
 	}
-	for _, k := range sortedKeys(m.Announced) {
-		s.Announced = append(s.Announced, keyedState{k, m.Announced[k]})
+	sw.bytes(b)
+}
+
+func (sw *snapshotWriter) field(name string, v any) {
+	sw.raw(`,"` + name + `":`)
+	sw.value(v)
+}
+
+// array writes n elements with elem, as encoding/json writes a slice: null
+// when empty, as the nil slices of the snapshot struct were.
+func (sw *snapshotWriter) array(n int, elem func(int)) {
+	if n == 0 {
+		sw.raw("null")
+		return
 	}
-	for _, k := range sortedKeys(m.Sequences) {
-		s.Sequences = append(s.Sequences, keyedSeq{k, m.Sequences[k]})
+	for i := range n {
+		if i == 0 {
+			sw.raw("[")
+		} else {
+			sw.raw(",")
+		}
+		elem(i)
 	}
-	s.Disabled = slices.Sorted(maps.Keys(m.Disabled))
-	for _, d := range m.outbox.byID {
-		v := *d
-		v.Event = d.Event.clone()
-		s.Deliveries = append(s.Deliveries, snapshotDelivery{Delivery: v, Ordinal: d.ordinal})
-	}
-	slices.SortFunc(s.Deliveries, func(a, b snapshotDelivery) int { return cmp.Compare(a.Ordinal, b.Ordinal) })
-	return s
+	sw.raw("]")
+}
+
+// writeKeyed writes m's entries in key order as the elements wrap makes.
+func writeKeyed[V any](sw *snapshotWriter, name string, m map[fleet.Key]V, wrap func(fleet.Key, V) any) {
+	keys := sortedKeys(m)
+	sw.raw(`,"` + name + `":`)
+	sw.array(len(keys), func(i int) { sw.value(wrap(keys[i], m[keys[i]])) })
+}
+
+// keyedTimes is writeKeyed for the maps of times, registrations above all
+// (one per agent), without reflection: the bytes json.Marshal writes for a
+// keyedTime.
+func (sw *snapshotWriter) keyedTimes(name string, m map[fleet.Key]time.Time) {
+	keys := sortedKeys(m)
+	sw.raw(`,"` + name + `":`)
+	sw.array(len(keys), func(i int) {
+		k := keys[i]
+		b := append(sw.buf[:0], `{"key":{"Tenant":`...)
+		b = appendString(b, k.Tenant)
+		b = append(b, `,"AgentID":`...)
+		b = appendString(b, k.AgentID)
+		b = append(b, `},"at":`...)
+		b, err := appendTime(b, m[k])
+		if err != nil && sw.err == nil {
+			sw.err = err
+		}
+		sw.buf = append(b, '}')
+		sw.bytes(sw.buf)
+	})
 }
 
 // DecodeSnapshot replaces the state with the one EncodeSnapshot wrote, and
