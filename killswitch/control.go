@@ -23,10 +23,16 @@ import (
 )
 
 // asyncQueue bounds the registrations and acknowledgements waiting to be
-// committed; asyncBatch is how many go in one Apply.
+// committed; asyncBatch is how many go in one Apply; asyncLinger is how long
+// the first of a batch waits for company. Every Apply is a journal write and
+// an fsync, and a blocking fsync holds the runtime's processor until sysmon
+// takes it back (up to 10 ms): committed a few at a time, a fleet's
+// registrations stalled its own heartbeats. Nothing waits on these commits,
+// and the wait loses nothing a crash would not (see AgentRegistered).
 const (
-	asyncQueue = 1 << 16
-	asyncBatch = 4096
+	asyncQueue  = 1 << 16
+	asyncBatch  = 4096
+	asyncLinger = 100 * time.Millisecond
 )
 
 // PendingCommand is a command waiting for its acknowledgement.
@@ -70,6 +76,7 @@ type Control struct {
 	notify      chan struct{} // closed and replaced when applied moves on
 
 	async        chan ledger.Op
+	asyncPending atomic.Int64 // queued and not yet committed (or dropped)
 	asyncDropped atomic.Uint64
 
 	cancel context.CancelFunc
@@ -357,15 +364,19 @@ func (c *Control) writeAsync(ctx context.Context) {
 			}
 			return
 		}
+		linger := time.NewTimer(asyncLinger)
 	more:
 		for len(batch) < asyncBatch {
 			select {
 			case op := <-c.async:
 				batch = append(batch, op)
-			default:
+			case <-linger.C:
 				break more
+			case <-ctx.Done():
+				break more // written now; the loop then flushes the rest
 			}
 		}
+		linger.Stop()
 		c.writeBatch(ctx, batch)
 	}
 }
@@ -378,6 +389,7 @@ func (c *Control) writeBatch(ctx context.Context, batch []ledger.Op) {
 	if _, err := c.ledger.Apply(ctx, batch...); err != nil {
 		c.drop(len(batch), err.Error())
 	}
+	c.asyncPending.Add(-int64(len(batch)))
 }
 
 // drop counts lost asynchronous records and logs at powers of two, so a
@@ -390,9 +402,11 @@ func (c *Control) drop(n int, reason string) {
 }
 
 func (c *Control) queue(op ledger.Op) {
+	c.asyncPending.Add(1)
 	select {
 	case c.async <- op:
 	default:
+		c.asyncPending.Add(-1)
 		c.drop(1, "queue full")
 	}
 }

@@ -189,7 +189,7 @@ func (e *env) restart(snapshot []byte) {
 func (e *env) settle() {
 	e.t.Helper()
 	require.Eventually(e.t, func() bool {
-		return len(e.control.async) == 0 && e.control.ledger.(*flakyLedger).Ledger.Healthy() == nil
+		return e.control.asyncPending.Load() == 0 && e.control.ledger.(*flakyLedger).Ledger.Healthy() == nil
 	}, 5*time.Second, time.Millisecond)
 	s, err := e.ledger.Load(context.Background())
 	require.NoError(e.t, err)
