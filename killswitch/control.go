@@ -489,6 +489,10 @@ func (c *Control) CommandAcknowledged(k fleet.Key, seq uint32) {
 // ledger: a registration lost in a crash only means the agent is unknown
 // until its next heartbeat, which the durability contract allows.
 func (c *Control) AgentRegistered(k fleet.Key, at time.Time) {
+	// The id may share the memory of the request (its path or query), and
+	// the registration is kept as long as the agent: cloned, it keeps its
+	// own few bytes alive, not the whole request line (~50 MB at 1M agents).
+	k.AgentID = strings.Clone(k.AgentID)
 	c.queue(ledger.Register{Key: k, At: at.UTC()})
 }
 

@@ -11,8 +11,16 @@ import (
 // maxBatch bounds the Applies committed together in one durable write.
 const maxBatch = 1024
 
-// defaultMaxLog is how many changes Core keeps in memory for Watch.
-const defaultMaxLog = 1 << 16
+// defaultMaxLog is how many changes Core keeps in memory for Watch, and
+// defaultMaxLogOps how many ops those changes may hold in all: one change
+// can hold thousands (a batch of registrations, a revoke-all), and a log
+// bounded by changes alone kept every registration of a million-agent fleet
+// (~140 MB). Watchers follow within a change or two; one that falls further
+// behind gets ErrCompacted and loads the state afresh.
+const (
+	defaultMaxLog    = 1 << 16
+	defaultMaxLogOps = 1 << 16
+)
 
 // Core is the part every backend shares: the state machine, the in-memory log
 // of recent changes that Watch serves, and the group commit of Applies. A
@@ -29,9 +37,12 @@ type Core struct {
 	m       machine
 	log     []Change // changes after logBase, in order
 	logBase Revision
+	logOps  int // ops in log
 	maxLog  int
-	notify  chan struct{} // closed and replaced when changes are published
-	reqs    chan *request
+	// maxLogOps bounds logOps; the newest change is kept whatever its size.
+	maxLogOps int
+	notify    chan struct{} // closed and replaced when changes are published
+	reqs      chan *request
 	// healthy is separate from mu: backends report health from within a
 	// commit, which holds mu.
 	healthy atomic.Pointer[error]
@@ -56,10 +67,11 @@ type reply struct {
 // NewCore returns a core with an empty state at revision 0.
 func NewCore() *Core {
 	return &Core{
-		m:      machine{State: NewState(), outbox: newOutbox()},
-		maxLog: defaultMaxLog,
-		notify: make(chan struct{}),
-		reqs:   make(chan *request),
+		m:         machine{State: NewState(), outbox: newOutbox()},
+		maxLog:    defaultMaxLog,
+		maxLogOps: defaultMaxLogOps,
+		notify:    make(chan struct{}),
+		reqs:      make(chan *request),
 	}
 }
 
@@ -109,10 +121,20 @@ func (c *Core) publish(chs ...Change) {
 		return
 	}
 	c.log = append(c.log, chs...)
-	if len(c.log) > c.maxLog {
-		drop := len(c.log) - c.maxLog/2
-		c.logBase = c.log[drop-1].Revision
-		c.log = append([]Change(nil), c.log[drop:]...)
+	for _, ch := range chs {
+		c.logOps += len(ch.Ops)
+	}
+	if len(c.log) > c.maxLog || c.logOps > c.maxLogOps {
+		// Down to half the bounds, so that trimming is rare.
+		drop := 0
+		for drop < len(c.log)-1 && (len(c.log)-drop > c.maxLog/2 || c.logOps > c.maxLogOps/2) {
+			c.logOps -= len(c.log[drop].Ops)
+			drop++
+		}
+		if drop > 0 {
+			c.logBase = c.log[drop-1].Revision
+			c.log = append([]Change(nil), c.log[drop:]...)
+		}
 	}
 	close(c.notify)
 	c.notify = make(chan struct{})

@@ -252,6 +252,6 @@ func (c *Core) DecodeSnapshot(r io.Reader) (Revision, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.m = machine{State: st, outbox: ob}
-	c.log, c.logBase = nil, st.Revision
+	c.log, c.logBase, c.logOps = nil, st.Revision, 0
 	return st.Revision, nil
 }
