@@ -94,6 +94,7 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 	if err != nil {
 		return nil, fmt.Errorf("load kill-switch state: %w", err)
 	}
+	state.Registered = nil // asked of the ledger: see Known
 	c := &Control{
 		ledger:      l,
 		logger:      logger,
@@ -157,6 +158,7 @@ func (c *Control) watch(ctx context.Context) {
 
 // reset replaces the cache with s, after a watch lost track.
 func (c *Control) reset(s *ledger.State) {
+	s.Registered = nil // asked of the ledger: see Known
 	c.mu.Lock()
 	old := c.state
 	c.state = s
@@ -497,17 +499,16 @@ func (c *Control) AgentRegistered(k fleet.Key, at time.Time) {
 }
 
 // Known reports whether the agent is in the store or registered in the
-// ledger (by a replica, or before a crash lost it from the snapshot).
+// ledger (by a replica, or before a crash lost it from the snapshot). The
+// cache keeps no registrations: at one per agent they would double the
+// ledger's largest part in memory, so the ledger's own copy answers.
 func (c *Control) Known(k fleet.Key) bool {
 	if store := c.storeOf(); store != nil {
 		if _, ok := store.Get(k); ok {
 			return true
 		}
 	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	_, ok := c.state.Registered[k]
-	return ok
+	return c.ledger.Registered(k)
 }
 
 // Keys returns every agent of tenant the kill switch knows: those in the
@@ -525,10 +526,8 @@ func (c *Control) Keys(tenant string) []fleet.Key {
 			return true
 		})
 	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	for k := range c.state.Registered {
-		if _, ok := seen[k]; !ok && k.Tenant == tenant {
+	for _, k := range c.ledger.RegisteredKeys(tenant) {
+		if _, ok := seen[k]; !ok {
 			keys = append(keys, k)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/agentsentinel/sentinel/fleet"
 )
 
 // maxBatch bounds the Applies committed together in one durable write.
@@ -88,6 +90,27 @@ func (c *Core) Load(context.Context) (*State, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.m.State.Clone(), nil
+}
+
+// Registered implements Ledger.Registered.
+func (c *Core) Registered(k fleet.Key) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.m.Registered[k]
+	return ok
+}
+
+// RegisteredKeys implements Ledger.RegisteredKeys.
+func (c *Core) RegisteredKeys(tenant string) []fleet.Key {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var keys []fleet.Key
+	for k := range c.m.Registered {
+		if k.Tenant == tenant {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // Deliveries implements Ledger.Deliveries from the outbox this Core holds.

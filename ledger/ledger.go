@@ -22,6 +22,8 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	"github.com/agentsentinel/sentinel/fleet"
 )
 
 // Revision numbers the changes of a ledger: 1 for the first Apply that changed
@@ -102,6 +104,14 @@ type Ledger interface {
 	// with a shared backend, every other replica's, each with the time it
 	// was taken. No stored state is no call and no error.
 	LoadAgents(ctx context.Context, read func(replica string, takenAt time.Time, r io.Reader) error) error
+
+	// Registered reports whether the agent's registration is recorded and
+	// not forgotten since; RegisteredKeys returns a tenant's such agents, in
+	// no order. Both read this replica's copy of the state (as up to date as
+	// Watch), never the backend: a registration per agent is the bulk of a
+	// large fleet's state, which a cache need not hold a second copy of.
+	Registered(k fleet.Key) bool
+	RegisteredKeys(tenant string) []fleet.Key
 
 	// Healthy returns nil while the ledger can commit, and why not otherwise.
 	Healthy() error

@@ -30,7 +30,9 @@ type Command struct {
 }
 
 // State is the kill-switch part of the ledger's state, as Load returns it
-// and as a cache rebuilds it with Apply. The maps are never nil.
+// and as a cache rebuilds it with Apply. The maps are never nil, but for
+// Registered in a cache that leaves registrations to the ledger (see
+// Ledger.Registered): Apply then keeps none.
 type State struct {
 	Revision    Revision                       `json:"revision"`
 	Revocations map[fleet.Key]fleet.Revocation `json:"-"`
@@ -165,7 +167,9 @@ func (m machine) apply(op Op, undo *[]func()) {
 		setMap(m.Registered, o.Key, time.Time{}, true, undo)
 		setMap(m.Forgotten, o.Key, o.At, false, undo)
 	case Register:
-		setMap(m.Registered, o.Key, o.At, false, undo)
+		if m.Registered != nil {
+			setMap(m.Registered, o.Key, o.At, false, undo)
+		}
 	case Announce:
 		setMap(m.Announced, o.Key, o.To, o.To == fleet.StateActive, undo)
 		m.enqueue(o.Event, undo)

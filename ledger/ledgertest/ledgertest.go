@@ -43,6 +43,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("Atomicity", func(t *testing.T) { testAtomicity(t, b) })
 	t.Run("WatchOrder", func(t *testing.T) { testWatch(t, b) })
 	t.Run("Outbox", func(t *testing.T) { testOutbox(t, b) })
+	t.Run("Registered", func(t *testing.T) { testRegistered(t, b) })
 	t.Run("Restart", func(t *testing.T) { testRestart(t, b) })
 	if b.Second != nil {
 		t.Run("Replicas", func(t *testing.T) { testReplicas(t, b) })
@@ -124,6 +125,26 @@ func testConditional(t *testing.T, b Backend) {
 	res = apply(t, l, ledger.Revoke{Key: key("d"), Revocation: revocation("x")}, ledger.Revoke{Key: key("d"), Revocation: revocation("y")})
 	require.True(t, res.Applied(0))
 	require.False(t, res.Applied(1))
+}
+
+// testRegistered: Registered and RegisteredKeys answer what Load holds,
+// a forget included.
+func testRegistered(t *testing.T, b Backend) {
+	l := b.Open(t)
+	other := fleet.Key{Tenant: "globex", AgentID: "g"}
+	apply(t, l, ledger.Register{Key: key("a"), At: t0}, ledger.Register{Key: key("b"), At: t0}, ledger.Register{Key: other, At: t0})
+	apply(t, l, ledger.Forget{Key: key("b"), At: t0.Add(time.Second)})
+
+	require.True(t, l.Registered(key("a")))
+	require.False(t, l.Registered(key("b")), "forgotten")
+	require.False(t, l.Registered(key("never")))
+	require.True(t, l.Registered(other))
+	require.Equal(t, []fleet.Key{key("a")}, l.RegisteredKeys("acme"))
+	require.Equal(t, []fleet.Key{other}, l.RegisteredKeys("globex"))
+	require.Empty(t, l.RegisteredKeys("initech"))
+	s, err := l.Load(context.Background())
+	require.NoError(t, err)
+	require.Len(t, s.Registered, 2)
 }
 
 func testAtomicity(t *testing.T, b Backend) {
