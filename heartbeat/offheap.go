@@ -26,13 +26,10 @@ import (
 // minRegion is the smallest mapping: a page, below which mapping is waste.
 const minRegion = 4096
 
-// offHeapBytes is what every store has mapped: the runtime's memory
-// statistics do not see it.
+// offHeapBytes is what every store of the process has mapped (of which
+// only the used part is resident); the runtime's memory statistics do not
+// see it.
 var offHeapBytes atomic.Int64
-
-// OffHeapBytes returns the bytes the stores of this process hold outside
-// the Go heap (mapped, of which only the used part is resident).
-func OffHeapBytes() int64 { return offHeapBytes.Load() }
 
 // region is the memory behind one growable slice of a shard. It is owned by
 // its shard (changed under the shard's write lock) and, once the store is

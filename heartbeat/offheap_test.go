@@ -24,7 +24,7 @@ func stMappedBytes(s *Store) (n int64) {
 // Cleanups run on a goroutine of their own, hence the pause.
 func stSettleCleanups() int64 {
 	last := int64(-1)
-	for n := OffHeapBytes(); n != last; n = OffHeapBytes() {
+	for n := offHeapBytes.Load(); n != last; n = offHeapBytes.Load() {
 		last = n
 		runtime.GC()
 		time.Sleep(time.Millisecond)
@@ -56,7 +56,7 @@ func TestStoreMemoryOffHeap(t *testing.T) {
 	mine := stMappedBytes(s)
 	require.Positive(t, mine)
 	if runtime.GOOS == "linux" {
-		require.Equal(t, base+mine, OffHeapBytes(), "every region replaced by a larger or compacted one is unmapped")
+		require.Equal(t, base+mine, offHeapBytes.Load(), "every region replaced by a larger or compacted one is unmapped")
 	}
 	for i := range 2000 {
 		require.Equal(t, stPlatform(i, 39), stMustGet(t, s, stKey(fmt.Sprintf("a-%d", i))).Platform, i)
@@ -66,6 +66,6 @@ func TestStoreMemoryOffHeap(t *testing.T) {
 	s = nil
 	require.Eventually(t, func() bool {
 		runtime.GC()
-		return OffHeapBytes() <= base
+		return offHeapBytes.Load() <= base
 	}, 10*time.Second, 5*time.Millisecond, "the memory of an unreachable store is unmapped")
 }
