@@ -41,6 +41,16 @@ func corruptionFixture(t *testing.T) (*env, ledger.Revision) {
 	for _, id := range []string{"a1", "a2", "a3", "a4"} {
 		s.register(id, acmeKey, nil)
 	}
+	// Registrations are committed in the background, batched: wait for
+	// them, so that the revision read below is the journal's last.
+	require.Eventually(t, func() bool {
+		for _, id := range []string{"a1", "a2", "a3", "a4"} {
+			if !s.app.Ledger().Registered(fleet.Key{Tenant: "acme", AgentID: id}) {
+				return false
+			}
+		}
+		return true
+	}, 5*time.Second, time.Millisecond)
 	require.NoError(t, s.app.Snapshot())
 	for _, id := range []string{"a1", "a2"} {
 		r := s.do(http.MethodPost, "/api/v1/installations/"+id+"/revoke", acmeAdmin, map[string]any{"reason": "revoked " + id})
