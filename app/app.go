@@ -286,6 +286,7 @@ func (a *App) mergeReplicas(all bool) error {
 			return nil
 		}
 		other := heartbeat.NewStore(max, nil)
+		defer other.Release()
 		if _, _, err := other.DecodeSnapshot(r); err != nil {
 			return err
 		}

@@ -68,4 +68,19 @@ func TestStoreMemoryOffHeap(t *testing.T) {
 		runtime.GC()
 		return offHeapBytes.Load() <= base
 	}, 10*time.Second, 5*time.Millisecond, "the memory of an unreachable store is unmapped")
+
+	// Release unmaps at once; the cleanup then finds nothing left to free.
+	base = stSettleCleanups()
+	s = NewStore(10, nil)
+	stMustBeat(t, s, stFullBeat("r", stT0))
+	require.Positive(t, stMappedBytes(s))
+	s.Release()
+	require.Zero(t, stMappedBytes(s))
+	if runtime.GOOS == "linux" {
+		require.Equal(t, base, offHeapBytes.Load())
+	}
+	runtime.KeepAlive(s)
+	s = nil
+	runtime.GC()
+	require.Equal(t, base, stSettleCleanups())
 }

@@ -160,6 +160,21 @@ func NewStore(maxAgents int, hook NewAgentHook) *Store {
 	return s
 }
 
+// Release unmaps the store's memory now rather than once the store is
+// unreachable, for a short-lived store (another replica's saved state, read
+// to be merged): the collector, which does not see that memory, may run
+// much later. The store must not be used afterwards.
+func (s *Store) Release() {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		sh.mem.records.free()
+		sh.mem.arena.free()
+		sh.records, sh.arena, sh.free, sh.index = nil, nil, nil, nil
+		sh.mu.Unlock()
+	}
+}
+
 // SetLimit changes max_agents (on config reload). Lowering it below the
 // current count evicts nobody; it only refuses new agents.
 func (s *Store) SetLimit(maxAgents int) { s.limit.Store(int64(maxAgents)) }
