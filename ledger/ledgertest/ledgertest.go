@@ -44,6 +44,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("WatchOrder", func(t *testing.T) { testWatch(t, b) })
 	t.Run("Outbox", func(t *testing.T) { testOutbox(t, b) })
 	t.Run("Restart", func(t *testing.T) { testRestart(t, b) })
+	t.Run("Closed", func(t *testing.T) { testClosed(t, b) })
 	if b.Second != nil {
 		t.Run("Replicas", func(t *testing.T) { testReplicas(t, b) })
 	}
@@ -309,6 +310,21 @@ func testRestart(t *testing.T, b Backend) {
 	require.False(t, apply(t, l, ledger.AlertSeen{Key: "k", At: t0}).Applied(0))
 	res := apply(t, l, ledger.SetCommand{Key: key("b"), Command: fleet.CommandResume, IssuedAt: t0})
 	require.Equal(t, uint32(2), res.Ops[0].CommandSeq, "command sequence numbers go on after a restart")
+}
+
+// testClosed checks that a closed ledger refuses writes with ErrClosed at
+// once, as often as it is asked, and that Close is idempotent.
+func testClosed(t *testing.T, b Backend) {
+	l := b.Open(t)
+	require.NoError(t, l.Close())
+	require.NoError(t, l.Close())
+	ctx := context.Background()
+	for range 3 {
+		_, err := l.Apply(ctx, ledger.AlertSeen{Key: "k", At: t0})
+		require.ErrorIs(t, err, ledger.ErrClosed)
+		_, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w", Now: t0, Lease: time.Minute, Max: 1})
+		require.ErrorIs(t, err, ledger.ErrClosed)
+	}
 }
 
 func testReplicas(t *testing.T, b Backend) {
