@@ -70,7 +70,7 @@ func loadWebConfig(file string) (*webConfig, error) {
 // at file. Errors from the decoder and from exporter-toolkit go through the
 // redaction of config: they name lines and keys, not values.
 func parseWebConfig(content []byte, file string) (*webConfig, error) {
-	redact := webRedactor(content)
+	redact := webRedactor(content, filepath.Dir(file))
 	// exporter-toolkit's defaults, which the decoder overwrites with what
 	// the file sets.
 	c := web.Config{
@@ -187,8 +187,10 @@ var typeErrorValue = regexp.MustCompile("(cannot unmarshal [^ ]+) `.*` (into [^`
 // format (a value, or an unknown key that may be a secret pasted in the
 // wrong place) is cut out, longest first. The file holds no secret sentinel
 // needs (basic_auth_users is refused), but an inline private key or a
-// password pasted by mistake must not reach a log line.
-func webRedactor(content []byte) func(string) string {
+// password pasted by mistake must not reach a log line. Values are also cut
+// as the file paths they may be, resolved against dir as exporter-toolkit
+// resolves them.
+func webRedactor(content []byte, dir string) func(string) string {
 	seen := map[string]bool{}
 	var walk func(n *yaml.Node)
 	walk = func(n *yaml.Node) {
@@ -199,6 +201,9 @@ func webRedactor(content []byte) func(string) string {
 			seen[n.Value] = true
 			if q := strconv.Quote(n.Value); q[1:len(q)-1] != n.Value {
 				seen[q[1:len(q)-1]] = true // messages quote Go-style too
+			}
+			if p := filepath.Join(dir, n.Value); !filepath.IsAbs(n.Value) && len(p) >= 3 {
+				seen[p] = true
 			}
 			// Multi-line values (inline PEM) are also cut line by line.
 			for l := range strings.Lines(n.Value) {
