@@ -177,25 +177,41 @@ var webKeys = func() map[string]bool {
 	return keys
 }()
 
-// typeErrorValue matches yaml's "cannot unmarshal TAG `VALUE` into TYPE",
-// whose VALUE may be cut short (so the safety net below would miss it).
-var typeErrorValue = regexp.MustCompile("(cannot unmarshal [^ ]+) `.*` (into [^`]*)$")
+var (
+	// yamlTags are YAML's own tags, which messages may show.
+	yamlTags = map[string]bool{"!!str": true, "!!int": true, "!!float": true, "!!bool": true, "!!null": true,
+		"!!map": true, "!!seq": true, "!!binary": true, "!!timestamp": true, "!!merge": true}
+	// typeErrorValue matches yaml's "cannot unmarshal TAG `VALUE` into
+	// TYPE", whose VALUE may be cut short (so the safety net below would
+	// miss it).
+	typeErrorValue = regexp.MustCompile("(cannot unmarshal [^ ]+) `.*` (into [^`]*)$")
+	// anchorName matches yaml's "unknown anchor 'NAME' referenced", a
+	// parse error: the safety net never saw the document that has it.
+	anchorName = regexp.MustCompile(`anchor '.*?'`)
+)
 
 // webRedactor returns a func that removes every value of the web
 // configuration content from a message: yaml's type errors lose their
-// quoted value, then every scalar of the file that is not a key of the
-// format (a value, or an unknown key that may be a secret pasted in the
-// wrong place) is cut out, longest first. The file holds no secret sentinel
-// needs (basic_auth_users is refused), but an inline private key or a
-// password pasted by mistake must not reach a log line. Values are also cut
-// as the file paths they may be, resolved against dir as exporter-toolkit
-// resolves them.
+// quoted value, then every scalar, tag and anchor of the file that is not
+// a key of the format (a value, or an unknown key that may be a secret
+// pasted in the wrong place) is cut out, longest first. The file holds no
+// secret sentinel needs (basic_auth_users is refused), but an inline
+// private key or a password pasted by mistake must not reach a log line.
+// Values are also cut as the file paths they may be, resolved against dir
+// as exporter-toolkit resolves them.
 func webRedactor(content []byte, dir string) func(string) string {
 	seen := map[string]bool{}
 	var walk func(n *yaml.Node)
 	walk = func(n *yaml.Node) {
 		if n == nil {
 			return
+		}
+		// Tags and anchors are the file's words too: yaml quotes them in
+		// its type errors.
+		for _, w := range []string{n.Tag, n.Anchor} {
+			if len(w) >= 3 && !yamlTags[w] {
+				seen[w] = true
+			}
 		}
 		if n.Kind == yaml.ScalarNode && len(n.Value) >= 3 && !webKeys[n.Value] {
 			seen[n.Value] = true
@@ -237,7 +253,8 @@ func webRedactor(content []byte, dir string) func(string) string {
 	return func(msg string) string {
 		lines := strings.Split(msg, "\n")
 		for i, l := range lines {
-			lines[i] = typeErrorValue.ReplaceAllString(l, "$1 $2")
+			l = typeErrorValue.ReplaceAllString(l, "$1 $2")
+			lines[i] = anchorName.ReplaceAllString(l, "anchor "+config.Redacted)
 		}
 		msg = strings.Join(lines, "\n")
 		for _, v := range values {
