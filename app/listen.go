@@ -117,7 +117,7 @@ func serveListeners(server *http.Server, wc *webConfig, listeners []net.Listener
 		logger.Info("Listening on", "address", addr)
 		if tlsConfig != nil {
 			logger.Info("TLS is enabled.", "http2", false, "address", addr)
-			l = tlsListener{Listener: l, config: tlsConfig}
+			l = tlsListener{Listener: l, config: tlsConfig, header: header}
 		} else {
 			logger.Info("TLS is disabled.", "http2", false, "address", addr)
 		}
@@ -204,6 +204,7 @@ func (wc *webConfig) rawHeader() string {
 type tlsListener struct {
 	net.Listener
 	config *tls.Config
+	header string // the configured headers, for the plain-HTTP answer
 }
 
 func (l tlsListener) Accept() (net.Conn, error) {
@@ -211,7 +212,7 @@ func (l tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tlsConn{Conn: tls.Server(c, l.config)}, nil
+	return &tlsConn{Conn: tls.Server(c, l.config), header: l.header}, nil
 }
 
 // tlsConn is a server-side TLS connection that answers a plain HTTP request
@@ -222,12 +223,9 @@ func (l tlsListener) Accept() (net.Conn, error) {
 // HTTP/1.1 is served (ALPN offers nothing else).
 type tlsConn struct {
 	*tls.Conn
+	header   string
 	answered bool // the plain-HTTP answer was written; only Read touches it
 }
-
-// plainHTTPAnswer is net/http's answer to a plain HTTP request on a TLS
-// port, as JSON.
-var plainHTTPAnswer = jsonAnswer(http.StatusBadRequest, "bad request: client sent an HTTP request to an HTTPS server", "")
 
 func (c *tlsConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
@@ -237,7 +235,8 @@ func (c *tlsConn) Read(p []byte) (int, error) {
 		// The raw connection: its client does not speak TLS. A short
 		// deadline, as nothing else bounds this write.
 		_ = re.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-		if _, werr := re.Conn.Write(plainHTTPAnswer); werr == nil {
+		answer := jsonAnswer(http.StatusBadRequest, "bad request: client sent an HTTP request to an HTTPS server", c.header)
+		if _, werr := re.Conn.Write(answer); werr == nil {
 			if cw, ok := re.Conn.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite() // let the client read the answer before the close
 			}

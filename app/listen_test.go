@@ -117,6 +117,7 @@ func TestTLSServerErrorsAreJSON(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, res.StatusCode, body)
 		require.Equal(t, "application/json", res.Header.Get("Content-Type"))
 		require.JSONEq(t, `{"error":"bad request: client sent an HTTP request to an HTTPS server"}`, body)
+		require.Equal(t, "deny", res.Header.Get("X-Frame-Options"))
 	})
 }
 
