@@ -298,6 +298,8 @@ func TestCheckWebConfig(t *testing.T) {
 		{"negative interval", "rate_limit:\n  burst: 1\n  interval: -1s\n", "rate_limit.interval must not be negative"},
 		{"burst alone", "rate_limit:\n  burst: 1\n", "rate_limit.burst is set without rate_limit.interval"},
 		{"second document", tlsWebConfig + "---\nCANARY-secret: [\n", "a second YAML document"},
+		{"second document parses", tlsWebConfig + "---\nCANARY-secret: 1\n", "a second YAML document"},
+		{"trailing document marker", tlsWebConfig + "---\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := writeWebConfig(t, dir, tc.content)

@@ -67,8 +67,8 @@ func loadWebConfig(file string) (*webConfig, error) {
 }
 
 // parseWebConfig decodes and validates content, the web configuration file
-// at file. Errors from the decoder and from exporter-toolkit go through the
-// redaction of config: they name lines and keys, not values.
+// at file. Errors from the decoder and from exporter-toolkit go through
+// webRedactor: they name lines and keys, not values.
 func parseWebConfig(content []byte, file string) (*webConfig, error) {
 	redact := webRedactor(content, filepath.Dir(file))
 	// exporter-toolkit's defaults, which the decoder overwrites with what
@@ -82,9 +82,17 @@ func parseWebConfig(content []byte, file string) (*webConfig, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // an empty file is plain HTTP, as for exporter-toolkit
 		return nil, errors.New(redact(err.Error()))
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return nil, errors.New("a second YAML document follows the web configuration (one document only)")
+	// A second document would be ignored silently; empty ones (a trailing
+	// "---") are harmless.
+	for {
+		var extra yaml.Node
+		err := dec.Decode(&extra)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil || len(extra.Content) > 0 && extra.Content[0].Tag != "!!null" {
+			return nil, errors.New("a second YAML document follows the web configuration (one document only)")
+		}
 	}
 	// Agents and admins send their credentials as "Authorization: Bearer";
 	// basic auth takes the same header and would refuse every one of them.
