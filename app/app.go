@@ -386,11 +386,9 @@ func (a *App) registerStorageMetrics() {
 	}))
 }
 
-// storageFailure is why the ledger cannot commit, nil while it can.
+// storageFailure is why the ledger cannot commit, nil while it can (the
+// embedded ledger's health includes its journal's).
 func (a *App) storageFailure() error {
-	if a.journalHealth != nil {
-		return a.journalFailure()
-	}
 	if err := a.ledger.Healthy(); err != nil && !errors.Is(err, ledger.ErrClosed) {
 		return err
 	}

@@ -90,6 +90,13 @@ func (c *Core) Deliveries(_ context.Context, f DeliveryFilter) ([]Delivery, stri
 	return d, next, nil
 }
 
+// PendingDeliveries implements Ledger.PendingDeliveries.
+func (c *Core) PendingDeliveries(context.Context) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.outbox.pending, nil
+}
+
 // Catch applies changes committed elsewhere (by another replica), skipping
 // those already applied; a gap is an error. It publishes them to watchers.
 func (c *Core) Catch(changes []Change) error {

@@ -202,9 +202,23 @@ func testWatch(t *testing.T, b Backend) {
 	require.Len(t, s.Revocations, writers*each)
 }
 
+// requirePending checks that PendingDeliveries, a count kept as changes
+// apply, agrees with the pending deliveries listed, and returns it.
+func requirePending(t *testing.T, l ledger.Ledger) int {
+	t.Helper()
+	ctx := context.Background()
+	n, err := l.PendingDeliveries(ctx)
+	require.NoError(t, err)
+	listed, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{Status: ledger.StatusPending, Limit: 1 << 20})
+	require.NoError(t, err)
+	require.Len(t, listed, n, "PendingDeliveries agrees with the pending deliveries listed")
+	return n
+}
+
 func testOutbox(t *testing.T, b Backend) {
 	l := b.Open(t)
 	ctx := context.Background()
+	require.Equal(t, 0, requirePending(t, l))
 	apply(t, l,
 		ledger.Enqueue{Event: *event("a1", "a", "x")},
 		ledger.Enqueue{Event: *event("a2", "a", "x")},
@@ -212,6 +226,7 @@ func testOutbox(t *testing.T, b Backend) {
 	)
 	apply(t, l, ledger.Enqueue{Event: ledger.Event{ID: "o1", Tenant: "other", AgentID: "a", Type: "x", CreatedAt: t0}})
 	apply(t, l, ledger.SetEndpointDisabled{Tenant: "other", Disabled: true})
+	require.Equal(t, 4, requirePending(t, l))
 
 	ids := func(ds []ledger.Delivery) []string {
 		var out []string
@@ -233,7 +248,9 @@ func testOutbox(t *testing.T, b Backend) {
 	require.NoError(t, err)
 	require.Empty(t, got, "leased deliveries are not handed out twice, nor a2 behind a1")
 
+	require.Equal(t, 4, requirePending(t, l), "leased deliveries are still pending")
 	require.NoError(t, l.Record(ctx, "a1", ledger.Attempt{Worker: "w1", At: t0, Outcome: ledger.OutcomeDelivered, StatusCode: 200}))
+	require.Equal(t, 3, requirePending(t, l))
 	require.ErrorIs(t, l.Record(ctx, "b1", ledger.Attempt{Worker: "w2", At: t0, Outcome: ledger.OutcomeDelivered}), ledger.ErrLeaseLost)
 	require.ErrorIs(t, l.Record(ctx, "nope", ledger.Attempt{Worker: "w2", At: t0, Outcome: ledger.OutcomeDelivered}), ledger.ErrNotFound)
 
@@ -258,6 +275,13 @@ func testOutbox(t *testing.T, b Backend) {
 	require.NoError(t, err)
 	require.Contains(t, ids(got), "b1")
 	require.NoError(t, l.Record(ctx, "b1", ledger.Attempt{Worker: "w3", At: next, Outcome: ledger.OutcomeFailed, StatusCode: 400}))
+	require.Equal(t, 2, requirePending(t, l), "a failed delivery is no longer pending")
+	one, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{ID: "b1"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"b1"}, ids(one))
+	none, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{ID: "nope"})
+	require.NoError(t, err)
+	require.Empty(t, none)
 
 	failed, cursor, err := l.Deliveries(ctx, ledger.DeliveryFilter{Status: ledger.StatusFailed})
 	require.NoError(t, err)
@@ -271,6 +295,7 @@ func testOutbox(t *testing.T, b Backend) {
 	pending, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{Status: ledger.StatusPending, Tenant: "acme"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"a2", "b1"}, ids(pending))
+	require.Equal(t, 3, requirePending(t, l), "a redelivered event is pending again")
 
 	// Pages.
 	page, cursor, err := l.Deliveries(ctx, ledger.DeliveryFilter{Limit: 2})
@@ -297,7 +322,9 @@ func testRestart(t *testing.T, b Backend) {
 	wantOut, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{})
 	require.NoError(t, err)
 
+	wantPending := requirePending(t, l)
 	l = b.Reopen(t, l)
+	require.Equal(t, wantPending, requirePending(t, l), "the pending count survives a restart")
 	got, err := l.Load(ctx)
 	require.NoError(t, err)
 	require.Equal(t, want, got)
