@@ -170,7 +170,7 @@ func (wc *webConfig) wrap(h http.Handler, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		wh := w.Header()
 		for k, v := range headers {
-			wh[k] = v
+			wh[k] = v // shared, read-only: an Add appends to a copy (len == cap)
 		}
 		if limiter != nil {
 			if res := limiter.Reserve(); res.Delay() > 0 {

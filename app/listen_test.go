@@ -253,22 +253,40 @@ func TestTLSConnectionLimits(t *testing.T) {
 // sets its headers on every answer and applies its rate limit, with a JSON
 // 429 that says when to come back.
 func TestWebConfigRateLimitAndHeaders(t *testing.T) {
-	e := newEnv(t, baseConfig)
-	webFile := writeWebConfig(t, t.TempDir(), "rate_limit:\n  burst: 2\n  interval: 1h\nhttp_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n")
-	base := "http://" + serveWeb(t, e.options(), webFile)
-	for i, want := range []int{http.StatusOK, http.StatusOK, http.StatusTooManyRequests} {
-		res, err := http.Get(base + "/-/healthy")
+	get := func(t *testing.T, url string) (*http.Response, string) {
+		t.Helper()
+		res, err := http.Get(url)
 		require.NoError(t, err)
 		body, err := io.ReadAll(res.Body)
 		res.Body.Close()
 		require.NoError(t, err)
-		require.Equal(t, want, res.StatusCode, "request %d: %s", i, body)
-		require.Equal(t, "nosniff", res.Header.Get("X-Content-Type-Options"))
-		if want == http.StatusTooManyRequests {
-			require.JSONEq(t, `{"error":"too many requests: over the rate_limit of the web configuration"}`, string(body))
-			require.Equal(t, "3600", res.Header.Get("Retry-After"))
-		}
+		return res, string(body)
 	}
+	t.Run("headers", func(t *testing.T) {
+		e := newEnv(t, baseConfig)
+		webFile := writeWebConfig(t, t.TempDir(), "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n    Content-Security-Policy: default-src 'none'\n")
+		base := "http://" + serveWeb(t, e.options(), webFile)
+		for path, status := range map[string]int{"/-/healthy": http.StatusOK, "/metrics": http.StatusOK, "/": http.StatusOK, "/nope": http.StatusNotFound} {
+			res, body := get(t, base+path)
+			require.Equal(t, status, res.StatusCode, "%s: %s", path, body)
+			require.Equal(t, "nosniff", res.Header.Get("X-Content-Type-Options"), path)
+			require.Equal(t, "default-src 'none'", res.Header.Get("Content-Security-Policy"), path)
+		}
+	})
+	t.Run("rate limit", func(t *testing.T) {
+		e := newEnv(t, baseConfig)
+		webFile := writeWebConfig(t, t.TempDir(), "rate_limit:\n  burst: 2\n  interval: 1h\n")
+		base := "http://" + serveWeb(t, e.options(), webFile)
+		for i, want := range []int{http.StatusOK, http.StatusOK, http.StatusTooManyRequests} {
+			res, body := get(t, base+"/-/healthy")
+			require.Equal(t, want, res.StatusCode, "request %d: %s", i, body)
+			if want == http.StatusTooManyRequests {
+				require.Equal(t, "application/json", res.Header.Get("Content-Type"))
+				require.JSONEq(t, `{"error":"too many requests: over the rate_limit of the web configuration"}`, body)
+				require.Equal(t, "3600", res.Header.Get("Retry-After"))
+			}
+		}
+	})
 }
 
 // TestCheckWebConfig: what sentinel refuses in a web configuration, and
