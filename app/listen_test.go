@@ -33,7 +33,9 @@ func writeWebConfig(t testing.TB, dir, content string) string {
 	return file
 }
 
-// serveWeb is serve with the web configuration file webFile.
+// serveWeb runs the App of o with Run on a loopback listener, with the web
+// configuration file webFile ("" for none), until the end of the test, and
+// returns its address.
 func serveWeb(t testing.TB, o app.Options, webFile string) string {
 	t.Helper()
 	a, err := app.New(o)
