@@ -164,6 +164,58 @@ func TestTLSCertificateRotation(t *testing.T) {
 	require.Contains(t, e.logs.String(), "TLS certificate loaded again")
 }
 
+// TestTLSClientCARotation: with client certificates required, the CA file
+// is read again at every handshake too: a client the new CA does not trust
+// is refused without a restart.
+func TestTLSClientCARotation(t *testing.T) {
+	e := newEnv(t, baseConfig)
+	dir, dirA, dirB := t.TempDir(), t.TempDir(), t.TempDir()
+	testutil.WriteCert(t, dir, 1)
+	certA, keyA := testutil.WriteCert(t, dirA, 10)
+	certB, keyB := testutil.WriteCert(t, dirB, 20)
+	caFile := filepath.Join(dir, "ca.crt")
+	trust := func(cert string) {
+		b, err := os.ReadFile(cert)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(caFile, b, 0o600))
+	}
+	trust(certA)
+	addr := serveWeb(t, e.options(), writeWebConfig(t, dir, tlsWebConfig+"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n"))
+	// status makes one request with the client certificate of cert and
+	// key; under TLS 1.3 a refused certificate shows at the first read.
+	status := func(cert, key string) (int, error) {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		require.NoError(t, err)
+		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}})
+		if err != nil {
+			return 0, err
+		}
+		defer conn.Close()
+		require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
+		if _, err := io.WriteString(conn, "GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
+			return 0, err
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			return 0, err
+		}
+		res.Body.Close()
+		return res.StatusCode, nil
+	}
+	code, err := status(certA, keyA)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+	_, err = status(certB, keyB)
+	require.Error(t, err, "a client the CA does not trust")
+
+	trust(certB)
+	code, err = status(certB, keyB)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+	_, err = status(certA, keyA)
+	require.Error(t, err, "a client the new CA no longer trusts")
+}
+
 // TestTLSHandshakeOffTheAcceptLoop: clients that start a handshake and
 // never finish it hold only their own connections, which are closed at
 // --web.read-header-timeout; everyone else is served meanwhile.

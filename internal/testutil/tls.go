@@ -15,9 +15,11 @@ import (
 	"time"
 )
 
-// WriteCert writes a self-signed server certificate for 127.0.0.1 with the
-// given serial number, and its key, as tls.crt and tls.key in dir
-// (replacing them: a rotation), and returns their paths.
+// WriteCert writes a self-signed certificate for 127.0.0.1 with the given
+// serial number, and its key, as tls.crt and tls.key in dir (replacing
+// them: a rotation), and returns their paths. It serves as a server's
+// certificate and as a client's, and as the CA file that trusts that
+// client.
 func WriteCert(t testing.TB, dir string, serial int64) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -31,7 +33,7 @@ func WriteCert(t testing.TB, dir string, serial int64) (certFile, keyFile string
 		NotAfter:     time.Now().Add(time.Hour),
 		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
