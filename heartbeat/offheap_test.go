@@ -56,7 +56,9 @@ func TestStoreMemoryOffHeap(t *testing.T) {
 	mine := stMappedBytes(s)
 	require.Positive(t, mine)
 	if runtime.GOOS == "linux" {
-		require.Equal(t, base+mine, offHeapBytes.Load(), "every region replaced by a larger or compacted one is unmapped")
+		// At most: a store an earlier test dropped late may have been
+		// unmapped meanwhile, but a leaked region would count on top.
+		require.LessOrEqual(t, offHeapBytes.Load()-base, mine, "every region replaced by a larger or compacted one is unmapped")
 	}
 	for i := range 2000 {
 		require.Equal(t, stPlatform(i, 39), stMustGet(t, s, stKey(fmt.Sprintf("a-%d", i))).Platform, i)
@@ -77,10 +79,9 @@ func TestStoreMemoryOffHeap(t *testing.T) {
 	s.Release()
 	require.Zero(t, stMappedBytes(s))
 	if runtime.GOOS == "linux" {
-		require.Equal(t, base, offHeapBytes.Load())
+		require.LessOrEqual(t, offHeapBytes.Load(), base)
 	}
 	runtime.KeepAlive(s)
 	s = nil
-	runtime.GC()
-	require.Equal(t, base, stSettleCleanups())
+	require.LessOrEqual(t, stSettleCleanups(), base)
 }

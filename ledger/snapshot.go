@@ -68,7 +68,7 @@ func sortedKeys[V any](m map[fleet.Key]V) []fleet.Key {
 }
 
 // EncodeSnapshot writes the whole state (outbox included) to w and returns
-// its revision. It holds the Core's lock while it writes (see encode).
+// its revision. It holds the Core's lock while it writes (see encodeSnapshot).
 func (c *Core) EncodeSnapshot(w io.Writer) (Revision, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
