@@ -56,7 +56,7 @@ func (e *env) postgres(small *ingestResult, emb *bridgeResult) error {
 	if r.embeddedKill, err = e.measureKill(small.sentinel, agents); err != nil {
 		return err
 	}
-	dsn, err := testutil.NewPostgresDatabase("sentinel_bench")
+	dsn, err := testutil.NewPostgresDatabase("bench")
 	if err != nil {
 		return err
 	}
