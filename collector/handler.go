@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +14,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unicode/utf8"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -395,19 +392,12 @@ func (c *Collector) render(sc *scrape) {
 			return true
 		}
 		infoLabelValues(a, &labels)
-		b := append(sc.fams[famInfo], families[famInfo].name...)
+		b := sc.fams[famInfo]
 		for i, l := range labels {
-			if i == 0 {
-				b = append(b, '{')
-			} else {
-				b = append(b, ',')
-			}
-			b = append(b, infoLabels[i]...)
-			b = append(b, `="`...)
+			b = append(b, infoJoints[i]...)
 			b = appendLabelValue(b, l)
-			b = append(b, '"')
 		}
-		sc.fams[famInfo] = append(b, "} 1\n"...)
+		sc.fams[famInfo] = append(b, "\"} 1\n"...)
 		return true
 	})
 
@@ -427,6 +417,19 @@ func (c *Collector) render(sc *scrape) {
 		c.sizeHint[i].Store(int64(len(sc.fams[i])))
 	}
 }
+
+// infoJoints[i] is the text of a sentinel_agent_info line before the value
+// of infoLabels[i]: one append per label instead of five.
+var infoJoints = func() (j [numInfoLabels]string) {
+	for i, l := range infoLabels {
+		if i == 0 {
+			j[i] = families[famInfo].name + "{" + l + `="`
+		} else {
+			j[i] = `",` + l + `="`
+		}
+	}
+	return j
+}()
 
 // headers are the HELP and TYPE lines of each family, as expfmt writes them.
 var headers = func() (h [numFamilies][]byte) {
@@ -471,80 +474,6 @@ func (sc *scrape) writeTo(w io.Writer) error {
 		}
 	}
 	return nil
-}
-
-// appendFloat formats f as expfmt's text encoder does: strconv's shortest
-// 'g' form, which already spells +Inf, -Inf and NaN as the format wants,
-// except that expfmt writes -0 as "0".
-func appendFloat(b []byte, f float64) []byte {
-	// Small integers (intervals, flags, counts) are the common case; 'g'
-	// writes them as plain digits below 1e6 (%e from exponent 6 on).
-	if f > -1e6 && f < 1e6 && f == float64(int64(f)) {
-		return strconv.AppendInt(b, int64(f), 10)
-	}
-	return strconv.AppendFloat(b, f, 'g', -1, 64)
-}
-
-// appendLabelValue appends s escaped as a text-format label value (\\, \"
-// and \n), with invalid UTF-8 replaced as labelValue does. Plain ASCII, which
-// every agent id and nearly every reported string is, is copied as is.
-func appendLabelValue(b []byte, s string) []byte {
-	if i := firstSpecial(s); i >= 0 {
-		// s[:i] is plain ASCII, so s is valid UTF-8 exactly when s[i:] is.
-		return appendEscaped(append(b, s[:i]...), labelValue(s[i:]))
-	}
-	return append(b, s...)
-}
-
-const (
-	lsb = 0x0101010101010101
-	msb = 0x8080808080808080
-)
-
-// firstSpecial returns the index of the first byte of s that is not ASCII or
-// needs escaping, or -1. It tests eight bytes at a time: label values are
-// ~1/3 of the exposition, and a byte loop over them showed in profiles.
-func firstSpecial(s string) int {
-	i := 0
-	if len(s) >= 8 {
-		p := unsafe.Slice(unsafe.StringData(s), len(s))
-		for ; i+8 <= len(s); i += 8 {
-			x := binary.LittleEndian.Uint64(p[i:])
-			if x&msb|hasByte(x, '\\')|hasByte(x, '"')|hasByte(x, '\n') != 0 {
-				break // the byte loop below finds which one
-			}
-		}
-	}
-	for ; i < len(s); i++ {
-		if c := s[i]; c >= utf8.RuneSelf || c == '\\' || c == '"' || c == '\n' {
-			return i
-		}
-	}
-	return -1
-}
-
-// hasByte is non-zero when a byte of the ASCII word x equals c (the
-// classic zero-byte test on x^c; exact for words without bytes >= 0x80,
-// and words with one are caught by the msb test anyway).
-func hasByte(x uint64, c byte) uint64 {
-	v := x ^ (lsb * uint64(c))
-	return (v - lsb) & ^v & msb
-}
-
-func appendEscaped(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\':
-			b = append(b, `\\`...)
-		case '"':
-			b = append(b, `\"`...)
-		case '\n':
-			b = append(b, `\n`...)
-		default:
-			b = append(b, c)
-		}
-	}
-	return b
 }
 
 // RequireBearer guards next with the scrape credential of the configuration
