@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -25,32 +26,29 @@ import (
 // 5% larger than level 3's.
 const gzipLevel = 1
 
-// gzipWorkers is into how many segments, deflated at once, a large page is
-// cut: the page is rendered before it is written, so its compression is the
-// only CPU a scrape still needs, and spreading it over the cores keeps a
-// compressed scrape near an identity one.
+// gzipWorkers is how many goroutines compress one page's segments at once.
 var gzipWorkers = min(runtime.GOMAXPROCS(0), 4)
 
-// gzipMinSegment is the least a segment holds: below it another goroutine
-// is not worth its start-up. A segment starts without the previous one's
-// 32 KiB window, which costs nothing measurable at this size.
-var gzipMinSegment = 4 << 20
+// gzipMinSegment is the least a segment of writePage holds: below it a
+// segment's own deflate restart and block header are not worth it.
+var gzipMinSegment = 1 << 20
 
 // gzipHeader is a gzip member header without name, time or extra fields
 // (RFC 1952 2.3: ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=unknown).
 var gzipHeader = [10]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
 
-// gzipper writes a page as one gzip member whose deflate stream is made of
-// segments compressed concurrently (pigz's scheme): every segment but the
-// last ends with a sync flush, which ends on a byte boundary without the
-// final bit, so the segments concatenate into one valid stream.
-//
-// The first segment is deflated by the caller's goroutine straight to the
-// client, the others by one goroutine each into a buffer that the caller
-// writes after it: one hand-over per segment and scrape, not per block. On
-// the shared 2-core box, where a woken goroutine may wait a whole scheduler
-// slice for a thread, a pipeline handing over 1 MiB blocks spent 5× its CPU
-// time waiting (1.4 s for 0.28 s of CPU per 100k-agent page).
+// gzipFinal is an empty final deflate block (BFINAL=1, fixed Huffman
+// codes, then end-of-block: ten zero-padded bits), the end of a stream whose
+// every segment ended with a sync flush, as compress/flate closes one.
+var gzipFinal = [2]byte{0x03, 0x00}
+
+// gzipper writes pages as gzip members whose deflate stream is made of
+// segments compressed independently and concurrently (pigz's scheme):
+// every segment ends with a sync flush, which ends on a byte boundary
+// without the final bit, so the segments concatenate into one valid stream,
+// closed by gzipFinal. Each segment's CRC-32 is computed by the goroutine
+// that compresses it and the member's is combined from them (crc32Combine),
+// so that no pass over the whole page is left to the writer.
 //
 // It is safe for concurrent use; the deflate state and buffers are pooled.
 type gzipper struct {
@@ -61,105 +59,145 @@ type gzipper struct {
 
 func newGzipper(level int) *gzipper { return &gzipper{level: level} }
 
-// writePage writes the gzip of the concatenation of parts to w and returns
-// the first write error. The segments' buffers (about a twelfth of their
-// text each) are the only memory it adds to the rendered page.
-func (z *gzipper) writePage(w io.Writer, parts [][]byte) error {
-	segs := splitSegments(parts, gzipWorkers, gzipMinSegment)
-	last := len(segs) - 1
-	done := make([]chan *bytes.Buffer, len(segs))
-	for i := 1; i < len(segs); i++ {
-		done[i] = make(chan *bytes.Buffer, 1)
-		go func() {
-			b, _ := z.bufs.Get().(*bytes.Buffer)
-			if b == nil {
-				b = new(bytes.Buffer)
-			}
-			b.Reset()
-			z.deflate(b, segs[i], i == last) // a bytes.Buffer takes every write
-			done[i] <- b
-		}()
+// gzipPage is one page being compressed. Its owner adds the segments, in
+// any order, as their text becomes final, and then calls writeTo once; the
+// segments' text must not change until writeTo returns. gzipWorkers
+// goroutines, started by newPage, compress the segments in the order they
+// were added (so a page renders and compresses at once); writeTo writes
+// them in page order as they are done. Only add and writeTo are called by
+// the owner, from one goroutine.
+type gzipPage struct {
+	z    *gzipper
+	segs []gzipSegment
+	jobs chan int // indexes of added segments, closed by writeTo
+	wg   sync.WaitGroup
+	// stop tells the workers to skip the segments left: the client is gone.
+	stop atomic.Bool
+}
+
+type gzipSegment struct {
+	parts [][]byte
+	added bool
+	done  chan struct{} // closed once out, crc and size are set
+	out   *bytes.Buffer
+	crc   uint32
+	size  int
+}
+
+// newPage starts the compression of a page of at most n segments.
+func (z *gzipper) newPage(n int) *gzipPage {
+	p := &gzipPage{z: z, segs: make([]gzipSegment, n), jobs: make(chan int, n)}
+	for range gzipWorkers {
+		p.wg.Go(p.work)
 	}
+	return p
+}
+
+// add hands segment i, the concatenation of parts, to the workers. Segments
+// never added are left out of the page.
+func (p *gzipPage) add(i int, parts [][]byte) {
+	s := &p.segs[i]
+	s.parts, s.added, s.done = parts, true, make(chan struct{})
+	p.jobs <- i
+}
+
+func (p *gzipPage) work() {
+	var fw *flate.Writer
+	defer func() {
+		if fw != nil {
+			p.z.writers.Put(fw)
+		}
+	}()
+	for i := range p.jobs {
+		s := &p.segs[i]
+		if p.stop.Load() {
+			close(s.done)
+			continue
+		}
+		b, _ := p.z.bufs.Get().(*bytes.Buffer)
+		if b == nil {
+			b = new(bytes.Buffer)
+		}
+		b.Reset()
+		for _, part := range s.parts {
+			s.crc = crc32.Update(s.crc, crc32.IEEETable, part)
+			s.size += len(part)
+		}
+		if s.size > 0 {
+			if fw == nil {
+				fw, _ = p.z.writers.Get().(*flate.Writer)
+			}
+			if fw == nil {
+				// The level is one of flate's: NewWriter cannot fail.
+				fw, _ = flate.NewWriter(b, p.z.level)
+			} else {
+				fw.Reset(b)
+			}
+			for _, part := range s.parts {
+				_, _ = fw.Write(part) // a bytes.Buffer takes every write
+			}
+			_ = fw.Flush()
+		}
+		s.out = b
+		close(s.done)
+	}
+}
+
+// writeTo writes the gzip member of the added segments to w, in page order,
+// and returns the first write error. Once it returns, no worker reads a
+// segment's text any more.
+func (p *gzipPage) writeTo(w io.Writer) error {
+	close(p.jobs)
+	defer func() {
+		p.stop.Store(true)
+		p.wg.Wait()
+		for i := range p.segs {
+			if b := p.segs[i].out; b != nil {
+				p.z.bufs.Put(b)
+			}
+		}
+	}()
 	if _, err := w.Write(gzipHeader[:]); err != nil {
 		return err
 	}
-	if err := z.deflate(w, segs[0], last == 0); err != nil {
-		return err
-	}
 	var crc, size uint32
-	for _, p := range parts {
-		crc = crc32.Update(crc, crc32.IEEETable, p)
-		size += uint32(len(p)) // ISIZE is the length modulo 2^32
-	}
-	for i := 1; i < len(segs); i++ {
-		b := <-done[i]
-		_, err := w.Write(b.Bytes())
-		z.bufs.Put(b)
-		if err != nil {
-			// The remaining goroutines finish on their own; their
-			// buffers go to the garbage collector.
+	for i := range p.segs {
+		s := &p.segs[i]
+		if !s.added {
+			continue
+		}
+		<-s.done
+		crc = crc32Combine(crc, s.crc, int64(s.size))
+		size += uint32(s.size) // ISIZE is the length modulo 2^32
+		if s.out.Len() == 0 {
+			continue
+		}
+		if _, err := w.Write(s.out.Bytes()); err != nil {
 			return err
 		}
 	}
-	var trailer [8]byte
-	binary.LittleEndian.PutUint32(trailer[:4], crc)
-	binary.LittleEndian.PutUint32(trailer[4:], size)
-	_, err := w.Write(trailer[:])
+	var end [len(gzipFinal) + 8]byte
+	copy(end[:], gzipFinal[:])
+	binary.LittleEndian.PutUint32(end[len(gzipFinal):], crc)
+	binary.LittleEndian.PutUint32(end[len(gzipFinal)+4:], size)
+	_, err := w.Write(end[:])
 	return err
 }
 
-// gzipStateless is the level of klauspost's stateless deflate
-// (gzip.StatelessCompression, which package flate does not export): every
-// write is compressed on its own, with at most the previous 8 KiB as its
-// dictionary and no state kept between writes.
-const gzipStateless = -3
-
-// deflate compresses seg to w; the last segment closes the deflate stream,
-// the others end with a sync flush.
-func (z *gzipper) deflate(w io.Writer, seg [][]byte, last bool) error {
-	if z.level == gzipStateless {
-		return deflateStateless(w, seg, last)
+// writePage writes the gzip of the concatenation of parts to w, in
+// segments of splitSegments, and returns the first write error.
+func (z *gzipper) writePage(w io.Writer, parts [][]byte) error {
+	segs := splitSegments(parts, gzipWorkers, gzipMinSegment)
+	p := z.newPage(len(segs))
+	for i, seg := range segs {
+		p.add(i, seg)
 	}
-	fw, _ := z.writers.Get().(*flate.Writer)
-	if fw == nil {
-		// The level is one of the constants above: NewWriter cannot fail.
-		fw, _ = flate.NewWriter(w, z.level)
-	} else {
-		fw.Reset(w)
-	}
-	defer z.writers.Put(fw)
-	for _, p := range seg {
-		if _, err := fw.Write(p); err != nil {
-			return err
-		}
-	}
-	if last {
-		return fw.Close()
-	}
-	return fw.Flush()
-}
-
-// deflateStateless is deflate at gzipStateless. Each part is one stateless
-// call, given the end of the previous part as its dictionary; a call that
-// does not end the stream ends on a byte boundary, as a sync flush does.
-func deflateStateless(w io.Writer, seg [][]byte, last bool) error {
-	var dict []byte
-	for i, p := range seg {
-		if err := flate.StatelessDeflate(w, p, last && i == len(seg)-1, dict); err != nil {
-			return err
-		}
-		dict = p
-	}
-	if last && len(seg) == 0 {
-		return flate.StatelessDeflate(w, nil, true, nil)
-	}
-	return nil
+	return p.writeTo(w)
 }
 
 // splitSegments cuts the concatenation of parts into at most n segments of
 // at least minSize bytes (but one), as even as that allows, each a list of
-// sub-slices of parts (no copy). There is always at least one segment, so
-// that an empty page still gets its final deflate block.
+// sub-slices of parts (no copy). There is always at least one segment.
 func splitSegments(parts [][]byte, n, minSize int) [][][]byte {
 	total := 0
 	for _, p := range parts {
@@ -183,6 +221,59 @@ func splitSegments(parts [][]byte, n, minSize int) [][][]byte {
 		}
 	}
 	return segs
+}
+
+// crc32Combine returns the IEEE CRC-32 of a+b from crc1, a's, and crc2, b's,
+// and b's length (zlib's crc32_combine: crc1 advanced over len2 zero bytes,
+// a multiplication by x^(8·len2) modulo the polynomial, then crc2 added).
+// The standard library does not offer it.
+func crc32Combine(crc1, crc2 uint32, len2 int64) uint32 {
+	return multModP(x2nModP(len2, 3), crc1) ^ crc2
+}
+
+// crcPoly is the IEEE polynomial, reflected, as hash/crc32.IEEE.
+const crcPoly = 0xedb88320
+
+// multModP is a·b modulo the CRC polynomial, both reflected (bit 31 is x^0).
+func multModP(a, b uint32) uint32 {
+	var p uint32
+	for m := uint32(1) << 31; m != 0; m >>= 1 {
+		if a&m != 0 {
+			p ^= b
+			if a&(m-1) == 0 {
+				break
+			}
+		}
+		if b&1 != 0 {
+			b = b>>1 ^ crcPoly
+		} else {
+			b >>= 1
+		}
+	}
+	return p
+}
+
+// x2nTable[k] is x^(2^k) modulo the CRC polynomial.
+var x2nTable = func() (t [32]uint32) {
+	p := uint32(1) << 30 // x^1
+	t[0] = p
+	for k := 1; k < len(t); k++ {
+		p = multModP(p, p)
+		t[k] = p
+	}
+	return t
+}()
+
+// x2nModP is x^(n·2^k) modulo the CRC polynomial.
+func x2nModP(n int64, k uint) uint32 {
+	p := uint32(1) << 31 // x^0
+	for ; n > 0; n >>= 1 {
+		if n&1 != 0 {
+			p = multModP(x2nTable[k&31], p)
+		}
+		k++
+	}
+	return p
 }
 
 // acceptsGzip reports whether the Accept-Encoding values of a request accept

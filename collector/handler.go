@@ -99,36 +99,57 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 			}
 		}
 
-		c.render(sc)
-
 		h := w.Header()
 		h.Set("Content-Type", contentType)
 		h.Add("Vary", "Accept-Encoding")
 		gz := acceptsGzip(r.Header.Values("Accept-Encoding"))
 		if gz {
 			h.Set("Content-Encoding", "gzip")
-		} else {
-			h.Set("Content-Length", strconv.Itoa(sc.size()))
 		}
-		if r.Method == http.MethodHead {
+		if !gz || r.Method == http.MethodHead {
+			c.render(sc, nil)
+			if !gz {
+				h.Set("Content-Length", strconv.Itoa(sc.size()))
+			}
+			if r.Method == http.MethodHead {
+				return
+			}
+			logWriteError(r, logger, sc.writeTo(sw))
 			return
 		}
-		var err error
-		if gz {
-			err = pageGzipper.writePage(sw, sc.parts())
-		} else {
-			err = sc.writeTo(sw)
-		}
-		if err != nil {
-			// The scraper went away (timeout, restart) or stopped reading:
-			// nothing to answer.
-			level := slog.LevelWarn
-			if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
-				level = slog.LevelDebug
+		// Compressed: each chunk's pieces are compressed as soon as the
+		// chunk is rendered, while the next one renders.
+		page := pageGzipper.newPage(1 + numFamilies*maxChunks)
+		page.add(0, [][]byte{sc.self.Bytes()})
+		var started [numFamilies]bool // whether the family's header is out
+		c.render(sc, func(ch int) {
+			for f := range numFamilies {
+				var parts [][]byte
+				if b := sc.chunks[ch][f]; len(b) > 0 {
+					if !started[f] {
+						parts, started[f] = append(parts, headers[f]), true
+					}
+					parts = append(parts, b)
+				}
+				page.add(1+f*maxChunks+ch, parts)
 			}
-			logger.Log(r.Context(), level, "Error writing metrics", "err", err)
-		}
+		})
+		// writeTo returns once no goroutine reads sc any more.
+		logWriteError(r, logger, page.writeTo(sw))
 	})
+}
+
+// logWriteError logs the error of writing a page, if any.
+func logWriteError(r *http.Request, logger *slog.Logger, err error) {
+	if err != nil {
+		// The scraper went away (timeout, restart) or stopped reading:
+		// nothing to answer.
+		level := slog.LevelWarn
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			level = slog.LevelDebug
+		}
+		logger.Log(r.Context(), level, "Error writing metrics", "err", err)
+	}
 }
 
 // pageGzipper compresses every Handler's gzip answers; its pools are shared.
@@ -307,8 +328,12 @@ func (c *Collector) EvictedScrapes() uint64 { return c.writers.evicted.Load() }
 type scrape struct {
 	view *heartbeat.View
 	self bytes.Buffer
-	// fams[i] holds the sample lines of families[i], without HELP and TYPE.
-	fams   [numFamilies][]byte
+	// chunks[c][f] holds the sample lines of families[f], without HELP and
+	// TYPE, of the c-th of the equal runs of agents the view is cut into
+	// (chunksFor): the page is family f of every chunk in order, then f+1.
+	// A gzip scrape compresses the pieces of a chunk while the next one
+	// renders.
+	chunks [][numFamilies][]byte
 	labels []byte   // the {agent_id,tenant} label set of the current agent
 	pieces [][]byte // parts' result, recycled
 	fleet  fleetCounts
@@ -339,36 +364,74 @@ func (c *Collector) putScrape(sc *scrape) {
 	}
 }
 
-// render snapshots the store into sc.view and renders every agent family.
-func (c *Collector) render(sc *scrape) {
+// Chunks. More of them let a gzip scrape start compressing earlier and
+// leave less to compress after the last agent is rendered; each costs a
+// deflate restart (no shared window, a block header) per family, and a
+// hand-over to a compressing goroutine.
+var (
+	chunkAgents = 4096 // agents per chunk at least; tests lower it
+	maxChunks   = 16
+)
+
+// chunksFor is into how many chunks a view of n agents is cut.
+func chunksFor(n int) int { return max(1, min(n/chunkAgents, maxChunks)) }
+
+// render snapshots the store into sc.view and renders every agent family
+// into sc.chunks. It calls ready(c), when not nil, as soon as chunk c is
+// complete, in order, once for every chunk (also for chunks without agents);
+// the chunk's buffers do not change afterwards, until the next render.
+func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 	sc.view = c.store.Snapshot(sc.view)
 	now, policy := c.opts.Now(), c.opts.Thresholds()
 	sc.fleet.reset(c.opts.Tenants())
 	n := sc.view.Len()
-	for i := range sc.fams {
-		if c.off&(1<<i) != 0 {
-			sc.fams[i] = sc.fams[i][:0] // switched off: no buffer
-			continue
-		}
-		hint := int(c.sizeHint[i].Load())
-		if hint == 0 {
-			// First scrape: a rough line size per agent spares the doubling
-			// growth of ~100 MB of buffers.
-			hint = n * (len(families[i].name) + 64)
-			if i == famInfo {
-				hint = n * 512
+	nc := chunksFor(n)
+	if cap(sc.chunks) < nc {
+		sc.chunks = append(sc.chunks[:cap(sc.chunks)], make([][numFamilies][]byte, nc-cap(sc.chunks))...)
+	}
+	sc.chunks = sc.chunks[:nc]
+	for i := range numFamilies {
+		for ch := range sc.chunks {
+			buf := &sc.chunks[ch][i]
+			if c.off&(1<<i) != 0 {
+				*buf = (*buf)[:0] // switched off: no buffer
+				continue
 			}
+			hint := int(c.sizeHint[i].Load())
+			if hint == 0 {
+				// First scrape: a rough line size per agent spares the
+				// doubling growth of ~100 MB of buffers.
+				hint = n * (len(families[i].name) + 64)
+				if i == famInfo {
+					hint = n * 512
+				}
+			}
+			hint /= nc
+			if i == famAgents && ch != nc-1 {
+				hint = 0 // sentinel_agents goes to the last chunk
+			}
+			if cap(*buf) < hint {
+				*buf = make([]byte, 0, hint+hint/8) // room for growth
+			}
+			*buf = (*buf)[:0]
 		}
-		if cap(sc.fams[i]) < hint {
-			sc.fams[i] = make([]byte, 0, hint+hint/8) // room for growth
-		}
-		sc.fams[i] = sc.fams[i][:0]
 	}
 	var (
 		vals   [numValueFamilies]float64
 		labels [numInfoLabels]string
 	)
+	per := (n + nc - 1) / nc // agents per chunk, the last may have fewer
+	chunk, left := 0, per
+	fams := &sc.chunks[0]
 	sc.view.Each(func(a *heartbeat.Agent) bool {
+		if left == 0 {
+			if ready != nil {
+				ready(chunk)
+			}
+			chunk++
+			fams, left = &sc.chunks[chunk], per
+		}
+		left--
 		mask := c.observe(a, now, policy, &sc.fleet, &vals)
 
 		lb := append(sc.labels[:0], `{agent_id="`...)
@@ -382,26 +445,27 @@ func (c *Collector) render(sc *scrape) {
 			if mask&(1<<f) == 0 {
 				continue
 			}
-			b := append(sc.fams[f], families[f].name...)
+			b := append(fams[f], families[f].name...)
 			b = append(b, lb...)
 			b = appendFloat(b, vals[f])
-			sc.fams[f] = append(b, '\n')
+			fams[f] = append(b, '\n')
 		}
 
 		if c.off&(1<<famInfo) != 0 {
 			return true
 		}
 		infoLabelValues(a, &labels)
-		b := sc.fams[famInfo]
+		b := fams[famInfo]
 		for i, l := range labels {
 			b = append(b, infoJoints[i]...)
 			b = appendLabelValue(b, l)
 		}
-		sc.fams[famInfo] = append(b, "\"} 1\n"...)
+		fams[famInfo] = append(b, "\"} 1\n"...)
 		return true
 	})
 
-	b := sc.fams[famAgents]
+	last := &sc.chunks[nc-1]
+	b := last[famAgents]
 	sc.fleet.each(func(tenant string, s fleet.State, n int) {
 		b = append(b, families[famAgents].name...)
 		b = append(b, `{state="`...)
@@ -412,9 +476,18 @@ func (c *Collector) render(sc *scrape) {
 		b = strconv.AppendInt(b, int64(n), 10)
 		b = append(b, '\n')
 	})
-	sc.fams[famAgents] = b
-	for i := range sc.fams {
-		c.sizeHint[i].Store(int64(len(sc.fams[i])))
+	last[famAgents] = b
+	for ; chunk < nc; chunk++ {
+		if ready != nil {
+			ready(chunk)
+		}
+	}
+	for i := range numFamilies {
+		total := 0
+		for ch := range sc.chunks {
+			total += len(sc.chunks[ch][i])
+		}
+		c.sizeHint[i].Store(int64(total))
 	}
 }
 
@@ -457,9 +530,15 @@ func (sc *scrape) size() int {
 // samples are left out, as client_golang does. The slices alias sc.
 func (sc *scrape) parts() [][]byte {
 	p := append(sc.pieces[:0], sc.self.Bytes())
-	for i, b := range sc.fams {
-		if len(b) > 0 {
-			p = append(p, headers[i], b)
+	for f := range numFamilies {
+		header := true
+		for ch := range sc.chunks {
+			if b := sc.chunks[ch][f]; len(b) > 0 {
+				if header {
+					p, header = append(p, headers[f]), false
+				}
+				p = append(p, b)
+			}
 		}
 	}
 	sc.pieces = p
