@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bytes"
 	"encoding/binary"
 	"hash/crc32"
 	"io"
@@ -50,11 +49,10 @@ var gzipFinal = [2]byte{0x03, 0x00}
 // that compresses it and the member's is combined from them (crc32Combine),
 // so that no pass over the whole page is left to the writer.
 //
-// It is safe for concurrent use; the deflate state and buffers are pooled.
+// It is safe for concurrent use; the deflate states are pooled.
 type gzipper struct {
 	level   int
 	writers sync.Pool // *flate.Writer
-	bufs    sync.Pool // *bytes.Buffer
 }
 
 func newGzipper(level int) *gzipper { return &gzipper{level: level} }
@@ -62,10 +60,15 @@ func newGzipper(level int) *gzipper { return &gzipper{level: level} }
 // gzipPage is one page being compressed. Its owner adds the segments, in
 // any order, as their text becomes final, and then calls writeTo once; the
 // segments' text must not change until writeTo returns. gzipWorkers
-// goroutines, started by newPage, compress the segments in the order they
+// goroutines, started by start, compress the segments in the order they
 // were added (so a page renders and compresses at once); writeTo writes
-// them in page order as they are done. Only add and writeTo are called by
-// the owner, from one goroutine.
+// them in page order as they are done. Only start, add and writeTo are
+// called by the owner, from one goroutine.
+//
+// A gzipPage is recycled: start keeps the compressed output buffers of the
+// previous page, each the right size for the same segment of the next one
+// (~12 MB at 100k agents, kept with the scrape's other buffers: regrowing
+// them at every scrape cost a tenth of the compression).
 type gzipPage struct {
 	z    *gzipper
 	segs []gzipSegment
@@ -79,18 +82,36 @@ type gzipSegment struct {
 	parts [][]byte
 	added bool
 	done  chan struct{} // closed once out, crc and size are set
-	out   *bytes.Buffer
+	out   appendWriter
 	crc   uint32
 	size  int
 }
 
-// newPage starts the compression of a page of at most n segments.
-func (z *gzipper) newPage(n int) *gzipPage {
-	p := &gzipPage{z: z, segs: make([]gzipSegment, n), jobs: make(chan int, n)}
+// appendWriter is a Writer appending to a slice that it keeps.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// start readies p, zero or done with its last page, for a page of at most
+// n segments and starts its workers.
+func (p *gzipPage) start(z *gzipper, n int) {
+	p.z = z
+	if cap(p.segs) < n {
+		p.segs = append(p.segs[:cap(p.segs)], make([]gzipSegment, n-cap(p.segs))...)
+	}
+	p.segs = p.segs[:n]
+	for i := range p.segs {
+		s := &p.segs[i]
+		*s = gzipSegment{out: appendWriter{s.out.b[:0]}}
+	}
+	p.jobs = make(chan int, n)
+	p.stop.Store(false)
 	for range gzipWorkers {
 		p.wg.Go(p.work)
 	}
-	return p
 }
 
 // add hands segment i, the concatenation of parts, to the workers. Segments
@@ -114,31 +135,29 @@ func (p *gzipPage) work() {
 			close(s.done)
 			continue
 		}
-		b, _ := p.z.bufs.Get().(*bytes.Buffer)
-		if b == nil {
-			b = new(bytes.Buffer)
-		}
-		b.Reset()
 		for _, part := range s.parts {
 			s.crc = crc32.Update(s.crc, crc32.IEEETable, part)
 			s.size += len(part)
 		}
 		if s.size > 0 {
+			if cap(s.out.b) < s.size/8 {
+				// A first page: the text compresses ~12×.
+				s.out.b = make([]byte, 0, s.size/8)
+			}
 			if fw == nil {
 				fw, _ = p.z.writers.Get().(*flate.Writer)
 			}
 			if fw == nil {
 				// The level is one of flate's: NewWriter cannot fail.
-				fw, _ = flate.NewWriter(b, p.z.level)
+				fw, _ = flate.NewWriter(&s.out, p.z.level)
 			} else {
-				fw.Reset(b)
+				fw.Reset(&s.out)
 			}
 			for _, part := range s.parts {
-				_, _ = fw.Write(part) // a bytes.Buffer takes every write
+				_, _ = fw.Write(part) // an appendWriter takes every write
 			}
 			_ = fw.Flush()
 		}
-		s.out = b
 		close(s.done)
 	}
 }
@@ -152,9 +171,7 @@ func (p *gzipPage) writeTo(w io.Writer) error {
 		p.stop.Store(true)
 		p.wg.Wait()
 		for i := range p.segs {
-			if b := p.segs[i].out; b != nil {
-				p.z.bufs.Put(b)
-			}
+			p.segs[i].parts = nil // the text is the owner's again
 		}
 	}()
 	if _, err := w.Write(gzipHeader[:]); err != nil {
@@ -169,10 +186,10 @@ func (p *gzipPage) writeTo(w io.Writer) error {
 		<-s.done
 		crc = crc32Combine(crc, s.crc, int64(s.size))
 		size += uint32(s.size) // ISIZE is the length modulo 2^32
-		if s.out.Len() == 0 {
+		if len(s.out.b) == 0 {
 			continue
 		}
-		if _, err := w.Write(s.out.Bytes()); err != nil {
+		if _, err := w.Write(s.out.b); err != nil {
 			return err
 		}
 	}
@@ -188,7 +205,8 @@ func (p *gzipPage) writeTo(w io.Writer) error {
 // segments of splitSegments, and returns the first write error.
 func (z *gzipper) writePage(w io.Writer, parts [][]byte) error {
 	segs := splitSegments(parts, gzipWorkers, gzipMinSegment)
-	p := z.newPage(len(segs))
+	var p gzipPage
+	p.start(z, len(segs))
 	for i, seg := range segs {
 		p.add(i, seg)
 	}

@@ -119,7 +119,8 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 		}
 		// Compressed: each chunk's pieces are compressed as soon as the
 		// chunk is rendered, while the next one renders.
-		page := pageGzipper.newPage(1 + numFamilies*maxChunks)
+		page := &sc.gzip
+		page.start(pageGzipper, 1+numFamilies*maxChunks)
 		page.add(0, [][]byte{sc.self.Bytes()})
 		var started [numFamilies]bool // whether the family's header is out
 		c.render(sc, func(ch int) {
@@ -337,6 +338,7 @@ type scrape struct {
 	labels []byte   // the {agent_id,tenant} label set of the current agent
 	pieces [][]byte // parts' result, recycled
 	fleet  fleetCounts
+	gzip   gzipPage // the compressed page and its buffers, recycled
 }
 
 func (c *Collector) getScrape() *scrape {
