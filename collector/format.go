@@ -181,14 +181,27 @@ func appendShortest(b []byte, f float64) ([]byte, bool) {
 // has room for exactly them (leading zeros when c has fewer).
 func putDigits(out []byte, c uint64) {
 	i := len(out)
+	for i > 8 {
+		// Eight digits at a time in 32 bits: shorter dependency chains than
+		// 64-bit divisions all the way.
+		lo := uint32(c % 1e8)
+		c /= 1e8
+		for j := i - 2; j >= i-8; j -= 2 {
+			d := lo % 100 * 2
+			lo /= 100
+			out[j], out[j+1] = digitPairs[d], digitPairs[d+1]
+		}
+		i -= 8
+	}
+	x := uint32(c) // at most eight digits left
 	for i >= 2 {
-		d := c % 100 * 2
-		c /= 100
+		d := x % 100 * 2
+		x /= 100
 		i -= 2
 		out[i], out[i+1] = digitPairs[d], digitPairs[d+1]
 	}
 	if i == 1 {
-		out[0] = byte('0' + c%10)
+		out[0] = byte('0' + x%10)
 	}
 }
 
@@ -231,7 +244,9 @@ func appendLabelValue(b []byte, s string) []byte {
 	for i := 0; i < n; i += 8 {
 		i = min(i, n-8) // the last word overlaps the one before
 		x := binary.LittleEndian.Uint64(p[i:])
-		if x&msb|hasByte(x, '\\')|hasByte(x, '"')|hasByte(x, '\n') != 0 {
+		// Bytes below '#' stand for '"' and '\n' here: one test instead of
+		// two; the few others (space, '!', controls) take the exact path.
+		if x&msb|hasLess(x, '"'+1)|hasByte(x, '\\') != 0 {
 			return appendEscapedFrom(b[:start], s)
 		}
 		binary.LittleEndian.PutUint64(out[i:], x)
@@ -263,6 +278,12 @@ const (
 func hasByte(x uint64, c byte) uint64 {
 	v := x ^ (lsb * uint64(c))
 	return (v - lsb) & ^v & msb
+}
+
+// hasLess is non-zero when a byte of the ASCII word x is below c ≤ 128
+// (exact as to whether any is, as hasByte).
+func hasLess(x uint64, c byte) uint64 {
+	return (x - lsb*uint64(c)) & ^x & msb
 }
 
 func appendEscaped(b []byte, s string) []byte {

@@ -314,6 +314,7 @@ func TestAppendLabelValueMatchesExpfmt(t *testing.T) {
 		"", "a", "plain-ascii.value_01", `"`, `\`, "\n", "\r\t", `a"b\c` + "\nd", "12345678\n", "1234567\"",
 		"abcdefgh\\ijklmnop", "ümlaut", "日本語のラベル", "😀", strings.Repeat("x", 64) + `"`,
 		strings.Repeat(`"\`, 20), "\x00\x01\x7f", "bcd\x5c\x5c", "01234567" + "89abcdef" + "é",
+		"My Agent #1 (prod)", "!#$%&'()*+,-./0123", "tab\tand\rreturn..", "123456789 \n", "0123456789abcde\"",
 	} {
 		t.Run(fmt.Sprintf("%q", v), func(t *testing.T) {
 			var buf bytes.Buffer
