@@ -327,7 +327,6 @@ func (c *Collector) EvictedScrapes() uint64 { return c.writers.evicted.Load() }
 
 // scrape is the recycled state of one Handler scrape.
 type scrape struct {
-	view *heartbeat.View
 	self bytes.Buffer
 	// chunks[c][f] holds the sample lines of families[f], without HELP and
 	// TYPE, of the c-th of the equal runs of agents the view is cut into
@@ -378,15 +377,13 @@ var (
 // chunksFor is into how many chunks a view of n agents is cut.
 func chunksFor(n int) int { return max(1, min(n/chunkAgents, maxChunks)) }
 
-// render snapshots the store into sc.view and renders every agent family
-// into sc.chunks. It calls ready(c), when not nil, as soon as chunk c is
+// render renders every agent family of the store into sc.chunks. It calls ready(c), when not nil, as soon as chunk c is
 // complete, in order, once for every chunk (also for chunks without agents);
 // the chunk's buffers do not change afterwards, until the next render.
 func (c *Collector) render(sc *scrape, ready func(chunk int)) {
-	sc.view = c.store.Snapshot(sc.view)
 	now, policy := c.opts.Now(), c.opts.Thresholds()
 	sc.fleet.reset(c.opts.Tenants())
-	n := sc.view.Len()
+	n := c.store.Len() // a hint: agents may come and go while rendering
 	nc := chunksFor(n)
 	if cap(sc.chunks) < nc {
 		sc.chunks = append(sc.chunks[:cap(sc.chunks)], make([][numFamilies][]byte, nc-cap(sc.chunks))...)
@@ -422,11 +419,14 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 		vals   [numValueFamilies]float64
 		labels [numInfoLabels]string
 	)
-	per := (n + nc - 1) / nc // agents per chunk, the last may have fewer
+	per := (n + nc - 1) / nc // agents per chunk, the last may have fewer (or more)
 	chunk, left := 0, per
 	fams := &sc.chunks[0]
-	sc.view.Each(func(a *heartbeat.Agent) bool {
-		if left == 0 {
+	// Store.Each copies one shard at a time, as Snapshot does, but into one
+	// shard's worth of memory that stays in cache while it is rendered,
+	// instead of a copy of the whole store (~35 MB at 100k agents).
+	c.store.Each(func(a *heartbeat.Agent) bool {
+		if left == 0 && chunk < nc-1 {
 			if ready != nil {
 				ready(chunk)
 			}
