@@ -31,13 +31,19 @@ func appendFloat(b []byte, f float64) []byte {
 // appendUint is strconv.AppendUint(b, c, 10) without its copy through a
 // scratch buffer (one per sample showed in profiles).
 func appendUint(b []byte, c uint64) []byte {
-	n := 1
-	for n < len(pow10) && c >= pow10[n] {
-		n++
-	}
+	n := digitCount(c)
 	b = slices.Grow(b, n)
 	putDigits(b[len(b):len(b)+n], c)
 	return b[:len(b)+n]
+}
+
+// digitCount is the number of decimal digits of c (1 for 0).
+func digitCount(c uint64) int {
+	n := bits.Len64(c) * 1233 >> 12 // ⌊log10(2)·bit length⌋: n or n-1 digits
+	if n < len(pow10) && c >= pow10[n] {
+		n++
+	}
+	return max(n, 1)
 }
 
 // pow10 are the powers of ten up to 10^19, the largest below 2^64.
@@ -115,16 +121,14 @@ func appendShortest(b []byte, f float64) ([]byte, bool) {
 			return b, false // cannot happen (the interval is wider than 1)
 		}
 	}
-	// c·10^-F is the answer: drop its trailing zeros.
+	// c·10^-F is the answer: drop its trailing zeros (only a multiple of 10
+	// found above has any).
 	exp10 := -F // c·10^exp10
 	for c%10 == 0 {
 		c /= 10
 		exp10++
 	}
-	n := 1 // digits in c
-	for n < len(pow10) && c >= pow10[n] {
-		n++
-	}
+	n := digitCount(c)
 	dp := n + exp10 // where the decimal point goes, counted from the first digit
 	if x := dp - 1; x >= 6 {
 		// %e, as 'g' does from exponent 6 (and below -4, which f ≥ 2^-10
@@ -178,43 +182,33 @@ func appendShortest(b []byte, f float64) ([]byte, bool) {
 }
 
 // putDigits writes the decimal digits of c right-aligned into out, which
-// has room for exactly them (leading zeros when c has fewer).
+// has room for exactly them (leading zeros when c has fewer) and is at most
+// 24 bytes long.
 func putDigits(out []byte, c uint64) {
-	i := len(out)
-	for i > 8 {
-		// Eight digits at a time in 32 bits: shorter dependency chains than
-		// 64-bit divisions all the way.
-		lo := uint32(c % 1e8)
+	var tmp [24]byte
+	binary.LittleEndian.PutUint64(tmp[16:], eightDigits(uint32(c%1e8)))
+	if len(out) > 8 {
 		c /= 1e8
-		for j := i - 2; j >= i-8; j -= 2 {
-			d := lo % 100 * 2
-			lo /= 100
-			out[j], out[j+1] = digitPairs[d], digitPairs[d+1]
+		binary.LittleEndian.PutUint64(tmp[8:], eightDigits(uint32(c%1e8)))
+		if len(out) > 16 {
+			binary.LittleEndian.PutUint64(tmp[:], eightDigits(uint32(c/1e8))) // < 1845
 		}
-		i -= 8
 	}
-	x := uint32(c) // at most eight digits left
-	for i >= 2 {
-		d := x % 100 * 2
-		x /= 100
-		i -= 2
-		out[i], out[i+1] = digitPairs[d], digitPairs[d+1]
-	}
-	if i == 1 {
-		out[0] = byte('0' + x%10)
-	}
+	copy(out, tmp[len(tmp)-len(out):])
 }
 
-const digitPairs = "00010203040506070809" +
-	"10111213141516171819" +
-	"20212223242526272829" +
-	"30313233343536373839" +
-	"40414243444546474849" +
-	"50515253545556575859" +
-	"60616263646566676869" +
-	"70717273747576777879" +
-	"80818283848586878889" +
-	"90919293949596979899"
+// eightDigits returns the eight decimal digits of x < 10^8, zero-padded,
+// as ASCII in a little-endian word (the first digit in the lowest byte).
+// It splits x into halves, quarters, then digits, every lane at once (the
+// products never carry into the next lane): a loop over digit pairs cost
+// ~280 instructions for a 17-digit timestamp.
+func eightDigits(x uint32) uint64 {
+	v := uint64(x/10000) | uint64(x%10000)<<32  // 4-digit lanes of 32 bits
+	q := v * 5243 >> 19 & 0x0000007f0000007f    // n/100 for n < 43699
+	v = q | (v-q*100)<<16                       // 2-digit lanes of 16 bits
+	q = v * 103 >> 10 & 0x000f000f000f000f      // n/10 for n < 179
+	return q | (v-q*10)<<8 | 0x3030303030303030 // digits, plus '0'
+}
 
 // shr128 is the 128-bit hi:lo shifted right by s (1 ≤ s ≤ 63), truncated to
 // 64 bits; the callers' quotients fit.

@@ -58,6 +58,17 @@ func TestAppendFloatMatchesStrconv(t *testing.T) {
 	}
 }
 
+func TestAppendUintMatchesStrconv(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []uint64{0, 1, 9, 10, 99, 100, 1e8 - 1, 1e8, 1e16 - 1, 1e16, 1e19 - 1, 1e19, math.MaxUint64} {
+		require.Equal(t, strconv.FormatUint(c, 10), string(appendUint([]byte("x"), c))[1:])
+	}
+	for range 100_000 {
+		c := rng.Uint64() >> rng.IntN(64)
+		require.Equal(t, strconv.FormatUint(c, 10), string(appendUint(nil, c)))
+	}
+}
+
 // FuzzAppendFloat: for any float the formatter writes strconv's text.
 func FuzzAppendFloat(f *testing.F) {
 	for _, seed := range []float64{1, 1.5, 1735689600, 1.7356896001234567e9, 1e6 + 0.5, 1<<52 - 0.5, math.Nextafter(1, 2)} {
