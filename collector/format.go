@@ -31,6 +31,9 @@ func appendFloat(b []byte, f float64) []byte {
 // appendUint is strconv.AppendUint(b, c, 10) without its copy through a
 // scratch buffer (one per sample showed in profiles).
 func appendUint(b []byte, c uint64) []byte {
+	if c < 10 {
+		return append(b, byte('0'+c)) // the flags, and many counts
+	}
 	n := digitCount(c)
 	b = slices.Grow(b, n)
 	putDigits(b[len(b):len(b)+n], c)
@@ -235,17 +238,31 @@ func appendLabelValue(b []byte, s string) []byte {
 	b = slices.Grow(b, n)
 	out := b[start : start+n]
 	p := unsafe.Slice(unsafe.StringData(s), n)
-	for i := 0; i < n; i += 8 {
-		i = min(i, n-8) // the last word overlaps the one before
-		x := binary.LittleEndian.Uint64(p[i:])
-		// Bytes below '#' stand for '"' and '\n' here: one test instead of
-		// two; the few others (space, '!', controls) take the exact path.
-		if x&msb|hasLess(x, '"'+1)|hasByte(x, '\\') != 0 {
+	i := 0
+	for ; i+16 <= n; i += 16 {
+		x, y := binary.LittleEndian.Uint64(p[i:]), binary.LittleEndian.Uint64(p[i+8:])
+		if special(x)|special(y) != 0 {
 			return appendEscapedFrom(b[:start], s)
 		}
 		binary.LittleEndian.PutUint64(out[i:], x)
+		binary.LittleEndian.PutUint64(out[i+8:], y)
 	}
+	// The rest, less than 16 bytes (and 8 at least in all): one or two
+	// words, the last overlapping the one before.
+	x, y := binary.LittleEndian.Uint64(p[min(i, n-8):]), binary.LittleEndian.Uint64(p[n-8:])
+	if special(x)|special(y) != 0 {
+		return appendEscapedFrom(b[:start], s)
+	}
+	binary.LittleEndian.PutUint64(out[min(i, n-8):], x)
+	binary.LittleEndian.PutUint64(out[n-8:], y)
 	return b[:start+n]
+}
+
+// special is non-zero when a byte of x is not plain ASCII or may need
+// escaping. Bytes below '#' stand for '"' and '\n': one test instead of
+// two; the few others (space, '!', controls) take the exact path.
+func special(x uint64) uint64 {
+	return x&msb | hasLess(x, '"'+1) | hasByte(x, '\\')
 }
 
 // appendEscapedFrom is appendLabelValue for an s known to hold a byte that

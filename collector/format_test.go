@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,4 +83,20 @@ func FuzzAppendFloat(f *testing.F) {
 		}
 		require.Equal(t, string(want), string(appendFloat(nil, v)))
 	})
+}
+
+// TestAppendLabelValueEveryPosition: at every length up to 40, a byte that
+// needs escaping or replacing, at every position, is found.
+func TestAppendLabelValueEveryPosition(t *testing.T) {
+	for n := range 41 {
+		plain := strings.Repeat("a", n)
+		require.Equal(t, plain, string(appendLabelValue([]byte{}, plain)))
+		for i := range n {
+			for _, c := range []string{`"`, `\`, "\n", " ", "\xff", "é"} {
+				s := plain[:i] + c + plain[i+1:]
+				want := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(labelValue(s))
+				require.Equal(t, want, string(appendLabelValue([]byte("x"), s))[1:], "%q", s)
+			}
+		}
+	}
 }
