@@ -18,11 +18,11 @@ import (
 // shared 2-core box, CPU time per gzip scrape of 100k agents (137 MB of
 // text, ~110 ms uncompressed in the same runs): level 1 336-346 ms
 // (3.0-3.1×, 10.7 MB), level 2 359-400 ms (10.4 MB), level 3 380-408 ms
-// (10.2 MB), stateless 394-406 ms (10.8 MB), Huffman only 407-442 ms (81 MB:
-// without LZ77 matching the text barely shrinks, and the bit writer still
-// codes every byte). None reaches 2× identity: deflate runs at ~600 MB/s a
-// core here, rendering at over 1 GB/s. Level 1 is the nearest, for an answer
-// 5% larger than level 3's.
+// (10.2 MB), klauspost's stateless mode 394-406 ms (10.8 MB; no longer
+// offered), Huffman only 407-442 ms (81 MB: without LZ77 matching the text
+// barely shrinks, and the bit writer still codes every byte). None reaches
+// 2× identity: deflate runs at ~600 MB/s a core here, rendering now at
+// ~1.6 GB/s. Level 1 is the nearest, for an answer 5% larger than level 3's.
 const gzipLevel = 1
 
 // gzipWorkers is how many goroutines compress one page's segments at once.

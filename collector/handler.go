@@ -29,27 +29,27 @@ var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 
 // Handler serves /metrics: the families gathered from self (Go and process
 // collectors, build info, the application's counters; self must not contain
-// c) encoded by expfmt, then the agent families of c rendered as text from
-// one store snapshot.
+// c) encoded by expfmt, then the agent families of c rendered as text in one
+// pass over the store (consistent per shard, as Store.Snapshot).
 //
-// Why not promhttp over a registry holding c: at 100k agents (~1M samples,
-// 120 MB of text) const metrics cost 6-8 s and ~900 MB of garbage per scrape
-// on the 2-core box (BenchmarkCollectConst100k), this handler ~0.1 s and next
-// to no garbage (BenchmarkScrape100k).
-// Here the snapshot, decoded once, is rendered in a single pass into one
-// recycled buffer per family with strconv.Append*, and the buffers are
-// written out family after family, which keeps each family contiguous as the
-// format requires.
+// Why not promhttp over a registry holding c: at 100k agents (~1.1M samples,
+// 139 MB of text) const metrics cost 6-8 s and ~900 MB of garbage per scrape
+// on the 2-core box (BenchmarkCollectConst100k), this handler ~85 ms of CPU
+// and next to no garbage (BenchmarkScrape100k). Each agent is decoded once
+// and its lines appended to recycled buffers, one per family and chunk of
+// agents (render); the buffers are written out family after family, which
+// keeps each family contiguous as the format requires. Numbers and label
+// values are formatted by hand (format.go): strconv's general float path
+// and a test-then-copy of every label value were the largest costs left.
 //
 // Compression: a scraper that accepts gzip (Prometheus and VictoriaMetrics
 // always do) gets it, anyone else identity, as promhttp does. The page is
-// deflated by klauspost/compress at its fastest level, in segments on up to
-// four cores at once (gzipper): at 100k agents the 137 MB page becomes
-// ~11 MB. Deflating costs ~0.23 s of CPU per 100k agents against ~0.11 s for
-// rendering (BenchmarkScrape100kGzipCandidates: ~3× in all, the lowest of
-// the levels weighed), the standard library at BestSpeed 3-4× more than
-// klauspost (BenchmarkGzipPage100k); spread over idle cores the wall time
-// shrinks accordingly.
+// deflated by klauspost/compress at its fastest level, each chunk's pieces
+// by a pool of goroutines while the next chunk renders (gzipPage): at 100k
+// agents the 139 MB page becomes 7-12 MB. Deflating costs ~0.25 s of CPU per
+// 100k agents, three times the rendering (BenchmarkScrape100kGzipVsIdentity),
+// the standard library at BestSpeed 3-4× more than klauspost
+// (BenchmarkGzipPage100k); with a second core the two overlap.
 //
 // Only GET and HEAD are served (405 otherwise). Beyond Options.MaxScrapes
 // scrapes in flight the answer is 503, counted in RejectedScrapes, unless
