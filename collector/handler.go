@@ -121,6 +121,14 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 		// chunk is rendered, while the next one renders.
 		page := &sc.gzip
 		page.start(pageGzipper, 1+numFamilies*maxChunks)
+		written := false
+		defer func() {
+			if !written {
+				// render panicked: the workers must be done with sc
+				// before it is recycled.
+				_ = page.writeTo(io.Discard)
+			}
+		}()
 		page.add(0, [][]byte{sc.self.Bytes()})
 		var started [numFamilies]bool // whether the family's header is out
 		c.render(sc, func(ch int) {
@@ -136,6 +144,7 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 			}
 		})
 		// writeTo returns once no goroutine reads sc any more.
+		written = true
 		logWriteError(r, logger, page.writeTo(sw))
 	})
 }
