@@ -99,7 +99,10 @@ func (l *connLimiter) track(c net.Conn, state http.ConnState) {
 		victim, ok := l.admit(c, now)
 		if victim != nil {
 			l.evicted.Inc()
-			victim.Close() // its serving goroutine sees the error and ends
+			// Its serving goroutine sees the error and ends. Not on the
+			// accept loop: closing a TLS connection sends close_notify,
+			// which waits up to 5 s on a client that reads nothing.
+			go victim.Close()
 		}
 		if !ok {
 			l.refused.Inc()
@@ -150,19 +153,27 @@ func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool
 // errorJSONListener hands out connections that turn net/http's own
 // plain-text error answers (written before any handler runs: a request head
 // over the header limit is 431, a malformed request 400) into the JSON
-// `{"error": …}` every other answer uses. Under TLS those answers are
-// encrypted before a connection sees them and stay plain text.
-type errorJSONListener struct{ net.Listener }
+// `{"error": …}` every other answer uses, with header, the configured
+// headers as raw lines, added. It sits on the plaintext side of TLS
+// (listen.go), so TLS connections get the same answers.
+type errorJSONListener struct {
+	net.Listener
+	header string
+}
 
 func (l errorJSONListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return errorJSONConn{c}, nil
+	return errorJSONConn{Conn: c, header: l.header}, nil
 }
 
-type errorJSONConn struct{ net.Conn }
+// errorJSONConn is comparable (the connection cap keys a map by it).
+type errorJSONConn struct {
+	net.Conn
+	header string
+}
 
 // errorHeaders are the headers net/http writes between the status line and
 // the body of its own error answers: "HTTP/1.1 " + e + errorHeaders + e,
@@ -170,7 +181,7 @@ type errorJSONConn struct{ net.Conn }
 const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
 func (c errorJSONConn) Write(p []byte) (int, error) {
-	if j, ok := jsonError(p); ok {
+	if j, ok := jsonError(p, c.header); ok {
 		if _, err := c.Conn.Write(j); err != nil {
 			return 0, err
 		}
@@ -179,17 +190,19 @@ func (c errorJSONConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// jsonError rewrites one of net/http's own error answers as JSON; any other
-// write is not one of them (ok false). An answer is recognised only whole,
-// as net/http writes it in one call, so a handler's output, which goes
-// through a buffer and carries other headers, never matches.
-func jsonError(p []byte) ([]byte, bool) {
+// jsonError rewrites one of net/http's own error answers as JSON, with the
+// header lines header; any other write is not one of them (ok false). An
+// answer is recognised only whole, as net/http writes it in one call, so a
+// handler's output, which goes through a buffer and carries other headers,
+// never matches.
+func jsonError(p []byte, header string) ([]byte, bool) {
 	rest, ok := bytes.CutPrefix(p, []byte("HTTP/1.1 "))
 	if !ok {
 		return nil, false
 	}
 	e, body, ok := bytes.Cut(rest, []byte(errorHeaders))
-	if !ok || !bytes.Equal(e, body) || len(e) < 4 || e[3] != ' ' {
+	// The answer to an unknown Transfer-Encoding has a body of its own.
+	if !ok || !(bytes.Equal(e, body) || string(e) == "501 Not Implemented" && string(body) == "Unsupported transfer encoding") || len(e) < 4 || e[3] != ' ' {
 		return nil, false
 	}
 	code, err := strconv.Atoi(string(e[:3]))
@@ -200,13 +213,24 @@ func jsonError(p []byte) ([]byte, bool) {
 	if _, detail, ok := strings.Cut(string(e[4:]), ": "); ok {
 		msg += ": " + detail
 	}
-	if code == http.StatusRequestHeaderFieldsTooLarge {
+	switch code {
+	case http.StatusRequestHeaderFieldsTooLarge:
 		msg += ": the request line and headers exceed --web.max-header-bytes"
+	case http.StatusNotImplemented:
+		if !strings.Contains(msg, ": ") {
+			msg += ": unsupported transfer encoding"
+		}
 	}
+	return jsonAnswer(code, msg, header), true
+}
+
+// jsonAnswer is a whole HTTP/1.1 answer that closes the connection, with
+// the JSON body {"error": msg} and the header lines header.
+func jsonAnswer(code int, msg, header string) []byte {
 	b, _ := json.Marshal(map[string]string{"error": msg})
 	b = append(b, '\n')
-	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-		code, http.StatusText(code), len(b), b), true
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n%s\r\n%s",
+		code, http.StatusText(code), len(b), header, b)
 }
 
 // CloseWrite lets net/http half-close after its error answers, so that the
