@@ -28,10 +28,6 @@ const gzipLevel = 1
 // gzipWorkers is how many goroutines compress one page's segments at once.
 var gzipWorkers = min(runtime.GOMAXPROCS(0), 4)
 
-// gzipMinSegment is the least a segment of writePage holds: below it a
-// segment's own deflate restart and block header are not worth it.
-var gzipMinSegment = 1 << 20
-
 // gzipHeader is a gzip member header without name, time or extra fields
 // (RFC 1952 2.3: ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=unknown).
 var gzipHeader = [10]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
@@ -199,46 +195,6 @@ func (p *gzipPage) writeTo(w io.Writer) error {
 	binary.LittleEndian.PutUint32(end[len(gzipFinal)+4:], size)
 	_, err := w.Write(end[:])
 	return err
-}
-
-// writePage writes the gzip of the concatenation of parts to w, in
-// segments of splitSegments, and returns the first write error.
-func (z *gzipper) writePage(w io.Writer, parts [][]byte) error {
-	segs := splitSegments(parts, gzipWorkers, gzipMinSegment)
-	var p gzipPage
-	p.start(z, len(segs))
-	for i, seg := range segs {
-		p.add(i, seg)
-	}
-	return p.writeTo(w)
-}
-
-// splitSegments cuts the concatenation of parts into at most n segments of
-// at least minSize bytes (but one), as even as that allows, each a list of
-// sub-slices of parts (no copy). There is always at least one segment.
-func splitSegments(parts [][]byte, n, minSize int) [][][]byte {
-	total := 0
-	for _, p := range parts {
-		total += len(p)
-	}
-	n = max(1, min(n, total/max(minSize, 1)))
-	size := (total + n - 1) / n
-	segs := [][][]byte{nil}
-	fill := 0
-	for _, p := range parts {
-		for len(p) > 0 {
-			if fill == size {
-				segs = append(segs, nil)
-				fill = 0
-			}
-			k := min(len(p), size-fill)
-			last := len(segs) - 1
-			segs[last] = append(segs[last], p[:k])
-			fill += k
-			p = p[k:]
-		}
-	}
-	return segs
 }
 
 // crc32Combine returns the IEEE CRC-32 of a+b from crc1, a's, and crc2, b's,
