@@ -117,7 +117,6 @@ func BenchmarkGzipPage100k(b *testing.B) {
 		{"klauspost-1", kp(1)},
 		{"klauspost-2", kp(2)},
 		{"klauspost-3", kp(3)},
-		{"klauspost-stateless", kp(kgzip.StatelessCompression)},
 		{"klauspost-huffman-only", kp(kgzip.HuffmanOnly)},
 		{fmt.Sprintf("segments-klauspost-%d-workers-%d", gzipLevel, gzipWorkers), func(w io.Writer) error {
 			return pageGzipper.writePage(w, [][]byte{page})
