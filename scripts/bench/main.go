@@ -563,12 +563,27 @@ func (e *env) startSentinelWith(cfg, name, data string, extra []string, extraEnv
 // scrapeMedian GETs url n times, identity encoding, and returns the median
 // time to the last byte and the size.
 func scrapeMedian(url string, n int) (float64, float64, error) {
+	id, _, err := scrapeMedians(url, n, false)
+	return id.seconds, id.bytes, err
+}
+
+// scrapeFigures is the median time to the last byte of some scrapes, and
+// the size of the answer.
+type scrapeFigures struct{ seconds, bytes float64 }
+
+// scrapeMedians GETs url n times with identity encoding and, when withGzip,
+// n times more asking for gzip as Prometheus does, alternating, and returns
+// the medians of each. The gzip answer is read as it comes, not inflated.
+func scrapeMedians(url string, n int, withGzip bool) (identity, gzipped scrapeFigures, err error) {
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 2 * time.Minute}
-	var times []float64
-	var size float64
-	for range n {
+	get := func(encoding string) (float64, float64, error) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return 0, 0, err
+		}
+		req.Header.Set("Accept-Encoding", encoding)
 		start := time.Now()
-		resp, err := client.Get(url)
+		resp, err := client.Do(req)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -580,11 +595,32 @@ func scrapeMedian(url string, n int) (float64, float64, error) {
 		if resp.StatusCode != http.StatusOK {
 			return 0, 0, fmt.Errorf("GET %s: %s", url, resp.Status)
 		}
-		times = append(times, time.Since(start).Seconds())
-		size = float64(b)
+		if got := resp.Header.Get("Content-Encoding"); got != strings.TrimSuffix(encoding, "identity") {
+			return 0, 0, fmt.Errorf("GET %s with Accept-Encoding %s: Content-Encoding %q", url, encoding, got)
+		}
+		return time.Since(start).Seconds(), float64(b), nil
 	}
-	slices.Sort(times)
-	return times[len(times)/2], size, nil
+	var idTimes, gzTimes []float64
+	for range n {
+		sec, size, err := get("identity")
+		if err != nil {
+			return identity, gzipped, err
+		}
+		idTimes, identity.bytes = append(idTimes, sec), size
+		if withGzip {
+			if sec, size, err = get("gzip"); err != nil {
+				return identity, gzipped, err
+			}
+			gzTimes, gzipped.bytes = append(gzTimes, sec), size
+		}
+	}
+	slices.Sort(idTimes)
+	identity.seconds = idTimes[len(idTimes)/2]
+	if withGzip {
+		slices.Sort(gzTimes)
+		gzipped.seconds = gzTimes[len(gzTimes)/2]
+	}
+	return identity, gzipped, nil
 }
 
 // scrapeBest is scrapeMedian's fastest scrape instead of the median.
@@ -650,6 +686,7 @@ func families(url string) ([]string, error) {
 type scrapeResult struct {
 	agents                     int
 	sentSeconds, sentBytes     float64
+	gzipSeconds, gzipBytes     float64 // sentinel, asked for gzip
 	vecSeconds, vecBytes       float64
 	sentRSS, vecRSS            int64
 	sentRSSScraped             int64
@@ -667,9 +704,11 @@ func (e *env) scrape(bare *proc, r *ingestResult) error {
 	if s.families, err = families(sent.url + "/metrics"); err != nil {
 		return err
 	}
-	if s.sentSeconds, s.sentBytes, err = scrapeMedian(sent.url+"/metrics", 5); err != nil {
+	id, gz, err := scrapeMedians(sent.url+"/metrics", 5, true)
+	if err != nil {
 		return err
 	}
+	s.sentSeconds, s.sentBytes, s.gzipSeconds, s.gzipBytes = id.seconds, id.bytes, gz.seconds, gz.bytes
 	s.sentRSSScraped = sent.rss()
 	args := []string{"--web.listen-address", e.addr(), "gaugevec", "--agents", strconv.Itoa(r.agents)}
 	for _, f := range s.families {
