@@ -187,7 +187,8 @@ func TestTokenSignedButMalformed(t *testing.T) {
 	s := newSigner(t, testKey)
 	enc := base64.RawURLEncoding
 	signed := func(p []byte) string {
-		return RuntimeTokenPrefix + enc.EncodeToString(p) + "." + enc.EncodeToString(s.sign(p))
+		sig := s.sign(p)
+		return RuntimeTokenPrefix + enc.EncodeToString(p) + "." + enc.EncodeToString(sig[:])
 	}
 	head := func(format byte, tenantLen byte) []byte {
 		p := []byte{format}
