@@ -637,11 +637,12 @@ loop:
 }
 
 // serve serves on listener, or else on the listeners of flags, each wrapped
-// so that net/http's own error answers are JSON (errorJSONListener).
+// so that net/http's own error answers are JSON and far deadlines cost no
+// timer (serverListener).
 // Systemd and vsock listeners are served by exporter-toolkit as they are.
 func (a *App) serve(server *http.Server, flags *web.FlagConfig, listener net.Listener) error {
 	if listener != nil {
-		return web.Serve(errorJSONListener{listener}, server, flags, a.logger)
+		return web.Serve(newServerListener(listener), server, flags, a.logger)
 	}
 	if flags.WebSystemdSocket != nil && *flags.WebSystemdSocket {
 		return web.ListenAndServe(server, flags, a.logger)
@@ -660,7 +661,7 @@ func (a *App) serve(server *http.Server, flags *web.FlagConfig, listener net.Lis
 			}
 			return err
 		}
-		listeners = append(listeners, errorJSONListener{l})
+		listeners = append(listeners, newServerListener(l))
 	}
 	return web.ServeMultiple(listeners, server, flags, a.logger)
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -147,29 +148,167 @@ func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool
 	return victim, true
 }
 
-// errorJSONListener hands out connections that turn net/http's own
-// plain-text error answers (written before any handler runs: a request head
-// over the header limit is 431, a malformed request 400) into the JSON
-// `{"error": …}` every other answer uses. Under TLS those answers are
-// encrypted before a connection sees them and stay plain text.
-type errorJSONListener struct{ net.Listener }
+// Lazy deadlines: net/http sets a read or write deadline on the connection
+// four times per request (header, whole request, write, idle), and arming
+// the runtime's timer for each cost more than a heartbeat's decoding. A
+// serverConn keeps a deadline at least eagerDeadline away in memory instead,
+// and its listener's sweeper, every deadlineTick, puts the ones that have
+// passed on the socket, where they end a blocked Read or Write as the timer
+// would have: the server's timeouts hold, up to deadlineTick late. Nearer
+// deadlines (a scrape's per-chunk one, net/http's "now" to interrupt a
+// read) go to the socket at once. Tests change both (export_test.go)
+// before serving.
+var deadlineTick, eagerDeadline atomic.Int64
 
-func (l errorJSONListener) Accept() (net.Conn, error) {
+func init() {
+	deadlineTick.Store(int64(250 * time.Millisecond))
+	eagerDeadline.Store(int64(3 * time.Second))
+}
+
+// expired is a deadline in the past: on the socket it ends blocked calls.
+var expired = time.Unix(1, 0)
+
+// serverListener hands out serverConns and sweeps their lazy deadlines.
+// Its sweeper runs until the listener is closed and its last connection
+// with it, so that connections still served after a shutdown began keep
+// their timeouts.
+type serverListener struct {
+	net.Listener
+
+	mu     sync.Mutex
+	conns  map[*serverConn]struct{}
+	closed bool
+	swept  chan struct{} // closed when the sweeper has returned
+}
+
+func newServerListener(l net.Listener) *serverListener {
+	sl := &serverListener{Listener: l, conns: make(map[*serverConn]struct{}), swept: make(chan struct{})}
+	go sl.sweep(time.Duration(deadlineTick.Load()))
+	return sl
+}
+
+func (l *serverListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return errorJSONConn{c}, nil
+	sc := &serverConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.conns[sc] = struct{}{}
+	l.mu.Unlock()
+	return sc, nil
 }
 
-type errorJSONConn struct{ net.Conn }
+func (l *serverListener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	return l.Listener.Close()
+}
+
+func (l *serverListener) sweep(every time.Duration) {
+	defer close(l.swept)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for now := range t.C {
+		l.mu.Lock()
+		if l.closed && len(l.conns) == 0 {
+			l.mu.Unlock()
+			return
+		}
+		for c := range l.conns {
+			c.fire(now.UnixNano())
+		}
+		l.mu.Unlock()
+	}
+}
+
+// serverConn is a connection of serverListener: it keeps its far deadlines
+// lazily (see deadlineTick), and turns net/http's own plain-text error
+// answers (written before any handler runs: a request head over the header
+// limit is 431, a malformed request 400) into the JSON `{"error": …}` every
+// other answer uses. Under TLS those answers are encrypted before a
+// connection sees them and stay plain text. Its deadlines are safe for
+// concurrent use, as net.Conn's are.
+type serverConn struct {
+	net.Conn
+	l *serverListener
+
+	mu           sync.Mutex // guards read and write, and orders their socket calls
+	read, write lazyDeadline
+}
+
+// lazyDeadline is one direction's deadline.
+type lazyDeadline struct {
+	at    int64 // unix ns of a deadline kept in memory; 0 for none
+	armed bool  // the socket holds a deadline set here
+}
+
+// set records deadline t, setting it on the socket with socket when it is
+// near, and clearing the socket's when it holds an older one.
+func (d *lazyDeadline) set(t time.Time, socket func(time.Time) error) error {
+	if !t.IsZero() && time.Until(t) >= time.Duration(eagerDeadline.Load()) {
+		d.at = t.UnixNano()
+		if d.armed {
+			d.armed = false
+			return socket(time.Time{})
+		}
+		return nil
+	}
+	d.at = 0
+	if t.IsZero() && !d.armed {
+		return nil
+	}
+	d.armed = !t.IsZero()
+	return socket(t)
+}
+
+// fire puts a kept deadline that has passed by now on the socket.
+func (d *lazyDeadline) fire(now int64, socket func(time.Time) error) {
+	if d.at != 0 && now >= d.at {
+		d.at, d.armed = 0, true
+		_ = socket(expired) // fails only on a closed connection
+	}
+}
+
+func (c *serverConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return errors.Join(c.read.set(t, c.Conn.SetReadDeadline), c.write.set(t, c.Conn.SetWriteDeadline))
+}
+
+func (c *serverConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.read.set(t, c.Conn.SetReadDeadline)
+}
+
+func (c *serverConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.write.set(t, c.Conn.SetWriteDeadline)
+}
+
+func (c *serverConn) fire(now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.read.fire(now, c.Conn.SetReadDeadline)
+	c.write.fire(now, c.Conn.SetWriteDeadline)
+}
+
+func (c *serverConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
+}
 
 // errorHeaders are the headers net/http writes between the status line and
 // the body of its own error answers: "HTTP/1.1 " + e + errorHeaders + e,
 // where e is "<code> <text>[: detail]".
 const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
-func (c errorJSONConn) Write(p []byte) (int, error) {
+func (c *serverConn) Write(p []byte) (int, error) {
 	if j, ok := jsonError(p); ok {
 		if _, err := c.Conn.Write(j); err != nil {
 			return 0, err
@@ -185,7 +324,9 @@ func (c errorJSONConn) Write(p []byte) (int, error) {
 // through a buffer and carries other headers, never matches.
 func jsonError(p []byte) ([]byte, bool) {
 	rest, ok := bytes.CutPrefix(p, []byte("HTTP/1.1 "))
-	if !ok {
+	// Every answer goes through here: a status that is not 4xx or 5xx is
+	// told apart without looking further.
+	if !ok || len(rest) == 0 || (rest[0] != '4' && rest[0] != '5') {
 		return nil, false
 	}
 	e, body, ok := bytes.Cut(rest, []byte(errorHeaders))
@@ -211,7 +352,7 @@ func jsonError(p []byte) ([]byte, bool) {
 
 // CloseWrite lets net/http half-close after its error answers, so that the
 // client reads the answer before the connection closes.
-func (c errorJSONConn) CloseWrite() error {
+func (c *serverConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
