@@ -234,7 +234,7 @@ type serverConn struct {
 	net.Conn
 	l *serverListener
 
-	mu           sync.Mutex // guards read and write, and orders their socket calls
+	mu          sync.Mutex // guards read and write, and orders their socket calls
 	read, write lazyDeadline
 }
 
