@@ -108,7 +108,7 @@ func (s *Signer) Verify(token string, now time.Time) (*RuntimeToken, error) {
 		return nil, ErrTokenMalformed
 	}
 	encPayload, encSig, ok := strings.Cut(body, ".")
-	if !ok || !base64URL(encPayload) || !base64URL(encSig) {
+	if !ok || !noLineBreaks(body) {
 		return nil, ErrTokenMalformed
 	}
 	// Decoded without allocating (into the pooled MAC's buffer and the
@@ -168,16 +168,11 @@ func decodeInto(enc *base64.Encoding, buf []byte, src string) ([]byte, error) {
 // read.
 func stringBytes(str string) []byte { return unsafe.Slice(unsafe.StringData(str), len(str)) }
 
-// base64URL reports whether s holds only characters of the unpadded
-// base64url alphabet. The decoder alone would skip the CR and LF it finds,
-// so that one token had several accepted spellings (found by FuzzVerify).
-func base64URL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
-		default:
-			return false
-		}
-	}
-	return true
+// noLineBreaks reports whether s holds no CR or LF. The strict decoder
+// refuses every other character outside the unpadded base64url alphabet,
+// but skips these, so that one token had several accepted spellings
+// (found by FuzzVerify). Two vectorised scans: a check of every character
+// here was a tenth of a heartbeat's handling.
+func noLineBreaks(s string) bool {
+	return strings.IndexByte(s, '\r') < 0 && strings.IndexByte(s, '\n') < 0
 }
