@@ -54,7 +54,7 @@ type connLimiter struct {
 	max int
 
 	mu    sync.Mutex
-	conns map[net.Conn]connEntry
+	conns map[net.Conn]*connEntry // updated in place: one lookup per request
 
 	open    prometheus.GaugeFunc
 	refused prometheus.Counter
@@ -67,7 +67,7 @@ type connEntry struct {
 }
 
 func newConnLimiter(max int) *connLimiter {
-	l := &connLimiter{max: max, conns: make(map[net.Conn]connEntry)}
+	l := &connLimiter{max: max, conns: make(map[net.Conn]*connEntry)}
 	l.open = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sentinel_http_connections",
 		Help: "HTTP connections open, at most --web.max-connections.",
@@ -94,10 +94,9 @@ func (l *connLimiter) collectors() []prometheus.Collector {
 
 // track is the http.Server ConnState hook.
 func (l *connLimiter) track(c net.Conn, state http.ConnState) {
-	now := time.Now()
 	switch state {
 	case http.StateNew:
-		victim, ok := l.admit(c, now)
+		victim, ok := l.admit(c, time.Now())
 		if victim != nil {
 			l.evicted.Inc()
 			victim.Close() // its serving goroutine sees the error and ends
@@ -106,10 +105,18 @@ func (l *connLimiter) track(c net.Conn, state http.ConnState) {
 			l.refused.Inc()
 			c.Close()
 		}
-	case http.StateActive, http.StateIdle:
+	case http.StateActive:
+		// Only an idle or a new connection's time is ever read.
 		l.mu.Lock()
-		if _, ok := l.conns[c]; ok {
-			l.conns[c] = connEntry{state: state, since: now}
+		if e := l.conns[c]; e != nil {
+			e.state = state
+		}
+		l.mu.Unlock()
+	case http.StateIdle:
+		now := time.Now()
+		l.mu.Lock()
+		if e := l.conns[c]; e != nil {
+			e.state, e.since = state, now
 		}
 		l.mu.Unlock()
 	case http.StateHijacked, http.StateClosed:
@@ -144,7 +151,7 @@ func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool
 		}
 		delete(l.conns, victim)
 	}
-	l.conns[c] = connEntry{state: http.StateNew, since: now}
+	l.conns[c] = &connEntry{state: http.StateNew, since: now}
 	return victim, true
 }
 

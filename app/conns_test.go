@@ -42,7 +42,7 @@ func TestConnLimiterAdmit(t *testing.T) {
 				a, b := net.Pipe()
 				t.Cleanup(func() { a.Close(); b.Close() })
 				conns[i] = a
-				l.conns[a] = connEntry{state: c.state, since: now.Add(-c.age)}
+				l.conns[a] = &connEntry{state: c.state, since: now.Add(-c.age)}
 			}
 			fresh, other := net.Pipe()
 			t.Cleanup(func() { fresh.Close(); other.Close() })
