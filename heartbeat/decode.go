@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"strconv"
+	"strings"
 	"unsafe"
 )
 
@@ -31,17 +32,73 @@ func decodeBeatBody(data []byte, out *beatBody) error {
 }
 
 // fastScanner reads one heartbeat body on the fast path. Its allocations
-// are made once per body, not once per field: the strings are slices of
-// one copy of the body (str), and the fields behind pointers live in one
-// beatValues.
+// are made once per body, not once per field: the string values are copied
+// together into one string at the end (the body is a pooled buffer the next
+// request reuses, so strings must not borrow it), and the fields behind
+// pointers live in one beatValues.
 type fastScanner struct {
 	data []byte
 	pos  int
-	// str is data as a string, copied on the first string value: the body
-	// is a pooled buffer the next request reuses, so strings must not
-	// borrow it.
-	str  string
-	vals *beatValues
+	// strs are the string values read, to copy when the body is done.
+	strs  [16]stringSpan
+	nstrs int
+	vals  *beatValues
+}
+
+// stringSpan is a string value: its field and where it lies in data.
+type stringSpan struct {
+	field      stringField
+	start, end int
+}
+
+// stringField is a string field of beatBody or of its platform.
+type stringField uint8
+
+const (
+	sfStatus stringField = iota
+	sfVersion
+	sfType
+	sfContainerID
+	sfImage
+	sfPodName
+	sfNamespace
+	sfNode
+	sfFunctionName
+	sfRegion
+	sfHostname
+	sfOS
+)
+
+// of returns field f of out (of its platform, which is set, for the
+// platform fields).
+func (f stringField) of(out *beatBody) *string {
+	p := out.Platform
+	switch f {
+	case sfStatus:
+		return &out.Status
+	case sfVersion:
+		return &out.Version
+	case sfType:
+		return &p.Type
+	case sfContainerID:
+		return &p.ContainerID
+	case sfImage:
+		return &p.Image
+	case sfPodName:
+		return &p.PodName
+	case sfNamespace:
+		return &p.Namespace
+	case sfNode:
+		return &p.Node
+	case sfFunctionName:
+		return &p.FunctionName
+	case sfRegion:
+		return &p.Region
+	case sfHostname:
+		return &p.Hostname
+	default:
+		return &p.OS
+	}
 }
 
 // beatValues holds what a beatBody's pointer fields point to.
@@ -80,16 +137,38 @@ func (s *fastScanner) consume(c byte) bool {
 	return false
 }
 
-// plainString reads a string of printable ASCII without escapes.
-func (s *fastScanner) plainString() (string, bool) {
+// plainString reads a string of printable ASCII without escapes, the value
+// of field f once copyStrings runs.
+func (s *fastScanner) plainString(f stringField) bool {
 	start, end, ok := s.plainSpan()
-	if !ok {
-		return "", false
+	if !ok || s.nstrs == len(s.strs) {
+		return false
 	}
-	if s.str == "" {
-		s.str = string(s.data)
+	s.strs[s.nstrs] = stringSpan{f, start, end}
+	s.nstrs++
+	return true
+}
+
+// copyStrings sets the string values read in out, copied into one new
+// string.
+func (s *fastScanner) copyStrings(out *beatBody) {
+	n := 0
+	for _, sp := range s.strs[:s.nstrs] {
+		n += sp.end - sp.start
 	}
-	return s.str[start:end], true
+	if n == 0 {
+		return
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, sp := range s.strs[:s.nstrs] {
+		b.Write(s.data[sp.start:sp.end])
+	}
+	all, off := b.String(), 0
+	for _, sp := range s.strs[:s.nstrs] {
+		*sp.field.of(out) = all[off : off+sp.end-sp.start]
+		off += sp.end - sp.start
+	}
 }
 
 // plainSpan reads a string of printable ASCII without escapes and returns
@@ -264,10 +343,10 @@ func fastDecodeBeat(data []byte, out *beatBody) bool {
 		switch key {
 		case "status":
 			f = fStatus
-			out.Status, ok = s.plainString()
+			ok = s.plainString(sfStatus)
 		case "version":
 			f = fVersion
-			out.Version, ok = s.plainString()
+			ok = s.plainString(sfVersion)
 		case "uptime_seconds":
 			f = fUptime
 			v := &s.values().uptime
@@ -307,52 +386,51 @@ func fastDecodeBeat(data []byte, out *beatBody) bool {
 		}
 		return f
 	})
-	if !ok {
+	s.skipSpace()
+	if !ok || s.pos != len(data) {
 		return false
 	}
-	s.skipSpace()
-	return s.pos == len(data)
+	s.copyStrings(out)
+	return true
 }
 
 func (s *fastScanner) platform(p *platformBody) bool {
 	return s.object(func(key string) int {
-		var field *string
-		var f int
+		var f stringField
 		switch key {
 		case "type":
-			f, field = 0, &p.Type
+			f = sfType
 		case "container_id":
-			f, field = 1, &p.ContainerID
+			f = sfContainerID
 		case "image":
-			f, field = 2, &p.Image
+			f = sfImage
 		case "pod_name":
-			f, field = 3, &p.PodName
+			f = sfPodName
 		case "namespace":
-			f, field = 4, &p.Namespace
+			f = sfNamespace
 		case "node":
-			f, field = 5, &p.Node
+			f = sfNode
 		case "function_name":
-			f, field = 6, &p.FunctionName
+			f = sfFunctionName
 		case "region":
-			f, field = 7, &p.Region
+			f = sfRegion
 		case "hostname":
-			f, field = 8, &p.Hostname
+			f = sfHostname
 		case "os":
-			f, field = 9, &p.OS
+			f = sfOS
 		case "pid":
 			var ok bool
 			if p.PID, ok = s.int64(); !ok {
 				return -1
 			}
-			return 10
+			return int(sfOS) + 1
 		default:
 			return -1
 		}
-		var ok bool
-		if *field, ok = s.plainString(); !ok {
+		if !s.plainString(f) {
 			return -1
 		}
-		return f
+		return int(f)
 	})
 }
 

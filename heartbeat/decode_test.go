@@ -46,6 +46,7 @@ var decodeSeeds = []string{
 	`{"version":"abcdefghijklmnopqrstuvwxyz0123456789-._~"}`,
 	`{"platform":{"type":"kubernetes","type":"docker"}}`,
 	`{"metrics":{"errors":1,"errors":2}}`,
+	loadgenBody,
 	`{"silent_after":null,"zombie_after":1e1}`,
 }
 
@@ -114,5 +115,20 @@ func TestWholeNumber(t *testing.T) {
 			require.Equal(t, want, got, tok)
 		}
 		require.Equal(t, len(tok) > 0 && len(tok) <= 15 && !strings.ContainsAny(tok, ".-e"), ok, tok)
+	}
+}
+
+// loadgenBody is the body sentinel-loadgen sends (a Kubernetes agent).
+const loadgenBody = `{"status":"healthy","uptime_seconds":3660,"heartbeat_interval_seconds":60,"version":"1.4.2","platform":{"type":"kubernetes","pod_name":"loadgen-0000042-7f8a9b6c5d-x2x9q","namespace":"production","node":"ip-10-0-12-34.eu-west-1.compute.internal","container_id":"containerd://4f2a9c0e1b7d3a5f8e6c2b1d0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f","image":"registry.example.com/agents/support-bot:1.4.2","hostname":"loadgen-0000042","os":"linux","pid":1},"metrics":{"requests_handled":1525,"errors":0,"avg_latency_ms":145}}`
+
+func BenchmarkDecodeBeatBody(b *testing.B) {
+	data := []byte(loadgenBody)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var out beatBody
+		if err := decodeBeatBody(data, &out); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
