@@ -224,7 +224,7 @@ func (l *serverListener) sweep(every time.Duration) {
 			return
 		}
 		for c := range l.conns {
-			c.fire(now.UnixNano())
+			c.fire(int64(now.Sub(epoch)))
 		}
 		l.mu.Unlock()
 	}
@@ -247,15 +247,20 @@ type serverConn struct {
 
 // lazyDeadline is one direction's deadline.
 type lazyDeadline struct {
-	at    int64 // unix ns of a deadline kept in memory; 0 for none
+	at    int64 // a deadline kept in memory, as monotonic ns since epoch; 0 for none
 	armed bool  // the socket holds a deadline set here
 }
+
+// epoch is the origin of lazyDeadline.at. Deadlines are kept on the
+// monotonic clock, as the runtime's timers are: a step of the wall clock
+// must not fire them all at once.
+var epoch = time.Now()
 
 // set records deadline t, setting it on the socket with socket when it is
 // near, and clearing the socket's when it holds an older one.
 func (d *lazyDeadline) set(t time.Time, socket func(time.Time) error) error {
 	if !t.IsZero() && time.Until(t) >= time.Duration(eagerDeadline.Load()) {
-		d.at = t.UnixNano()
+		d.at = int64(t.Sub(epoch))
 		if d.armed {
 			d.armed = false
 			return socket(time.Time{})
@@ -270,7 +275,8 @@ func (d *lazyDeadline) set(t time.Time, socket func(time.Time) error) error {
 	return socket(t)
 }
 
-// fire puts a kept deadline that has passed by now on the socket.
+// fire puts a kept deadline that has passed by now (ns since epoch) on the
+// socket.
 func (d *lazyDeadline) fire(now int64, socket func(time.Time) error) {
 	if d.at != 0 && now >= d.at {
 		d.at, d.armed = 0, true
