@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -387,11 +386,9 @@ func (a *App) registerStorageMetrics() {
 	}))
 }
 
-// storageFailure is why the ledger cannot commit, nil while it can.
+// storageFailure is why the ledger cannot commit, nil while it can (the
+// embedded ledger's health includes its journal's).
 func (a *App) storageFailure() error {
-	if a.journalHealth != nil {
-		return a.journalFailure()
-	}
 	if err := a.ledger.Healthy(); err != nil && !errors.Is(err, ledger.ErrClosed) {
 		return err
 	}
@@ -636,34 +633,28 @@ loop:
 	return runErr
 }
 
-// serve serves on listener, or else on the listeners of flags, each wrapped
-// so that net/http's own error answers are JSON and far deadlines cost no
-// timer (serverListener).
-// Systemd and vsock listeners are served by exporter-toolkit as they are.
+// serve serves on listener, or else on the listeners of flags, with the
+// web configuration of flags (listen.go): TLS when it enables it, and
+// net/http's own error answers in JSON on every listener.
 func (a *App) serve(server *http.Server, flags *web.FlagConfig, listener net.Listener) error {
-	if listener != nil {
-		return web.Serve(newServerListener(listener), server, flags, a.logger)
+	var file string
+	if flags.WebConfigFile != nil {
+		file = *flags.WebConfigFile
 	}
-	if flags.WebSystemdSocket != nil && *flags.WebSystemdSocket {
-		return web.ListenAndServe(server, flags, a.logger)
-	}
-	var listeners []net.Listener
-	for _, addr := range *flags.WebListenAddresses {
-		if strings.HasPrefix(addr, "vsock://") {
-			return web.ListenAndServe(server, flags, a.logger)
+	wc, err := loadWebConfig(file)
+	if err != nil {
+		if listener != nil {
+			listener.Close()
 		}
+		return err
 	}
-	for _, addr := range *flags.WebListenAddresses {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, l := range listeners {
-				l.Close()
-			}
+	listeners := []net.Listener{listener}
+	if listener == nil {
+		if listeners, err = listen(flags); err != nil {
 			return err
 		}
-		listeners = append(listeners, newServerListener(l))
 	}
-	return web.ServeMultiple(listeners, server, flags, a.logger)
+	return serveListeners(server, wc, listeners, a.logger)
 }
 
 // maxConnections is the connection cap: want, lowered to leave fdReserve of

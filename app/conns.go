@@ -99,7 +99,10 @@ func (l *connLimiter) track(c net.Conn, state http.ConnState) {
 		victim, ok := l.admit(c, time.Now())
 		if victim != nil {
 			l.evicted.Inc()
-			victim.Close() // its serving goroutine sees the error and ends
+			// Its serving goroutine sees the error and ends. Not on the
+			// accept loop: closing a TLS connection sends close_notify,
+			// which waits up to 5 s on a client that reads nothing.
+			go victim.Close()
 		}
 		if !ok {
 			l.refused.Inc()
@@ -181,6 +184,7 @@ var expired = time.Unix(1, 0)
 // their timeouts.
 type serverListener struct {
 	net.Listener
+	header string // the configured headers, as raw lines, of the JSON error answers
 
 	mu     sync.Mutex
 	conns  map[*serverConn]struct{}
@@ -188,8 +192,8 @@ type serverListener struct {
 	swept  chan struct{} // closed when the sweeper has returned
 }
 
-func newServerListener(l net.Listener) *serverListener {
-	sl := &serverListener{Listener: l, conns: make(map[*serverConn]struct{}), swept: make(chan struct{})}
+func newServerListener(l net.Listener, header string) *serverListener {
+	sl := &serverListener{Listener: l, header: header, conns: make(map[*serverConn]struct{}), swept: make(chan struct{})}
 	go sl.sweep(time.Duration(deadlineTick.Load()))
 	return sl
 }
@@ -199,7 +203,7 @@ func (l *serverListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := &serverConn{Conn: c, l: l}
+	sc := &serverConn{Conn: c, l: l, header: l.header}
 	l.mu.Lock()
 	l.conns[sc] = struct{}{}
 	l.mu.Unlock()
@@ -234,12 +238,13 @@ func (l *serverListener) sweep(every time.Duration) {
 // lazily (see deadlineTick), and turns net/http's own plain-text error
 // answers (written before any handler runs: a request head over the header
 // limit is 431, a malformed request 400) into the JSON `{"error": …}` every
-// other answer uses. Under TLS those answers are encrypted before a
-// connection sees them and stay plain text. Its deadlines are safe for
-// concurrent use, as net.Conn's are.
+// other answer uses, with the listener's header added. It sits on the
+// plaintext side of TLS (listen.go), so TLS connections get the same
+// answers. Its deadlines are safe for concurrent use, as net.Conn's are.
 type serverConn struct {
 	net.Conn
-	l *serverListener
+	l      *serverListener
+	header string
 
 	mu          sync.Mutex // guards read and write, and orders their socket calls
 	read, write lazyDeadline
@@ -322,7 +327,7 @@ func (c *serverConn) Close() error {
 const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
 func (c *serverConn) Write(p []byte) (int, error) {
-	if j, ok := jsonError(p); ok {
+	if j, ok := jsonError(p, c.header); ok {
 		if _, err := c.Conn.Write(j); err != nil {
 			return 0, err
 		}
@@ -331,11 +336,12 @@ func (c *serverConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// jsonError rewrites one of net/http's own error answers as JSON; any other
-// write is not one of them (ok false). An answer is recognised only whole,
-// as net/http writes it in one call, so a handler's output, which goes
-// through a buffer and carries other headers, never matches.
-func jsonError(p []byte) ([]byte, bool) {
+// jsonError rewrites one of net/http's own error answers as JSON, with the
+// header lines header; any other write is not one of them (ok false). An
+// answer is recognised only whole, as net/http writes it in one call, so a
+// handler's output, which goes through a buffer and carries other headers,
+// never matches.
+func jsonError(p []byte, header string) ([]byte, bool) {
 	rest, ok := bytes.CutPrefix(p, []byte("HTTP/1.1 "))
 	// Every answer goes through here: a status that is not 4xx or 5xx is
 	// told apart without looking further.
@@ -343,7 +349,8 @@ func jsonError(p []byte) ([]byte, bool) {
 		return nil, false
 	}
 	e, body, ok := bytes.Cut(rest, []byte(errorHeaders))
-	if !ok || !bytes.Equal(e, body) || len(e) < 4 || e[3] != ' ' {
+	// The answer to an unknown Transfer-Encoding has a body of its own.
+	if !ok || !(bytes.Equal(e, body) || string(e) == "501 Not Implemented" && string(body) == "Unsupported transfer encoding") || len(e) < 4 || e[3] != ' ' {
 		return nil, false
 	}
 	code, err := strconv.Atoi(string(e[:3]))
@@ -354,13 +361,24 @@ func jsonError(p []byte) ([]byte, bool) {
 	if _, detail, ok := strings.Cut(string(e[4:]), ": "); ok {
 		msg += ": " + detail
 	}
-	if code == http.StatusRequestHeaderFieldsTooLarge {
+	switch code {
+	case http.StatusRequestHeaderFieldsTooLarge:
 		msg += ": the request line and headers exceed --web.max-header-bytes"
+	case http.StatusNotImplemented:
+		if !strings.Contains(msg, ": ") {
+			msg += ": unsupported transfer encoding"
+		}
 	}
+	return jsonAnswer(code, msg, header), true
+}
+
+// jsonAnswer is a whole HTTP/1.1 answer that closes the connection, with
+// the JSON body {"error": msg} and the header lines header.
+func jsonAnswer(code int, msg, header string) []byte {
 	b, _ := json.Marshal(map[string]string{"error": msg})
 	b = append(b, '\n')
-	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
-		code, http.StatusText(code), len(b), b), true
+	return fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n%s\r\n%s",
+		code, http.StatusText(code), len(b), header, b)
 }
 
 // CloseWrite lets net/http half-close after its error answers, so that the

@@ -73,14 +73,16 @@ func TestJSONError(t *testing.T) {
 			400, "bad request: missing required Host header"},
 		{"HTTP/1.1 501 Not Implemented: unsupported transfer encoding" + errorHeaders + "501 Not Implemented: unsupported transfer encoding",
 			501, "not implemented: unsupported transfer encoding"},
+		{"HTTP/1.1 501 Not Implemented" + errorHeaders + "Unsupported transfer encoding", 501, "not implemented: unsupported transfer encoding"},
 		// Not net/http's own answers: left alone.
 		{"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0, ""},
 		{"HTTP/1.1 400 Bad Request" + errorHeaders + "400 Bad Request and more", 0, ""},
 		{"HTTP/1.1 302 Found" + errorHeaders + "302 Found", 0, ""},
+		{"HTTP/1.1 400 Bad Request" + errorHeaders + "Unsupported transfer encoding", 0, ""},
 		{"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n", 0, ""},
 		{"sentinel_agent_info 1\n", 0, ""},
 	} {
-		out, ok := jsonError([]byte(tc.in))
+		out, ok := jsonError([]byte(tc.in), "X-Frame-Options: deny\r\n")
 		if tc.status == 0 {
 			require.False(t, ok, tc.in)
 			continue
@@ -88,6 +90,7 @@ func TestJSONError(t *testing.T) {
 		require.True(t, ok, tc.in)
 		res, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
 		require.NoError(t, err)
+		require.Equal(t, "deny", res.Header.Get("X-Frame-Options"))
 		body, err := io.ReadAll(res.Body)
 		require.NoError(t, err)
 		require.Equal(t, tc.status, res.StatusCode)
@@ -108,7 +111,7 @@ func FuzzJSONError(f *testing.F) {
 	f.Add([]byte("HTTP/1.1 " + errorHeaders))
 	f.Add([]byte("HTTP/1.1 4" + errorHeaders + "4"))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		out, ok := jsonError(p)
+		out, ok := jsonError(p, "")
 		if !ok {
 			return
 		}
@@ -161,7 +164,7 @@ func TestLazyDeadlines(t *testing.T) {
 	defer SetLazyDeadlines(tick, eager)()
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	l := newServerListener(tcp)
+	l := newServerListener(tcp, "")
 
 	t.Run("far read deadline fires", func(t *testing.T) {
 		c, _ := lazyPair(t, l)

@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentsentinel/sentinel/app"
@@ -25,20 +23,7 @@ import (
 // the test, and returns its address.
 func serve(t testing.TB, o app.Options) string {
 	t.Helper()
-	a, err := app.New(o)
-	require.NoError(t, err)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	noTLS, noSystemd := "", false
-	flags := &web.FlagConfig{WebListenAddresses: &[]string{}, WebSystemdSocket: &noSystemd, WebConfigFile: &noTLS}
-	go func() { done <- a.Run(ctx, flags, l, nil, 5*time.Second) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return l.Addr().String()
+	return serveWeb(t, o, "")
 }
 
 // rawRequest sends req on a new connection and reads one answer.

@@ -32,6 +32,9 @@ type Core struct {
 	maxLog  int
 	notify  chan struct{} // closed and replaced when changes are published
 	reqs    chan *request
+	// stopped is closed when RunCommitter returns: a request no committer
+	// will take is refused with ErrClosed instead of waiting forever.
+	stopped chan struct{}
 	// healthy is separate from mu: backends report health from within a
 	// commit, which holds mu.
 	healthy atomic.Pointer[error]
@@ -56,10 +59,11 @@ type reply struct {
 // NewCore returns a core with an empty state at revision 0.
 func NewCore() *Core {
 	return &Core{
-		m:      machine{State: NewState(), outbox: newOutbox()},
-		maxLog: defaultMaxLog,
-		notify: make(chan struct{}),
-		reqs:   make(chan *request),
+		m:       machine{State: NewState(), outbox: newOutbox()},
+		maxLog:  defaultMaxLog,
+		notify:  make(chan struct{}),
+		reqs:    make(chan *request),
+		stopped: make(chan struct{}),
 	}
 }
 
@@ -84,6 +88,13 @@ func (c *Core) Deliveries(_ context.Context, f DeliveryFilter) ([]Delivery, stri
 	defer c.mu.Unlock()
 	d, next := c.m.outbox.list(f)
 	return d, next, nil
+}
+
+// PendingDeliveries implements Ledger.PendingDeliveries.
+func (c *Core) PendingDeliveries(context.Context) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.outbox.pending, nil
 }
 
 // Catch applies changes committed elsewhere (by another replica), skipping
@@ -163,6 +174,8 @@ func (c *Core) submit(ctx context.Context, r *request) (Result, error) {
 	case c.reqs <- r:
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
+	case <-c.stopped:
+		return Result{}, ErrClosed
 	}
 	// Once queued, the commit runs to its end: leaving earlier would report
 	// failure for a change that may yet become durable.
@@ -344,15 +357,16 @@ func (t *Txn) rollback(mark int) {
 }
 
 // RunCommitter commits queued Applies in batches through p until stop is
-// closed; then it fails every later Apply with ErrClosed.
+// closed; then it fails every later Apply with ErrClosed. It runs once per
+// Core.
 func (c *Core) RunCommitter(stop <-chan struct{}, p Persister) {
+	defer close(c.stopped)
 	for {
 		var batch []*request
 		select {
 		case r := <-c.reqs:
 			batch = append(batch, r)
 		case <-stop:
-			c.drain()
 			return
 		}
 	more:
@@ -366,15 +380,6 @@ func (c *Core) RunCommitter(stop <-chan struct{}, p Persister) {
 		}
 		c.commit(batch, p)
 	}
-}
-
-// drain answers Applies arriving after stop.
-func (c *Core) drain() {
-	go func() {
-		for r := range c.reqs {
-			r.done <- reply{err: ErrClosed}
-		}
-	}()
 }
 
 func (c *Core) commit(batch []*request, p Persister) {

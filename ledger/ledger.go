@@ -84,6 +84,10 @@ type Ledger interface {
 	// Deliveries lists deliveries matching f, oldest first, and the cursor
 	// of the next page ("" at the end).
 	Deliveries(ctx context.Context, f DeliveryFilter) ([]Delivery, string, error)
+	// PendingDeliveries counts the deliveries waiting (due or retrying),
+	// every replica's, as of the last change this replica applied. It does
+	// not walk the outbox: the count is kept as changes apply.
+	PendingDeliveries(ctx context.Context) (int, error)
 	// Redeliver makes a delivered or failed event pending again, due at once,
 	// its attempts kept. ErrNotFound when the event is unknown.
 	Redeliver(ctx context.Context, eventID string, now time.Time) error

@@ -19,6 +19,9 @@ type outbox struct {
 	queues map[fleet.Key][]*Delivery
 	// next is the last ordinal given; ordinals order the outbox.
 	next uint64
+	// pending counts the deliveries in queues, kept in step by enqueue and
+	// dequeue so that counting them costs nothing.
+	pending int
 }
 
 func newOutbox() *outbox {
@@ -46,11 +49,14 @@ func (o *outbox) enqueue(d *Delivery) {
 	q := o.queues[k]
 	i := sort.Search(len(q), func(i int) bool { return q[i].Event.Sequence > d.Event.Sequence })
 	o.queues[k] = slices.Insert(q, i, d)
+	o.pending++
 }
 
 func (o *outbox) dequeue(d *Delivery) {
 	k := d.Event.key()
+	before := len(o.queues[k])
 	q := slices.DeleteFunc(o.queues[k], func(x *Delivery) bool { return x == d })
+	o.pending -= before - len(q)
 	if len(q) == 0 {
 		delete(o.queues, k)
 		return
@@ -165,7 +171,14 @@ func (o *outbox) list(f DeliveryFilter) ([]Delivery, string) {
 		limit = 100
 	}
 	var match []*Delivery
-	for _, d := range o.byID {
+	candidates := o.byID
+	if f.ID != "" {
+		candidates = nil
+		if d, ok := o.byID[f.ID]; ok {
+			candidates = map[string]*Delivery{f.ID: d}
+		}
+	}
+	for _, d := range candidates {
 		if d.ordinal <= after ||
 			(f.ID != "" && d.Event.ID != f.ID) ||
 			(f.Tenant != "" && d.Event.Tenant != f.Tenant) ||

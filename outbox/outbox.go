@@ -286,41 +286,21 @@ func WithSequence(body []byte, seq uint64) ([]byte, error) {
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-// pendingGauge counts pending deliveries at scrape time, at most every few
-// seconds (counting walks the outbox).
+// pendingGauge counts pending deliveries at scrape time.
 type pendingGauge struct {
 	ledger ledger.Ledger
 	desc   *prometheus.Desc
-
-	mu    sync.Mutex
-	at    time.Time
-	value float64
 }
 
 func (p *pendingGauge) Describe(ch chan<- *prometheus.Desc) { ch <- p.desc }
 
 func (p *pendingGauge) Collect(ch chan<- prometheus.Metric) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if time.Since(p.at) > 5*time.Second {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n, cursor := 0, ""
-		for {
-			page, next, err := p.ledger.Deliveries(ctx, ledger.DeliveryFilter{Status: ledger.StatusPending, Limit: 10000, Cursor: cursor})
-			if err != nil {
-				ch <- prometheus.NewInvalidMetric(p.desc, fmt.Errorf("count pending deliveries: %w", err))
-				return
-			}
-			n += len(page)
-			if next == "" {
-				break
-			}
-			cursor = next
-		}
-		p.at, p.value = time.Now(), float64(n)
+	n, err := p.ledger.PendingDeliveries(context.Background())
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(p.desc, fmt.Errorf("count pending deliveries: %w", err))
+		return
 	}
-	ch <- prometheus.MustNewConstMetric(p.desc, prometheus.GaugeValue, p.value)
+	ch <- prometheus.MustNewConstMetric(p.desc, prometheus.GaugeValue, float64(n))
 }
 
 // disabledCollector exposes sentinel_webhook_endpoint_disabled per tenant

@@ -84,10 +84,22 @@ func run(args []string) int {
 			return 1
 		}
 		fmt.Printf("SUCCESS: %s is valid sentinel configuration\n", *configFile)
+		if web := *webFlags.WebConfigFile; web != "" {
+			if err := app.CheckWebConfig(web); err != nil {
+				fmt.Fprintf(os.Stderr, "FAILED: %v\n", err)
+				return 1
+			}
+			fmt.Printf("SUCCESS: %s is valid web configuration\n", web)
+		}
 		return 0
 	}
 
 	logger.Info("starting sentinel", "version", version.Info(), "build_context", version.BuildContext())
+	// Before the (possibly long) restore: a broken certificate fails now.
+	if err := app.CheckWebConfig(*webFlags.WebConfigFile); err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
 	// Catch SIGHUP before the (possibly long) restore: its default action
 	// would kill the process. A reload asked for during start-up runs once
 	// serving begins.

@@ -1,6 +1,6 @@
 // Package testutil holds what the tests of several packages share: a
-// settable clock, a buffer safe for concurrent writers, and building the
-// binaries under test.
+// settable clock, a buffer safe for concurrent writers, self-signed TLS
+// certificates, and building the binaries under test.
 package testutil
 
 import (

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentsentinel/sentinel/fleet"
+	"github.com/agentsentinel/sentinel/internal/testutil"
 	"github.com/agentsentinel/sentinel/ledger"
 )
 
@@ -64,9 +65,9 @@ func BenchmarkRevokeAll(b *testing.B, open func() ledger.Ledger, agents int) {
 			}
 		}
 		b.StartTimer()
-		before := cpuTime()
+		before := testutil.ProcessCPU()
 		res, err := l.Apply(context.Background(), ops...)
-		cpu += cpuTime() - before
+		cpu += testutil.ProcessCPU() - before
 		if err != nil {
 			b.Fatal(err)
 		}

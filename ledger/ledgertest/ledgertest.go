@@ -44,6 +44,7 @@ func Run(t *testing.T, b Backend) {
 	t.Run("WatchOrder", func(t *testing.T) { testWatch(t, b) })
 	t.Run("Outbox", func(t *testing.T) { testOutbox(t, b) })
 	t.Run("Restart", func(t *testing.T) { testRestart(t, b) })
+	t.Run("Closed", func(t *testing.T) { testClosed(t, b) })
 	if b.Second != nil {
 		t.Run("Replicas", func(t *testing.T) { testReplicas(t, b) })
 	}
@@ -201,9 +202,23 @@ func testWatch(t *testing.T, b Backend) {
 	require.Len(t, s.Revocations, writers*each)
 }
 
+// requirePending checks that PendingDeliveries, a count kept as changes
+// apply, agrees with the pending deliveries listed, and returns it.
+func requirePending(t *testing.T, l ledger.Ledger) int {
+	t.Helper()
+	ctx := context.Background()
+	n, err := l.PendingDeliveries(ctx)
+	require.NoError(t, err)
+	listed, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{Status: ledger.StatusPending, Limit: 1 << 20})
+	require.NoError(t, err)
+	require.Len(t, listed, n, "PendingDeliveries agrees with the pending deliveries listed")
+	return n
+}
+
 func testOutbox(t *testing.T, b Backend) {
 	l := b.Open(t)
 	ctx := context.Background()
+	require.Equal(t, 0, requirePending(t, l))
 	apply(t, l,
 		ledger.Enqueue{Event: *event("a1", "a", "x")},
 		ledger.Enqueue{Event: *event("a2", "a", "x")},
@@ -211,6 +226,7 @@ func testOutbox(t *testing.T, b Backend) {
 	)
 	apply(t, l, ledger.Enqueue{Event: ledger.Event{ID: "o1", Tenant: "other", AgentID: "a", Type: "x", CreatedAt: t0}})
 	apply(t, l, ledger.SetEndpointDisabled{Tenant: "other", Disabled: true})
+	require.Equal(t, 4, requirePending(t, l))
 
 	ids := func(ds []ledger.Delivery) []string {
 		var out []string
@@ -232,7 +248,9 @@ func testOutbox(t *testing.T, b Backend) {
 	require.NoError(t, err)
 	require.Empty(t, got, "leased deliveries are not handed out twice, nor a2 behind a1")
 
+	require.Equal(t, 4, requirePending(t, l), "leased deliveries are still pending")
 	require.NoError(t, l.Record(ctx, "a1", ledger.Attempt{Worker: "w1", At: t0, Outcome: ledger.OutcomeDelivered, StatusCode: 200}))
+	require.Equal(t, 3, requirePending(t, l))
 	require.ErrorIs(t, l.Record(ctx, "b1", ledger.Attempt{Worker: "w2", At: t0, Outcome: ledger.OutcomeDelivered}), ledger.ErrLeaseLost)
 	require.ErrorIs(t, l.Record(ctx, "nope", ledger.Attempt{Worker: "w2", At: t0, Outcome: ledger.OutcomeDelivered}), ledger.ErrNotFound)
 
@@ -257,6 +275,13 @@ func testOutbox(t *testing.T, b Backend) {
 	require.NoError(t, err)
 	require.Contains(t, ids(got), "b1")
 	require.NoError(t, l.Record(ctx, "b1", ledger.Attempt{Worker: "w3", At: next, Outcome: ledger.OutcomeFailed, StatusCode: 400}))
+	require.Equal(t, 2, requirePending(t, l), "a failed delivery is no longer pending")
+	one, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{ID: "b1"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"b1"}, ids(one))
+	none, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{ID: "nope"})
+	require.NoError(t, err)
+	require.Empty(t, none)
 
 	failed, cursor, err := l.Deliveries(ctx, ledger.DeliveryFilter{Status: ledger.StatusFailed})
 	require.NoError(t, err)
@@ -270,6 +295,7 @@ func testOutbox(t *testing.T, b Backend) {
 	pending, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{Status: ledger.StatusPending, Tenant: "acme"})
 	require.NoError(t, err)
 	require.Equal(t, []string{"a2", "b1"}, ids(pending))
+	require.Equal(t, 3, requirePending(t, l), "a redelivered event is pending again")
 
 	// Pages.
 	page, cursor, err := l.Deliveries(ctx, ledger.DeliveryFilter{Limit: 2})
@@ -296,7 +322,9 @@ func testRestart(t *testing.T, b Backend) {
 	wantOut, _, err := l.Deliveries(ctx, ledger.DeliveryFilter{})
 	require.NoError(t, err)
 
+	wantPending := requirePending(t, l)
 	l = b.Reopen(t, l)
+	require.Equal(t, wantPending, requirePending(t, l), "the pending count survives a restart")
 	got, err := l.Load(ctx)
 	require.NoError(t, err)
 	require.Equal(t, want, got)
@@ -309,6 +337,21 @@ func testRestart(t *testing.T, b Backend) {
 	require.False(t, apply(t, l, ledger.AlertSeen{Key: "k", At: t0}).Applied(0))
 	res := apply(t, l, ledger.SetCommand{Key: key("b"), Command: fleet.CommandResume, IssuedAt: t0})
 	require.Equal(t, uint32(2), res.Ops[0].CommandSeq, "command sequence numbers go on after a restart")
+}
+
+// testClosed checks that a closed ledger refuses writes with ErrClosed at
+// once, as often as it is asked, and that Close is idempotent.
+func testClosed(t *testing.T, b Backend) {
+	l := b.Open(t)
+	require.NoError(t, l.Close())
+	require.NoError(t, l.Close())
+	ctx := context.Background()
+	for range 3 {
+		_, err := l.Apply(ctx, ledger.AlertSeen{Key: "k", At: t0})
+		require.ErrorIs(t, err, ledger.ErrClosed)
+		_, err = l.Claim(ctx, ledger.ClaimRequest{Worker: "w", Now: t0, Lease: time.Minute, Max: 1})
+		require.ErrorIs(t, err, ledger.ErrClosed)
+	}
 }
 
 func testReplicas(t *testing.T, b Backend) {
