@@ -574,7 +574,7 @@ func (a *App) routes() http.Handler {
 	// ServeMux would answer a non-canonical path with a redirect to the
 	// cleaned one, which a client may follow with its method: a DELETE of
 	// /api/v1/installations/a1/revoke/.. would forget a1.
-	return jsonapi.CanonicalPaths(mux)
+	return jsonapi.CanonicalPaths(a.receiver.Routes(mux))
 }
 
 // Run serves on the listeners of flags until ctx is done, snapshotting

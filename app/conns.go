@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -53,7 +54,7 @@ type connLimiter struct {
 	max int
 
 	mu    sync.Mutex
-	conns map[net.Conn]connEntry
+	conns map[net.Conn]*connEntry // updated in place: one lookup per request
 
 	open    prometheus.GaugeFunc
 	refused prometheus.Counter
@@ -66,7 +67,7 @@ type connEntry struct {
 }
 
 func newConnLimiter(max int) *connLimiter {
-	l := &connLimiter{max: max, conns: make(map[net.Conn]connEntry)}
+	l := &connLimiter{max: max, conns: make(map[net.Conn]*connEntry)}
 	l.open = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sentinel_http_connections",
 		Help: "HTTP connections open, at most --web.max-connections.",
@@ -93,10 +94,9 @@ func (l *connLimiter) collectors() []prometheus.Collector {
 
 // track is the http.Server ConnState hook.
 func (l *connLimiter) track(c net.Conn, state http.ConnState) {
-	now := time.Now()
 	switch state {
 	case http.StateNew:
-		victim, ok := l.admit(c, now)
+		victim, ok := l.admit(c, time.Now())
 		if victim != nil {
 			l.evicted.Inc()
 			// Its serving goroutine sees the error and ends. Not on the
@@ -108,10 +108,18 @@ func (l *connLimiter) track(c net.Conn, state http.ConnState) {
 			l.refused.Inc()
 			c.Close()
 		}
-	case http.StateActive, http.StateIdle:
+	case http.StateActive:
+		// Only an idle or a new connection's time is ever read.
 		l.mu.Lock()
-		if _, ok := l.conns[c]; ok {
-			l.conns[c] = connEntry{state: state, since: now}
+		if e := l.conns[c]; e != nil {
+			e.state = state
+		}
+		l.mu.Unlock()
+	case http.StateIdle:
+		now := time.Now()
+		l.mu.Lock()
+		if e := l.conns[c]; e != nil {
+			e.state, e.since = state, now
 		}
 		l.mu.Unlock()
 	case http.StateHijacked, http.StateClosed:
@@ -146,33 +154,171 @@ func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool
 		}
 		delete(l.conns, victim)
 	}
-	l.conns[c] = connEntry{state: http.StateNew, since: now}
+	l.conns[c] = &connEntry{state: http.StateNew, since: now}
 	return victim, true
 }
 
-// errorJSONListener hands out connections that turn net/http's own
-// plain-text error answers (written before any handler runs: a request head
-// over the header limit is 431, a malformed request 400) into the JSON
-// `{"error": …}` every other answer uses, with header, the configured
-// headers as raw lines, added. It sits on the plaintext side of TLS
-// (listen.go), so TLS connections get the same answers.
-type errorJSONListener struct {
-	net.Listener
-	header string
+// Lazy deadlines: net/http sets a read or write deadline on the connection
+// four times per request (header, whole request, write, idle), and arming
+// the runtime's timer for each cost more than a heartbeat's decoding. A
+// serverConn keeps a deadline at least eagerDeadline away in memory instead,
+// and its listener's sweeper, every deadlineTick, puts the ones that have
+// passed on the socket, where they end a blocked Read or Write as the timer
+// would have: the server's timeouts hold, up to deadlineTick late. Nearer
+// deadlines (a scrape's per-chunk one, net/http's "now" to interrupt a
+// read) go to the socket at once. Tests change both (export_test.go)
+// before serving.
+var deadlineTick, eagerDeadline atomic.Int64
+
+func init() {
+	deadlineTick.Store(int64(250 * time.Millisecond))
+	eagerDeadline.Store(int64(3 * time.Second))
 }
 
-func (l errorJSONListener) Accept() (net.Conn, error) {
+// expired is a deadline in the past: on the socket it ends blocked calls.
+var expired = time.Unix(1, 0)
+
+// serverListener hands out serverConns and sweeps their lazy deadlines.
+// Its sweeper runs until the listener is closed and its last connection
+// with it, so that connections still served after a shutdown began keep
+// their timeouts.
+type serverListener struct {
+	net.Listener
+	header string // the configured headers, as raw lines, of the JSON error answers
+
+	mu     sync.Mutex
+	conns  map[*serverConn]struct{}
+	closed bool
+	swept  chan struct{} // closed when the sweeper has returned
+}
+
+func newServerListener(l net.Listener, header string) *serverListener {
+	sl := &serverListener{Listener: l, header: header, conns: make(map[*serverConn]struct{}), swept: make(chan struct{})}
+	go sl.sweep(time.Duration(deadlineTick.Load()))
+	return sl
+}
+
+func (l *serverListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
-	return errorJSONConn{Conn: c, header: l.header}, nil
+	sc := &serverConn{Conn: c, l: l, header: l.header}
+	l.mu.Lock()
+	l.conns[sc] = struct{}{}
+	l.mu.Unlock()
+	return sc, nil
 }
 
-// errorJSONConn is comparable (the connection cap keys a map by it).
-type errorJSONConn struct {
+func (l *serverListener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	return l.Listener.Close()
+}
+
+func (l *serverListener) sweep(every time.Duration) {
+	defer close(l.swept)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for now := range t.C {
+		l.mu.Lock()
+		if l.closed && len(l.conns) == 0 {
+			l.mu.Unlock()
+			return
+		}
+		for c := range l.conns {
+			c.fire(int64(now.Sub(epoch)))
+		}
+		l.mu.Unlock()
+	}
+}
+
+// serverConn is a connection of serverListener: it keeps its far deadlines
+// lazily (see deadlineTick), and turns net/http's own plain-text error
+// answers (written before any handler runs: a request head over the header
+// limit is 431, a malformed request 400) into the JSON `{"error": …}` every
+// other answer uses, with the listener's header added. It sits on the
+// plaintext side of TLS (listen.go), so TLS connections get the same
+// answers. Its deadlines are safe for concurrent use, as net.Conn's are.
+type serverConn struct {
 	net.Conn
+	l      *serverListener
 	header string
+
+	mu          sync.Mutex // guards read and write, and orders their socket calls
+	read, write lazyDeadline
+}
+
+// lazyDeadline is one direction's deadline.
+type lazyDeadline struct {
+	at    int64 // a deadline kept in memory, as monotonic ns since epoch; 0 for none
+	armed bool  // the socket holds a deadline set here
+}
+
+// epoch is the origin of lazyDeadline.at. Deadlines are kept on the
+// monotonic clock, as the runtime's timers are: a step of the wall clock
+// must not fire them all at once.
+var epoch = time.Now()
+
+// set records deadline t, setting it on the socket with socket when it is
+// near, and clearing the socket's when it holds an older one.
+func (d *lazyDeadline) set(t time.Time, socket func(time.Time) error) error {
+	if !t.IsZero() && time.Until(t) >= time.Duration(eagerDeadline.Load()) {
+		d.at = int64(t.Sub(epoch))
+		if d.armed {
+			d.armed = false
+			return socket(time.Time{})
+		}
+		return nil
+	}
+	d.at = 0
+	if t.IsZero() && !d.armed {
+		return nil
+	}
+	d.armed = !t.IsZero()
+	return socket(t)
+}
+
+// fire puts a kept deadline that has passed by now (ns since epoch) on the
+// socket.
+func (d *lazyDeadline) fire(now int64, socket func(time.Time) error) {
+	if d.at != 0 && now >= d.at {
+		d.at, d.armed = 0, true
+		_ = socket(expired) // fails only on a closed connection
+	}
+}
+
+func (c *serverConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return errors.Join(c.read.set(t, c.Conn.SetReadDeadline), c.write.set(t, c.Conn.SetWriteDeadline))
+}
+
+func (c *serverConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.read.set(t, c.Conn.SetReadDeadline)
+}
+
+func (c *serverConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.write.set(t, c.Conn.SetWriteDeadline)
+}
+
+func (c *serverConn) fire(now int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.read.fire(now, c.Conn.SetReadDeadline)
+	c.write.fire(now, c.Conn.SetWriteDeadline)
+}
+
+func (c *serverConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c)
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // errorHeaders are the headers net/http writes between the status line and
@@ -180,7 +326,7 @@ type errorJSONConn struct {
 // where e is "<code> <text>[: detail]".
 const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
 
-func (c errorJSONConn) Write(p []byte) (int, error) {
+func (c *serverConn) Write(p []byte) (int, error) {
 	if j, ok := jsonError(p, c.header); ok {
 		if _, err := c.Conn.Write(j); err != nil {
 			return 0, err
@@ -197,7 +343,9 @@ func (c errorJSONConn) Write(p []byte) (int, error) {
 // never matches.
 func jsonError(p []byte, header string) ([]byte, bool) {
 	rest, ok := bytes.CutPrefix(p, []byte("HTTP/1.1 "))
-	if !ok {
+	// Every answer goes through here: a status that is not 4xx or 5xx is
+	// told apart without looking further.
+	if !ok || len(rest) == 0 || (rest[0] != '4' && rest[0] != '5') {
 		return nil, false
 	}
 	e, body, ok := bytes.Cut(rest, []byte(errorHeaders))
@@ -235,7 +383,7 @@ func jsonAnswer(code int, msg, header string) []byte {
 
 // CloseWrite lets net/http half-close after its error answers, so that the
 // client reads the answer before the connection closes.
-func (c errorJSONConn) CloseWrite() error {
+func (c *serverConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

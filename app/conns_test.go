@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func TestConnLimiterAdmit(t *testing.T) {
 				a, b := net.Pipe()
 				t.Cleanup(func() { a.Close(); b.Close() })
 				conns[i] = a
-				l.conns[a] = connEntry{state: c.state, since: now.Add(-c.age)}
+				l.conns[a] = &connEntry{state: c.state, since: now.Add(-c.age)}
 			}
 			fresh, other := net.Pipe()
 			t.Cleanup(func() { fresh.Close(); other.Close() })
@@ -123,4 +124,115 @@ func FuzzJSONError(f *testing.F) {
 			t.Fatalf("%q became %q", p, out)
 		}
 	})
+}
+
+// lazyPair returns both ends of a loopback connection, the server's a
+// serverConn of l.
+func lazyPair(t *testing.T, l *serverListener) (*serverConn, net.Conn) {
+	t.Helper()
+	client, err := net.Dial("tcp", l.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close() })
+	c, err := l.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c.(*serverConn), client
+}
+
+// deadlines returns c's read and write deadlines as c keeps them.
+func deadlines(c *serverConn) (read, write lazyDeadline) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.read, c.write
+}
+
+// readTimesOut reports how long a Read on c took to fail with a deadline.
+func readTimesOut(t *testing.T, c net.Conn) time.Duration {
+	t.Helper()
+	start := time.Now()
+	_, err := c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	return time.Since(start)
+}
+
+// TestLazyDeadlines: a far deadline is kept in memory and still ends a
+// blocked Read or Write once it passes (up to a sweep late); moving or
+// clearing it before then keeps the connection usable; a near one is set
+// on the socket at once.
+func TestLazyDeadlines(t *testing.T) {
+	const tick, eager = 5 * time.Millisecond, 50 * time.Millisecond
+	defer SetLazyDeadlines(tick, eager)()
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	l := newServerListener(tcp, "")
+
+	t.Run("far read deadline fires", func(t *testing.T) {
+		c, _ := lazyPair(t, l)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(150*time.Millisecond)))
+		read, _ := deadlines(c)
+		require.NotZero(t, read.at, "kept in memory")
+		require.False(t, read.armed)
+		took := readTimesOut(t, c)
+		require.GreaterOrEqual(t, took, 100*time.Millisecond)
+		require.Less(t, took, 5*time.Second)
+	})
+	t.Run("cleared or moved deadline does not fire", func(t *testing.T) {
+		c, client := lazyPair(t, l)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(100*time.Millisecond)))
+		readTimesOut(t, c)
+		// Cleared after firing: the socket's deadline goes too.
+		require.NoError(t, c.SetReadDeadline(time.Time{}))
+		_, err := client.Write([]byte("a"))
+		require.NoError(t, err)
+		_, err = io.ReadFull(c, make([]byte, 1))
+		require.NoError(t, err)
+		// Moved further before it passes: it does not fire at the first.
+		require.NoError(t, c.SetDeadline(time.Now().Add(60*time.Millisecond)))
+		require.NoError(t, c.SetDeadline(time.Now().Add(time.Hour)))
+		go func() {
+			time.Sleep(200 * time.Millisecond) // past the first deadline, by the wall clock the sweeper uses
+			client.Write([]byte("b"))
+		}()
+		_, err = io.ReadFull(c, make([]byte, 1))
+		require.NoError(t, err)
+	})
+	t.Run("near deadline goes to the socket", func(t *testing.T) {
+		c, _ := lazyPair(t, l)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Millisecond)))
+		read, _ := deadlines(c)
+		require.Zero(t, read.at)
+		require.True(t, read.armed)
+		readTimesOut(t, c)
+		// net/http interrupts its background read with a deadline in the past.
+		require.NoError(t, c.SetReadDeadline(time.Time{}))
+		require.NoError(t, c.SetReadDeadline(expired))
+		readTimesOut(t, c)
+	})
+	t.Run("far write deadline fires", func(t *testing.T) {
+		c, _ := lazyPair(t, l)
+		require.NoError(t, c.SetWriteDeadline(time.Now().Add(100*time.Millisecond)))
+		_, write := deadlines(c)
+		require.NotZero(t, write.at)
+		chunk := make([]byte, 1<<20)
+		var err error
+		for err == nil {
+			_, err = c.Write(chunk) // the client reads nothing: the buffers fill
+		}
+		require.ErrorIs(t, err, os.ErrDeadlineExceeded)
+	})
+
+	// The sweeper stops once the listener and its connections are closed.
+	require.NoError(t, l.Close())
+	l.mu.Lock()
+	for c := range l.conns {
+		l.mu.Unlock()
+		c.Close()
+		l.mu.Lock()
+	}
+	l.mu.Unlock()
+	select {
+	case <-l.swept:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sweeper did not stop")
+	}
 }

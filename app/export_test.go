@@ -27,3 +27,14 @@ func (a *App) Crash() {
 		_ = a.ledger.Close()
 	})
 }
+
+// SetLazyDeadlines sets how often lazy deadlines are swept and how far a
+// deadline must be to be kept lazily, for listeners made afterwards; the
+// returned func restores the previous values.
+func SetLazyDeadlines(tick, eager time.Duration) (restore func()) {
+	oldTick, oldEager := deadlineTick.Swap(int64(tick)), eagerDeadline.Swap(int64(eager))
+	return func() {
+		deadlineTick.Store(oldTick)
+		eagerDeadline.Store(oldEager)
+	}
+}

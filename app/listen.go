@@ -27,7 +27,8 @@ import (
 //
 //	listener (TCP, systemd socket, vsock)
 //	  -> TLS, when the web configuration enables it (tlsListener)
-//	  -> errorJSONListener: net/http's own 400 and 431 answers become JSON
+//	  -> serverListener: net/http's own 400 and 431 answers become JSON,
+//	     far deadlines are swept instead of armed (conns.go)
 //	  -> http.Server.Serve: connection cap, timeouts, handlers
 //
 // web.Serve puts TLS above any listener it is given, where net/http's own
@@ -121,7 +122,7 @@ func serveListeners(server *http.Server, wc *webConfig, listeners []net.Listener
 		} else {
 			logger.Info("TLS is disabled.", "http2", false, "address", addr)
 		}
-		l = errorJSONListener{Listener: l, header: header}
+		l = newServerListener(l, header)
 		go func() { errs <- server.Serve(l) }()
 	}
 	return <-errs

@@ -204,6 +204,33 @@ func TestIdleTimeout(t *testing.T) {
 	require.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
 }
 
+// TestSlowClientsCutOff: with the server's far deadlines kept lazily (here
+// every deadline over 100 ms), a client that stops halfway through its
+// request head, and one that goes idle, are still cut off at
+// --web.read-header-timeout and --web.idle-timeout, a sweep late at most.
+func TestSlowClientsCutOff(t *testing.T) {
+	defer app.SetLazyDeadlines(20*time.Millisecond, 100*time.Millisecond)()
+	e := newEnv(t, baseConfig)
+	o := e.options()
+	o.ReadHeaderTimeout = 400 * time.Millisecond
+	o.IdleTimeout = 600 * time.Millisecond
+	addr := serve(t, o)
+
+	slow, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { slow.Close() })
+	start := time.Now()
+	_, err = io.WriteString(slow, "POST /v1/heartbeat?agentId=a1 HTTP/1.1\r\nHost: x\r\n")
+	require.NoError(t, err)
+	require.True(t, closedByServer(slow, 10*time.Second), "a stalled request head is cut off")
+	require.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+
+	idle := idleConn(t, addr)
+	start = time.Now()
+	require.True(t, closedByServer(idle, 10*time.Second), "an idle connection is closed")
+	require.GreaterOrEqual(t, time.Since(start), 500*time.Millisecond)
+}
+
 // TestMetricsBearerToken: with metrics.bearer_token set, /metrics answers
 // 401 with a challenge to a scraper without it (or with another
 // credential), before taking a scrape slot; a reload that removes it opens

@@ -114,7 +114,7 @@ func parseWebConfig(content []byte, file string) (*webConfig, error) {
 	}
 	for name, v := range c.HTTPConfig.Header {
 		// The headers are also written raw into the answers net/http
-		// writes itself (errorJSONConn): no line breaks. The name is one
+		// writes itself (serverConn): no line breaks. The name is one
 		// of exporter-toolkit's few, checked above.
 		if strings.ContainsAny(v, "\r\n\x00") {
 			return nil, fmt.Errorf("http_server_config.headers.%s: the value holds a line break or NUL", name)

@@ -161,6 +161,9 @@ func TestTokenTampering(t *testing.T) {
 		{"another token's signature", RuntimeTokenPrefix + payload + "." + otherSig, ErrTokenSignature},
 		{"another token's payload", RuntimeTokenPrefix + otherPayload + "." + sig, ErrTokenSignature},
 		{"second dot", tok + "." + sig, ErrTokenMalformed},
+		{"CR in payload", RuntimeTokenPrefix + payload[:4] + "\r" + payload[4:] + "." + sig, ErrTokenMalformed},
+		{"LF in signature", RuntimeTokenPrefix + payload + "." + sig[:4] + "\n" + sig[4:], ErrTokenMalformed},
+		{"standard alphabet", RuntimeTokenPrefix + payload + "." + sig[:4] + "+/" + sig[4:], ErrTokenMalformed},
 		{"wrong key", newSigner(t, bytes.Repeat([]byte{0x43}, KeySize)).Issue(RuntimeToken{Tenant: "acme", AgentID: "agent-1", Version: 3, ExpiresAt: now.Add(time.Hour)}), ErrTokenSignature},
 	}
 	for _, tt := range tests {
@@ -187,7 +190,8 @@ func TestTokenSignedButMalformed(t *testing.T) {
 	s := newSigner(t, testKey)
 	enc := base64.RawURLEncoding
 	signed := func(p []byte) string {
-		return RuntimeTokenPrefix + enc.EncodeToString(p) + "." + enc.EncodeToString(s.sign(p))
+		sig := s.sign(p)
+		return RuntimeTokenPrefix + enc.EncodeToString(p) + "." + enc.EncodeToString(sig[:])
 	}
 	head := func(format byte, tenantLen byte) []byte {
 		p := []byte{format}

@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 var (
@@ -117,7 +117,6 @@ func BenchmarkGzipPage100k(b *testing.B) {
 		{"klauspost-1", kp(1)},
 		{"klauspost-2", kp(2)},
 		{"klauspost-3", kp(3)},
-		{"klauspost-stateless", kp(kgzip.StatelessCompression)},
 		{"klauspost-huffman-only", kp(kgzip.HuffmanOnly)},
 		{fmt.Sprintf("segments-klauspost-%d-workers-%d", gzipLevel, gzipWorkers), func(w io.Writer) error {
 			return pageGzipper.writePage(w, [][]byte{page})
@@ -155,10 +154,10 @@ func BenchmarkScrape100kGzipVsIdentity(b *testing.B) {
 	for b.Loop() {
 		for i, r := range []*http.Request{plain, gz} {
 			d := &discard{h: http.Header{}}
-			start, c0 := time.Now(), processCPU()
+			start, c0 := time.Now(), testutil.ProcessCPU()
 			h.ServeHTTP(d, r)
 			wall[i] += time.Since(start)
-			cpu[i] += processCPU() - c0
+			cpu[i] += testutil.ProcessCPU() - c0
 			size[i] = d.n
 		}
 	}
@@ -197,16 +196,16 @@ func BenchmarkScrape100kGzipCandidates(b *testing.B) {
 	size := make([]int64, len(zs))
 	for b.Loop() {
 		d := &discard{h: http.Header{}}
-		c0 := processCPU()
+		c0 := testutil.ProcessCPU()
 		h.ServeHTTP(d, plain)
-		identityCPU += processCPU() - c0
+		identityCPU += testutil.ProcessCPU() - c0
 		identitySize = d.n
 		for i, z := range zs {
 			pageGzipper = z
 			d := &discard{h: http.Header{}}
-			c0 := processCPU()
+			c0 := testutil.ProcessCPU()
 			h.ServeHTTP(d, gz)
-			cpu[i] += processCPU() - c0
+			cpu[i] += testutil.ProcessCPU() - c0
 			size[i] = d.n
 		}
 	}
@@ -218,15 +217,6 @@ func BenchmarkScrape100kGzipCandidates(b *testing.B) {
 		b.ReportMetric(float64(cpu[i])/float64(identityCPU), c.name+"/identity-cpu")
 		b.ReportMetric(float64(size[i])/1e6, c.name+"-MB")
 	}
-}
-
-// processCPU is the user and system CPU time of the process so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkCollectConst100k is the same fleet through the const-metrics

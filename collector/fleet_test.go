@@ -66,6 +66,10 @@ func fillFleet(tb testing.TB, s *heartbeat.Store, n int) {
 		case 2:
 			at = epoch.Add(-20 * 30 * time.Second) // ZOMBIE
 		}
+		// The receiver stamps beats with its clock, to the nanosecond: the
+		// timestamps a scrape formats are not whole seconds. Earlier, so no
+		// state changes.
+		at = at.Add(-time.Duration(i) * 7_919_993 % time.Second)
 		req := k8sBeat(tenants[i%len(tenants)], i, at)
 		if i%50 == 3 {
 			req.Status = heartbeat.StatusShutdown

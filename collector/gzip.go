@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bytes"
 	"encoding/binary"
 	"hash/crc32"
 	"io"
@@ -9,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/flate"
 )
@@ -18,171 +18,236 @@ import (
 // shared 2-core box, CPU time per gzip scrape of 100k agents (137 MB of
 // text, ~110 ms uncompressed in the same runs): level 1 336-346 ms
 // (3.0-3.1×, 10.7 MB), level 2 359-400 ms (10.4 MB), level 3 380-408 ms
-// (10.2 MB), stateless 394-406 ms (10.8 MB), Huffman only 407-442 ms (81 MB:
-// without LZ77 matching the text barely shrinks, and the bit writer still
-// codes every byte). None reaches 2× identity: deflate runs at ~600 MB/s a
-// core here, rendering at over 1 GB/s. Level 1 is the nearest, for an answer
-// 5% larger than level 3's.
+// (10.2 MB), klauspost's stateless mode 394-406 ms (10.8 MB; no longer
+// offered), Huffman only 407-442 ms (81 MB: without LZ77 matching the text
+// barely shrinks, and the bit writer still codes every byte). None reaches
+// 2× identity: deflate runs at ~600 MB/s a core here, rendering now at
+// ~1.6 GB/s. Level 1 is the nearest, for an answer 5% larger than level 3's.
 const gzipLevel = 1
 
-// gzipWorkers is into how many segments, deflated at once, a large page is
-// cut: the page is rendered before it is written, so its compression is the
-// only CPU a scrape still needs, and spreading it over the cores keeps a
-// compressed scrape near an identity one.
+// gzipWorkers is how many goroutines compress one page's segments at once.
 var gzipWorkers = min(runtime.GOMAXPROCS(0), 4)
-
-// gzipMinSegment is the least a segment holds: below it another goroutine
-// is not worth its start-up. A segment starts without the previous one's
-// 32 KiB window, which costs nothing measurable at this size.
-var gzipMinSegment = 4 << 20
 
 // gzipHeader is a gzip member header without name, time or extra fields
 // (RFC 1952 2.3: ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=unknown).
 var gzipHeader = [10]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255}
 
-// gzipper writes a page as one gzip member whose deflate stream is made of
-// segments compressed concurrently (pigz's scheme): every segment but the
-// last ends with a sync flush, which ends on a byte boundary without the
-// final bit, so the segments concatenate into one valid stream.
+// gzipFinal is an empty final deflate block (BFINAL=1, fixed Huffman
+// codes, then end-of-block: ten zero-padded bits), the end of a stream whose
+// every segment ended with a sync flush, as compress/flate closes one.
+var gzipFinal = [2]byte{0x03, 0x00}
+
+// gzipper writes pages as gzip members whose deflate stream is made of
+// segments compressed independently and concurrently (pigz's scheme):
+// every segment ends with a sync flush, which ends on a byte boundary
+// without the final bit, so the segments concatenate into one valid stream,
+// closed by gzipFinal. Each segment's CRC-32 is computed by the goroutine
+// that compresses it and the member's is combined from them (crc32Combine),
+// so that no pass over the whole page is left to the writer.
 //
-// The first segment is deflated by the caller's goroutine straight to the
-// client, the others by one goroutine each into a buffer that the caller
-// writes after it: one hand-over per segment and scrape, not per block. On
-// the shared 2-core box, where a woken goroutine may wait a whole scheduler
-// slice for a thread, a pipeline handing over 1 MiB blocks spent 5× its CPU
-// time waiting (1.4 s for 0.28 s of CPU per 100k-agent page).
-//
-// It is safe for concurrent use; the deflate state and buffers are pooled.
+// It is safe for concurrent use; the deflate states are pooled.
 type gzipper struct {
 	level   int
 	writers sync.Pool // *flate.Writer
-	bufs    sync.Pool // *bytes.Buffer
 }
 
 func newGzipper(level int) *gzipper { return &gzipper{level: level} }
 
-// writePage writes the gzip of the concatenation of parts to w and returns
-// the first write error. The segments' buffers (about a twelfth of their
-// text each) are the only memory it adds to the rendered page.
-func (z *gzipper) writePage(w io.Writer, parts [][]byte) error {
-	segs := splitSegments(parts, gzipWorkers, gzipMinSegment)
-	last := len(segs) - 1
-	done := make([]chan *bytes.Buffer, len(segs))
-	for i := 1; i < len(segs); i++ {
-		done[i] = make(chan *bytes.Buffer, 1)
-		go func() {
-			b, _ := z.bufs.Get().(*bytes.Buffer)
-			if b == nil {
-				b = new(bytes.Buffer)
-			}
-			b.Reset()
-			z.deflate(b, segs[i], i == last) // a bytes.Buffer takes every write
-			done[i] <- b
-		}()
+// gzipPage is one page being compressed. Its owner adds the segments, in
+// any order, as their text becomes final, and then calls writeTo once; the
+// segments' text must not change until writeTo returns. gzipWorkers
+// goroutines, started by start, compress the segments in the order they
+// were added (so a page renders and compresses at once); writeTo writes
+// them in page order as they are done. Only start, add and writeTo are
+// called by the owner, from one goroutine.
+//
+// A gzipPage is recycled: start keeps the compressed output buffers of the
+// previous page, each the right size for the same segment of the next one
+// (~12 MB at 100k agents, kept with the scrape's other buffers: regrowing
+// them at every scrape cost a tenth of the compression).
+type gzipPage struct {
+	z    *gzipper
+	segs []gzipSegment
+	jobs chan int // indexes of added segments, closed by writeTo
+	wg   sync.WaitGroup
+	// stop tells the workers to skip the segments left: the client is gone.
+	stop atomic.Bool
+}
+
+type gzipSegment struct {
+	parts [][]byte
+	added bool
+	done  chan struct{} // closed once out, crc and size are set
+	out   appendWriter
+	crc   uint32
+	size  int
+}
+
+// appendWriter is a Writer appending to a slice that it keeps.
+type appendWriter struct{ b []byte }
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+// start readies p, zero or done with its last page, for a page of at most
+// n segments and starts its workers.
+func (p *gzipPage) start(z *gzipper, n int) {
+	p.z = z
+	if cap(p.segs) < n {
+		p.segs = append(p.segs[:cap(p.segs)], make([]gzipSegment, n-cap(p.segs))...)
 	}
+	p.segs = p.segs[:n]
+	for i := range p.segs {
+		s := &p.segs[i]
+		*s = gzipSegment{out: appendWriter{s.out.b[:0]}}
+	}
+	p.jobs = make(chan int, n)
+	p.stop.Store(false)
+	for range gzipWorkers {
+		p.wg.Go(p.work)
+	}
+}
+
+// add hands segment i, the concatenation of parts, to the workers. Segments
+// never added are left out of the page.
+func (p *gzipPage) add(i int, parts [][]byte) {
+	s := &p.segs[i]
+	s.parts, s.added, s.done = parts, true, make(chan struct{})
+	p.jobs <- i
+}
+
+func (p *gzipPage) work() {
+	var fw *flate.Writer
+	defer func() {
+		if fw != nil {
+			p.z.writers.Put(fw)
+		}
+	}()
+	for i := range p.jobs {
+		s := &p.segs[i]
+		if p.stop.Load() {
+			close(s.done)
+			continue
+		}
+		for _, part := range s.parts {
+			s.crc = crc32.Update(s.crc, crc32.IEEETable, part)
+			s.size += len(part)
+		}
+		if s.size > 0 {
+			if cap(s.out.b) < s.size/8 {
+				// A first page: the text compresses ~12×.
+				s.out.b = make([]byte, 0, s.size/8)
+			}
+			if fw == nil {
+				fw, _ = p.z.writers.Get().(*flate.Writer)
+			}
+			if fw == nil {
+				// The level is one of flate's: NewWriter cannot fail.
+				fw, _ = flate.NewWriter(&s.out, p.z.level)
+			} else {
+				fw.Reset(&s.out)
+			}
+			for _, part := range s.parts {
+				_, _ = fw.Write(part) // an appendWriter takes every write
+			}
+			_ = fw.Flush()
+		}
+		close(s.done)
+	}
+}
+
+// writeTo writes the gzip member of the added segments to w, in page order,
+// and returns the first write error. Once it returns, no worker reads a
+// segment's text any more.
+func (p *gzipPage) writeTo(w io.Writer) error {
+	close(p.jobs)
+	defer func() {
+		p.stop.Store(true)
+		p.wg.Wait()
+		for i := range p.segs {
+			p.segs[i].parts = nil // the text is the owner's again
+		}
+	}()
 	if _, err := w.Write(gzipHeader[:]); err != nil {
 		return err
 	}
-	if err := z.deflate(w, segs[0], last == 0); err != nil {
-		return err
-	}
 	var crc, size uint32
-	for _, p := range parts {
-		crc = crc32.Update(crc, crc32.IEEETable, p)
-		size += uint32(len(p)) // ISIZE is the length modulo 2^32
-	}
-	for i := 1; i < len(segs); i++ {
-		b := <-done[i]
-		_, err := w.Write(b.Bytes())
-		z.bufs.Put(b)
-		if err != nil {
-			// The remaining goroutines finish on their own; their
-			// buffers go to the garbage collector.
+	for i := range p.segs {
+		s := &p.segs[i]
+		if !s.added {
+			continue
+		}
+		<-s.done
+		crc = crc32Combine(crc, s.crc, int64(s.size))
+		size += uint32(s.size) // ISIZE is the length modulo 2^32
+		if len(s.out.b) == 0 {
+			continue
+		}
+		if _, err := w.Write(s.out.b); err != nil {
 			return err
 		}
 	}
-	var trailer [8]byte
-	binary.LittleEndian.PutUint32(trailer[:4], crc)
-	binary.LittleEndian.PutUint32(trailer[4:], size)
-	_, err := w.Write(trailer[:])
+	var end [len(gzipFinal) + 8]byte
+	copy(end[:], gzipFinal[:])
+	binary.LittleEndian.PutUint32(end[len(gzipFinal):], crc)
+	binary.LittleEndian.PutUint32(end[len(gzipFinal)+4:], size)
+	_, err := w.Write(end[:])
 	return err
 }
 
-// gzipStateless is the level of klauspost's stateless deflate
-// (gzip.StatelessCompression, which package flate does not export): every
-// write is compressed on its own, with at most the previous 8 KiB as its
-// dictionary and no state kept between writes.
-const gzipStateless = -3
-
-// deflate compresses seg to w; the last segment closes the deflate stream,
-// the others end with a sync flush.
-func (z *gzipper) deflate(w io.Writer, seg [][]byte, last bool) error {
-	if z.level == gzipStateless {
-		return deflateStateless(w, seg, last)
-	}
-	fw, _ := z.writers.Get().(*flate.Writer)
-	if fw == nil {
-		// The level is one of the constants above: NewWriter cannot fail.
-		fw, _ = flate.NewWriter(w, z.level)
-	} else {
-		fw.Reset(w)
-	}
-	defer z.writers.Put(fw)
-	for _, p := range seg {
-		if _, err := fw.Write(p); err != nil {
-			return err
-		}
-	}
-	if last {
-		return fw.Close()
-	}
-	return fw.Flush()
+// crc32Combine returns the IEEE CRC-32 of a+b from crc1, a's, and crc2, b's,
+// and b's length (zlib's crc32_combine: crc1 advanced over len2 zero bytes,
+// a multiplication by x^(8·len2) modulo the polynomial, then crc2 added).
+// The standard library does not offer it.
+func crc32Combine(crc1, crc2 uint32, len2 int64) uint32 {
+	return multModP(x2nModP(len2, 3), crc1) ^ crc2
 }
 
-// deflateStateless is deflate at gzipStateless. Each part is one stateless
-// call, given the end of the previous part as its dictionary; a call that
-// does not end the stream ends on a byte boundary, as a sync flush does.
-func deflateStateless(w io.Writer, seg [][]byte, last bool) error {
-	var dict []byte
-	for i, p := range seg {
-		if err := flate.StatelessDeflate(w, p, last && i == len(seg)-1, dict); err != nil {
-			return err
-		}
-		dict = p
-	}
-	if last && len(seg) == 0 {
-		return flate.StatelessDeflate(w, nil, true, nil)
-	}
-	return nil
-}
+// crcPoly is the IEEE polynomial, reflected, as hash/crc32.IEEE.
+const crcPoly = 0xedb88320
 
-// splitSegments cuts the concatenation of parts into at most n segments of
-// at least minSize bytes (but one), as even as that allows, each a list of
-// sub-slices of parts (no copy). There is always at least one segment, so
-// that an empty page still gets its final deflate block.
-func splitSegments(parts [][]byte, n, minSize int) [][][]byte {
-	total := 0
-	for _, p := range parts {
-		total += len(p)
-	}
-	n = max(1, min(n, total/max(minSize, 1)))
-	size := (total + n - 1) / n
-	segs := [][][]byte{nil}
-	fill := 0
-	for _, p := range parts {
-		for len(p) > 0 {
-			if fill == size {
-				segs = append(segs, nil)
-				fill = 0
+// multModP is a·b modulo the CRC polynomial, both reflected (bit 31 is x^0).
+func multModP(a, b uint32) uint32 {
+	var p uint32
+	for m := uint32(1) << 31; m != 0; m >>= 1 {
+		if a&m != 0 {
+			p ^= b
+			if a&(m-1) == 0 {
+				break
 			}
-			k := min(len(p), size-fill)
-			last := len(segs) - 1
-			segs[last] = append(segs[last], p[:k])
-			fill += k
-			p = p[k:]
+		}
+		if b&1 != 0 {
+			b = b>>1 ^ crcPoly
+		} else {
+			b >>= 1
 		}
 	}
-	return segs
+	return p
+}
+
+// x2nTable[k] is x^(2^k) modulo the CRC polynomial.
+var x2nTable = func() (t [32]uint32) {
+	p := uint32(1) << 30 // x^1
+	t[0] = p
+	for k := 1; k < len(t); k++ {
+		p = multModP(p, p)
+		t[k] = p
+	}
+	return t
+}()
+
+// x2nModP is x^(n·2^k) modulo the CRC polynomial.
+func x2nModP(n int64, k uint) uint32 {
+	p := uint32(1) << 31 // x^0
+	for ; n > 0; n >>= 1 {
+		if n&1 != 0 {
+			p = multModP(x2nTable[k&31], p)
+		}
+		k++
+	}
+	return p
 }
 
 // acceptsGzip reports whether the Accept-Encoding values of a request accept

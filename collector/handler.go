@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +14,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unicode/utf8"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
@@ -32,27 +29,27 @@ var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 
 // Handler serves /metrics: the families gathered from self (Go and process
 // collectors, build info, the application's counters; self must not contain
-// c) encoded by expfmt, then the agent families of c rendered as text from
-// one store snapshot.
+// c) encoded by expfmt, then the agent families of c rendered as text in one
+// pass over the store (consistent per shard, as Store.Snapshot).
 //
-// Why not promhttp over a registry holding c: at 100k agents (~1M samples,
-// 120 MB of text) const metrics cost 6-8 s and ~900 MB of garbage per scrape
-// on the 2-core box (BenchmarkCollectConst100k), this handler ~0.1 s and next
-// to no garbage (BenchmarkScrape100k).
-// Here the snapshot, decoded once, is rendered in a single pass into one
-// recycled buffer per family with strconv.Append*, and the buffers are
-// written out family after family, which keeps each family contiguous as the
-// format requires.
+// Why not promhttp over a registry holding c: at 100k agents (~1.1M samples,
+// 139 MB of text) const metrics cost 6-8 s and ~900 MB of garbage per scrape
+// on the 2-core box (BenchmarkCollectConst100k), this handler ~85 ms of CPU
+// and next to no garbage (BenchmarkScrape100k). Each agent is decoded once
+// and its lines appended to recycled buffers, one per family and chunk of
+// agents (render); the buffers are written out family after family, which
+// keeps each family contiguous as the format requires. Numbers and label
+// values are formatted by hand (format.go): strconv's general float path
+// and a test-then-copy of every label value were the largest costs left.
 //
 // Compression: a scraper that accepts gzip (Prometheus and VictoriaMetrics
 // always do) gets it, anyone else identity, as promhttp does. The page is
-// deflated by klauspost/compress at its fastest level, in segments on up to
-// four cores at once (gzipper): at 100k agents the 137 MB page becomes
-// ~11 MB. Deflating costs ~0.23 s of CPU per 100k agents against ~0.11 s for
-// rendering (BenchmarkScrape100kGzipCandidates: ~3× in all, the lowest of
-// the levels weighed), the standard library at BestSpeed 3-4× more than
-// klauspost (BenchmarkGzipPage100k); spread over idle cores the wall time
-// shrinks accordingly.
+// deflated by klauspost/compress at its fastest level, each chunk's pieces
+// by a pool of goroutines while the next chunk renders (gzipPage): at 100k
+// agents the 139 MB page becomes 7-12 MB. Deflating costs ~0.25 s of CPU per
+// 100k agents, three times the rendering (BenchmarkScrape100kGzipVsIdentity),
+// the standard library at BestSpeed 3-4× more than klauspost
+// (BenchmarkGzipPage100k); with a second core the two overlap.
 //
 // Only GET and HEAD are served (405 otherwise). Beyond Options.MaxScrapes
 // scrapes in flight the answer is 503, counted in RejectedScrapes, unless
@@ -102,36 +99,67 @@ func (c *Collector) Handler(self prometheus.Gatherer, logger *slog.Logger) http.
 			}
 		}
 
-		c.render(sc)
-
 		h := w.Header()
 		h.Set("Content-Type", contentType)
 		h.Add("Vary", "Accept-Encoding")
 		gz := acceptsGzip(r.Header.Values("Accept-Encoding"))
 		if gz {
 			h.Set("Content-Encoding", "gzip")
-		} else {
-			h.Set("Content-Length", strconv.Itoa(sc.size()))
 		}
-		if r.Method == http.MethodHead {
+		if !gz || r.Method == http.MethodHead {
+			c.render(sc, nil)
+			if !gz {
+				h.Set("Content-Length", strconv.Itoa(sc.size()))
+			}
+			if r.Method == http.MethodHead {
+				return
+			}
+			logWriteError(r, logger, sc.writeTo(sw))
 			return
 		}
-		var err error
-		if gz {
-			err = pageGzipper.writePage(sw, sc.parts())
-		} else {
-			err = sc.writeTo(sw)
-		}
-		if err != nil {
-			// The scraper went away (timeout, restart) or stopped reading:
-			// nothing to answer.
-			level := slog.LevelWarn
-			if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
-				level = slog.LevelDebug
+		// Compressed: each chunk's pieces are compressed as soon as the
+		// chunk is rendered, while the next one renders.
+		page := &sc.gzip
+		page.start(pageGzipper, 1+numFamilies*maxChunks)
+		written := false
+		defer func() {
+			if !written {
+				// render panicked: the workers must be done with sc
+				// before it is recycled.
+				_ = page.writeTo(io.Discard)
 			}
-			logger.Log(r.Context(), level, "Error writing metrics", "err", err)
-		}
+		}()
+		page.add(0, [][]byte{sc.self.Bytes()})
+		var started [numFamilies]bool // whether the family's header is out
+		c.render(sc, func(ch int) {
+			for f := range numFamilies {
+				var parts [][]byte
+				if b := sc.chunks[ch][f]; len(b) > 0 {
+					if !started[f] {
+						parts, started[f] = append(parts, headers[f]), true
+					}
+					parts = append(parts, b)
+				}
+				page.add(1+f*maxChunks+ch, parts)
+			}
+		})
+		// writeTo returns once no goroutine reads sc any more.
+		written = true
+		logWriteError(r, logger, page.writeTo(sw))
 	})
+}
+
+// logWriteError logs the error of writing a page, if any.
+func logWriteError(r *http.Request, logger *slog.Logger, err error) {
+	if err != nil {
+		// The scraper went away (timeout, restart) or stopped reading:
+		// nothing to answer.
+		level := slog.LevelWarn
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			level = slog.LevelDebug
+		}
+		logger.Log(r.Context(), level, "Error writing metrics", "err", err)
+	}
 }
 
 // pageGzipper compresses every Handler's gzip answers; its pools are shared.
@@ -308,13 +336,17 @@ func (c *Collector) EvictedScrapes() uint64 { return c.writers.evicted.Load() }
 
 // scrape is the recycled state of one Handler scrape.
 type scrape struct {
-	view *heartbeat.View
 	self bytes.Buffer
-	// fams[i] holds the sample lines of families[i], without HELP and TYPE.
-	fams   [numFamilies][]byte
+	// chunks[c][f] holds the sample lines of families[f], without HELP and
+	// TYPE, of the c-th of the equal runs of agents the view is cut into
+	// (chunksFor): the page is family f of every chunk in order, then f+1.
+	// A gzip scrape compresses the pieces of a chunk while the next one
+	// renders.
+	chunks [][numFamilies][]byte
 	labels []byte   // the {agent_id,tenant} label set of the current agent
 	pieces [][]byte // parts' result, recycled
 	fleet  fleetCounts
+	gzip   gzipPage // the compressed page and its buffers, recycled
 }
 
 func (c *Collector) getScrape() *scrape {
@@ -342,36 +374,75 @@ func (c *Collector) putScrape(sc *scrape) {
 	}
 }
 
-// render snapshots the store into sc.view and renders every agent family.
-func (c *Collector) render(sc *scrape) {
-	sc.view = c.store.Snapshot(sc.view)
+// Chunks. More of them let a gzip scrape start compressing earlier and
+// leave less to compress after the last agent is rendered; each costs a
+// deflate restart (no shared window, a block header) per family, and a
+// hand-over to a compressing goroutine.
+var (
+	chunkAgents = 4096 // agents per chunk at least; tests lower it
+	maxChunks   = 16
+)
+
+// chunksFor is into how many chunks a view of n agents is cut.
+func chunksFor(n int) int { return max(1, min(n/chunkAgents, maxChunks)) }
+
+// render renders every agent family of the store into sc.chunks. It calls ready(c), when not nil, as soon as chunk c is
+// complete, in order, once for every chunk (also for chunks without agents);
+// the chunk's buffers do not change afterwards, until the next render.
+func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 	now, policy := c.opts.Now(), c.opts.Thresholds()
 	sc.fleet.reset(c.opts.Tenants())
-	n := sc.view.Len()
-	for i := range sc.fams {
-		if c.off&(1<<i) != 0 {
-			sc.fams[i] = sc.fams[i][:0] // switched off: no buffer
-			continue
-		}
-		hint := int(c.sizeHint[i].Load())
-		if hint == 0 {
-			// First scrape: a rough line size per agent spares the doubling
-			// growth of ~100 MB of buffers.
-			hint = n * (len(families[i].name) + 64)
-			if i == famInfo {
-				hint = n * 512
+	n := c.store.Len() // a hint: agents may come and go while rendering
+	nc := chunksFor(n)
+	if cap(sc.chunks) < nc {
+		sc.chunks = append(sc.chunks[:cap(sc.chunks)], make([][numFamilies][]byte, nc-cap(sc.chunks))...)
+	}
+	sc.chunks = sc.chunks[:nc]
+	for i := range numFamilies {
+		for ch := range sc.chunks {
+			buf := &sc.chunks[ch][i]
+			if c.off&(1<<i) != 0 {
+				*buf = (*buf)[:0] // switched off: no buffer
+				continue
 			}
+			hint := int(c.sizeHint[i].Load())
+			if hint == 0 {
+				// First scrape: a rough line size per agent spares the
+				// doubling growth of ~100 MB of buffers.
+				hint = n * (len(families[i].name) + 64)
+				if i == famInfo {
+					hint = n * 512
+				}
+			}
+			hint /= nc
+			if i == famAgents && ch != nc-1 {
+				hint = 0 // sentinel_agents goes to the last chunk
+			}
+			if cap(*buf) < hint {
+				*buf = make([]byte, 0, hint+hint/8) // room for growth
+			}
+			*buf = (*buf)[:0]
 		}
-		if cap(sc.fams[i]) < hint {
-			sc.fams[i] = make([]byte, 0, hint+hint/8) // room for growth
-		}
-		sc.fams[i] = sc.fams[i][:0]
 	}
 	var (
 		vals   [numValueFamilies]float64
 		labels [numInfoLabels]string
 	)
-	sc.view.Each(func(a *heartbeat.Agent) bool {
+	per := (n + nc - 1) / nc // agents per chunk, the last may have fewer (or more)
+	chunk, left := 0, per
+	fams := &sc.chunks[0]
+	// Store.Each copies one shard at a time, as Snapshot does, but into one
+	// shard's worth of memory that stays in cache while it is rendered,
+	// instead of a copy of the whole store (~35 MB at 100k agents).
+	c.store.Each(func(a *heartbeat.Agent) bool {
+		if left == 0 && chunk < nc-1 {
+			if ready != nil {
+				ready(chunk)
+			}
+			chunk++
+			fams, left = &sc.chunks[chunk], per
+		}
+		left--
 		mask := c.observe(a, now, policy, &sc.fleet, &vals)
 
 		lb := append(sc.labels[:0], `{agent_id="`...)
@@ -385,33 +456,27 @@ func (c *Collector) render(sc *scrape) {
 			if mask&(1<<f) == 0 {
 				continue
 			}
-			b := append(sc.fams[f], families[f].name...)
+			b := append(fams[f], families[f].name...)
 			b = append(b, lb...)
 			b = appendFloat(b, vals[f])
-			sc.fams[f] = append(b, '\n')
+			fams[f] = append(b, '\n')
 		}
 
 		if c.off&(1<<famInfo) != 0 {
 			return true
 		}
 		infoLabelValues(a, &labels)
-		b := append(sc.fams[famInfo], families[famInfo].name...)
+		b := fams[famInfo]
 		for i, l := range labels {
-			if i == 0 {
-				b = append(b, '{')
-			} else {
-				b = append(b, ',')
-			}
-			b = append(b, infoLabels[i]...)
-			b = append(b, `="`...)
+			b = append(b, infoJoints[i]...)
 			b = appendLabelValue(b, l)
-			b = append(b, '"')
 		}
-		sc.fams[famInfo] = append(b, "} 1\n"...)
+		fams[famInfo] = append(b, "\"} 1\n"...)
 		return true
 	})
 
-	b := sc.fams[famAgents]
+	last := &sc.chunks[nc-1]
+	b := last[famAgents]
 	sc.fleet.each(func(tenant string, s fleet.State, n int) {
 		b = append(b, families[famAgents].name...)
 		b = append(b, `{state="`...)
@@ -422,11 +487,33 @@ func (c *Collector) render(sc *scrape) {
 		b = strconv.AppendInt(b, int64(n), 10)
 		b = append(b, '\n')
 	})
-	sc.fams[famAgents] = b
-	for i := range sc.fams {
-		c.sizeHint[i].Store(int64(len(sc.fams[i])))
+	last[famAgents] = b
+	for ; chunk < nc; chunk++ {
+		if ready != nil {
+			ready(chunk)
+		}
+	}
+	for i := range numFamilies {
+		total := 0
+		for ch := range sc.chunks {
+			total += len(sc.chunks[ch][i])
+		}
+		c.sizeHint[i].Store(int64(total))
 	}
 }
+
+// infoJoints[i] is the text of a sentinel_agent_info line before the value
+// of infoLabels[i]: one append per label instead of five.
+var infoJoints = func() (j [numInfoLabels]string) {
+	for i, l := range infoLabels {
+		if i == 0 {
+			j[i] = families[famInfo].name + "{" + l + `="`
+		} else {
+			j[i] = `",` + l + `="`
+		}
+	}
+	return j
+}()
 
 // headers are the HELP and TYPE lines of each family, as expfmt writes them.
 var headers = func() (h [numFamilies][]byte) {
@@ -454,9 +541,15 @@ func (sc *scrape) size() int {
 // samples are left out, as client_golang does. The slices alias sc.
 func (sc *scrape) parts() [][]byte {
 	p := append(sc.pieces[:0], sc.self.Bytes())
-	for i, b := range sc.fams {
-		if len(b) > 0 {
-			p = append(p, headers[i], b)
+	for f := range numFamilies {
+		header := true
+		for ch := range sc.chunks {
+			if b := sc.chunks[ch][f]; len(b) > 0 {
+				if header {
+					p, header = append(p, headers[f]), false
+				}
+				p = append(p, b)
+			}
 		}
 	}
 	sc.pieces = p
@@ -471,80 +564,6 @@ func (sc *scrape) writeTo(w io.Writer) error {
 		}
 	}
 	return nil
-}
-
-// appendFloat formats f as expfmt's text encoder does: strconv's shortest
-// 'g' form, which already spells +Inf, -Inf and NaN as the format wants,
-// except that expfmt writes -0 as "0".
-func appendFloat(b []byte, f float64) []byte {
-	// Small integers (intervals, flags, counts) are the common case; 'g'
-	// writes them as plain digits below 1e6 (%e from exponent 6 on).
-	if f > -1e6 && f < 1e6 && f == float64(int64(f)) {
-		return strconv.AppendInt(b, int64(f), 10)
-	}
-	return strconv.AppendFloat(b, f, 'g', -1, 64)
-}
-
-// appendLabelValue appends s escaped as a text-format label value (\\, \"
-// and \n), with invalid UTF-8 replaced as labelValue does. Plain ASCII, which
-// every agent id and nearly every reported string is, is copied as is.
-func appendLabelValue(b []byte, s string) []byte {
-	if i := firstSpecial(s); i >= 0 {
-		// s[:i] is plain ASCII, so s is valid UTF-8 exactly when s[i:] is.
-		return appendEscaped(append(b, s[:i]...), labelValue(s[i:]))
-	}
-	return append(b, s...)
-}
-
-const (
-	lsb = 0x0101010101010101
-	msb = 0x8080808080808080
-)
-
-// firstSpecial returns the index of the first byte of s that is not ASCII or
-// needs escaping, or -1. It tests eight bytes at a time: label values are
-// ~1/3 of the exposition, and a byte loop over them showed in profiles.
-func firstSpecial(s string) int {
-	i := 0
-	if len(s) >= 8 {
-		p := unsafe.Slice(unsafe.StringData(s), len(s))
-		for ; i+8 <= len(s); i += 8 {
-			x := binary.LittleEndian.Uint64(p[i:])
-			if x&msb|hasByte(x, '\\')|hasByte(x, '"')|hasByte(x, '\n') != 0 {
-				break // the byte loop below finds which one
-			}
-		}
-	}
-	for ; i < len(s); i++ {
-		if c := s[i]; c >= utf8.RuneSelf || c == '\\' || c == '"' || c == '\n' {
-			return i
-		}
-	}
-	return -1
-}
-
-// hasByte is non-zero when a byte of the ASCII word x equals c (the
-// classic zero-byte test on x^c; exact for words without bytes >= 0x80,
-// and words with one are caught by the msb test anyway).
-func hasByte(x uint64, c byte) uint64 {
-	v := x ^ (lsb * uint64(c))
-	return (v - lsb) & ^v & msb
-}
-
-func appendEscaped(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\\':
-			b = append(b, `\\`...)
-		case '"':
-			b = append(b, `\"`...)
-		case '\n':
-			b = append(b, `\n`...)
-		default:
-			b = append(b, c)
-		}
-	}
-	return b
 }
 
 // RequireBearer guards next with the scrape credential of the configuration

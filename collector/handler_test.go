@@ -142,29 +142,34 @@ func TestHandlerMatchesCollector(t *testing.T) {
 	self := selfCounters(t)
 	h := c.Handler(self, nil)
 
+	defer func(n int) { chunkAgents = n }(chunkAgents)
 	for _, at := range []time.Duration{0, 5 * time.Minute, 2 * time.Hour} {
-		t.Run(at.String(), func(t *testing.T) {
-			clock.t = epoch.Add(at)
-			res, body := scrapeHandler(t, h)
-			require.Equal(t, http.StatusOK, res.StatusCode)
+		// One chunk, and a chunk per agent or per few: the page is the same.
+		for _, per := range []int{chunkAgents, 1, 3} {
+			t.Run(fmt.Sprintf("%s/chunks-of-%d", at, per), func(t *testing.T) {
+				chunkAgents = per
+				clock.t = epoch.Add(at)
+				res, body := scrapeHandler(t, h)
+				require.Equal(t, http.StatusOK, res.StatusCode)
 
-			want := gatherBoth(t, self, c)
-			require.Equal(t, normalized(t, want), normalized(t, parseText(t, body)))
+				want := gatherBoth(t, self, c)
+				require.Equal(t, normalized(t, want), normalized(t, parseText(t, body)))
 
-			var enc bytes.Buffer
-			for _, mf := range want {
-				_, err := expfmt.MetricFamilyToText(&enc, mf)
-				require.NoError(t, err)
-			}
-			wantLines := strings.Split(strings.TrimSuffix(enc.String(), "\n"), "\n")
-			gotLines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
-			slices.Sort(wantLines)
-			slices.Sort(gotLines)
-			require.Equal(t, wantLines, gotLines)
+				var enc bytes.Buffer
+				for _, mf := range want {
+					_, err := expfmt.MetricFamilyToText(&enc, mf)
+					require.NoError(t, err)
+				}
+				wantLines := strings.Split(strings.TrimSuffix(enc.String(), "\n"), "\n")
+				gotLines := strings.Split(strings.TrimSuffix(body, "\n"), "\n")
+				slices.Sort(wantLines)
+				slices.Sort(gotLines)
+				require.Equal(t, wantLines, gotLines)
 
-			// Self families come first.
-			require.True(t, strings.HasPrefix(body, "# HELP sentinel_build_info "), body[:80])
-		})
+				// Self families come first.
+				require.True(t, strings.HasPrefix(body, "# HELP sentinel_build_info "), body[:80])
+			})
+		}
 	}
 }
 
@@ -309,6 +314,7 @@ func TestAppendLabelValueMatchesExpfmt(t *testing.T) {
 		"", "a", "plain-ascii.value_01", `"`, `\`, "\n", "\r\t", `a"b\c` + "\nd", "12345678\n", "1234567\"",
 		"abcdefgh\\ijklmnop", "ümlaut", "日本語のラベル", "😀", strings.Repeat("x", 64) + `"`,
 		strings.Repeat(`"\`, 20), "\x00\x01\x7f", "bcd\x5c\x5c", "01234567" + "89abcdef" + "é",
+		"My Agent #1 (prod)", "!#$%&'()*+,-./0123", "tab\tand\rreturn..", "123456789 \n", "0123456789abcde\"",
 	} {
 		t.Run(fmt.Sprintf("%q", v), func(t *testing.T) {
 			var buf bytes.Buffer

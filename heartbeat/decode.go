@@ -1,9 +1,11 @@
 package heartbeat
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
-	"slices"
 	"strconv"
+	"strings"
 	"unsafe"
 )
 
@@ -20,12 +22,98 @@ func decodeBeatBody(data []byte, out *beatBody) error {
 		*out = fast
 		return nil
 	}
-	return json.Unmarshal(data, out)
+	// Through a copy, so that out does not escape (encoding/json keeps
+	// what it is given on the heap) on the fast path's account.
+	slow := new(beatBody)
+	*slow = *out
+	err := json.Unmarshal(data, slow)
+	*out = *slow
+	return err
 }
 
+// fastScanner reads one heartbeat body on the fast path. Its allocations
+// are made once per body, not once per field: the string values are copied
+// together into one string at the end (the body is a pooled buffer the next
+// request reuses, so strings must not borrow it), and the fields behind
+// pointers live in one beatValues.
 type fastScanner struct {
 	data []byte
 	pos  int
+	// strs are the string values read, to copy when the body is done.
+	strs  [16]stringSpan
+	nstrs int
+	vals  *beatValues
+}
+
+// stringSpan is a string value: its field and where it lies in data.
+type stringSpan struct {
+	field      stringField
+	start, end int
+}
+
+// stringField is a string field of beatBody or of its platform.
+type stringField uint8
+
+const (
+	sfStatus stringField = iota
+	sfVersion
+	sfType
+	sfContainerID
+	sfImage
+	sfPodName
+	sfNamespace
+	sfNode
+	sfFunctionName
+	sfRegion
+	sfHostname
+	sfOS
+)
+
+// of returns field f of out (of its platform, which is set, for the
+// platform fields).
+func (f stringField) of(out *beatBody) *string {
+	p := out.Platform
+	switch f {
+	case sfStatus:
+		return &out.Status
+	case sfVersion:
+		return &out.Version
+	case sfType:
+		return &p.Type
+	case sfContainerID:
+		return &p.ContainerID
+	case sfImage:
+		return &p.Image
+	case sfPodName:
+		return &p.PodName
+	case sfNamespace:
+		return &p.Namespace
+	case sfNode:
+		return &p.Node
+	case sfFunctionName:
+		return &p.FunctionName
+	case sfRegion:
+		return &p.Region
+	case sfHostname:
+		return &p.Hostname
+	default:
+		return &p.OS
+	}
+}
+
+// beatValues holds what a beatBody's pointer fields point to.
+type beatValues struct {
+	uptime, interval                   float64
+	exitCode, silentAfter, zombieAfter int64
+	platform                           platformBody
+	metrics                            metricsBody
+}
+
+func (s *fastScanner) values() *beatValues {
+	if s.vals == nil {
+		s.vals = new(beatValues)
+	}
+	return s.vals
 }
 
 func (s *fastScanner) skipSpace() {
@@ -49,34 +137,78 @@ func (s *fastScanner) consume(c byte) bool {
 	return false
 }
 
-// plainString reads a string of printable ASCII without escapes.
-func (s *fastScanner) plainString() (string, bool) {
-	b, ok := s.plainBytes()
-	if !ok {
-		return "", false
+// plainString reads a string of printable ASCII without escapes, the value
+// of field f once copyStrings runs.
+func (s *fastScanner) plainString(f stringField) bool {
+	start, end, ok := s.plainSpan()
+	if !ok || s.nstrs == len(s.strs) {
+		return false
 	}
-	return string(b), true
+	s.strs[s.nstrs] = stringSpan{f, start, end}
+	s.nstrs++
+	return true
 }
 
-// plainBytes is plainString without the copy: the bytes are the body's.
-func (s *fastScanner) plainBytes() ([]byte, bool) {
+// copyStrings sets the string values read in out, copied into one new
+// string.
+func (s *fastScanner) copyStrings(out *beatBody) {
+	n := 0
+	for _, sp := range s.strs[:s.nstrs] {
+		n += sp.end - sp.start
+	}
+	if n == 0 {
+		return
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for _, sp := range s.strs[:s.nstrs] {
+		b.Write(s.data[sp.start:sp.end])
+	}
+	all, off := b.String(), 0
+	for _, sp := range s.strs[:s.nstrs] {
+		*sp.field.of(out) = all[off : off+sp.end-sp.start]
+		off += sp.end - sp.start
+	}
+}
+
+// plainSpan reads a string of printable ASCII without escapes and returns
+// where its content lies in data.
+func (s *fastScanner) plainSpan() (start, end int, ok bool) {
 	if !s.consume('"') {
-		return nil, false
+		return 0, 0, false
 	}
-	start := s.pos
-	for s.pos < len(s.data) {
-		c := s.data[s.pos]
-		switch {
-		case c == '"':
-			b := s.data[start:s.pos]
-			s.pos++
-			return b, true
-		case c < 0x20 || c >= 0x7f || c == '\\':
-			return nil, false
+	start = s.pos
+	n := bytes.IndexByte(s.data[start:], '"')
+	// An escaped quote leaves its backslash before the quote found, which
+	// plainASCII refuses: escapes are encoding/json's.
+	if n < 0 || !plainASCII(s.data[start:start+n]) {
+		return 0, 0, false
+	}
+	s.pos = start + n + 1
+	return start, start + n, true
+}
+
+// plainASCII reports whether b holds only printable ASCII other than the
+// backslash (0x20 to 0x7e), eight bytes at a time: the strings of a
+// heartbeat were most of its decoding time when read byte by byte.
+func plainASCII(b []byte) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; len(b) >= 8; b = b[8:] {
+		x := binary.LittleEndian.Uint64(b)
+		y := x ^ (ones * '\\')
+		// A byte below 0x20 borrows into its high bit; one above 0x7e
+		// carries into it or has it set; a backslash is a zero byte of y.
+		// Each term is nonzero exactly when such a byte is present.
+		if ((x-ones*0x20)&^x|(x+ones)|x|(y-ones)&^y)&highs != 0 {
+			return false
 		}
-		s.pos++
 	}
-	return nil, false
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // number reads a JSON number token (strict grammar).
@@ -124,8 +256,28 @@ func (s *fastScanner) float() (float64, bool) {
 	if !ok {
 		return 0, false
 	}
+	if f, ok := wholeNumber(tok); ok {
+		return f, true
+	}
 	f, err := strconv.ParseFloat(string(tok), 64)
 	return f, err == nil
+}
+
+// wholeNumber parses a token of at most 15 digits. Agents report whole
+// numbers mostly: below 2^53 their float64 is exact, the value
+// strconv.ParseFloat returns, at a fraction of its cost.
+func wholeNumber(tok []byte) (float64, bool) {
+	if len(tok) == 0 || len(tok) > 15 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range tok {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return float64(n), true
 }
 
 func (s *fastScanner) int64() (int64, bool) {
@@ -138,27 +290,31 @@ func (s *fastScanner) int64() (int64, bool) {
 }
 
 // object reads {"key": value, …}, calling member for each key, which reads
-// the value and reports success. A repeated key fails: encoding/json's
+// the value and returns the key's field number (below 32) or -1 for a key
+// the fast path does not take. A repeated key fails: encoding/json's
 // last-wins merging is left to encoding/json.
-func (s *fastScanner) object(member func(key string) bool) bool {
+func (s *fastScanner) object(member func(key string) int) bool {
 	if !s.consume('{') {
 		return false
 	}
 	if s.consume('}') {
 		return true
 	}
-	var seenBuf [12]string
-	seen := seenBuf[:0]
+	var seen uint32
 	for {
-		// The key borrows the body's bytes instead of being copied: keys
-		// were a third of a heartbeat's allocations, and neither member
-		// nor seen keeps one beyond this call.
-		b, ok := s.plainBytes()
-		key := unsafe.String(unsafe.SliceData(b), len(b))
-		if !ok || slices.Contains(seen, key) || !s.consume(':') || !member(key) {
+		start, end, ok := s.plainSpan()
+		if !ok || !s.consume(':') {
 			return false
 		}
-		seen = append(seen, key)
+		// The key borrows the body's bytes instead of being copied: keys
+		// were a third of a heartbeat's allocations, and member keeps no
+		// key beyond the call.
+		key := unsafe.String(unsafe.SliceData(s.data[start:end]), end-start)
+		f := member(key)
+		if f < 0 || seen&(1<<f) != 0 {
+			return false
+		}
+		seen |= 1 << f
 		if s.consume(',') {
 			continue
 		}
@@ -166,103 +322,136 @@ func (s *fastScanner) object(member func(key string) bool) bool {
 	}
 }
 
+// Field numbers of fastDecodeBeat's object.
+const (
+	fStatus = iota
+	fVersion
+	fUptime
+	fInterval
+	fExitCode
+	fSilentAfter
+	fZombieAfter
+	fPlatform
+	fMetrics
+)
+
 func fastDecodeBeat(data []byte, out *beatBody) bool {
 	s := &fastScanner{data: data}
-	ok := s.object(func(key string) bool {
+	ok := s.object(func(key string) int {
+		var f int
 		var ok bool
 		switch key {
 		case "status":
-			out.Status, ok = s.plainString()
+			f = fStatus
+			ok = s.plainString(sfStatus)
 		case "version":
-			out.Version, ok = s.plainString()
+			f = fVersion
+			ok = s.plainString(sfVersion)
 		case "uptime_seconds":
-			var v float64
-			v, ok = s.float()
-			out.UptimeSeconds = &v
+			f = fUptime
+			v := &s.values().uptime
+			*v, ok = s.float()
+			out.UptimeSeconds = v
 		case "heartbeat_interval_seconds":
-			var v float64
-			v, ok = s.float()
-			out.HeartbeatIntervalSeconds = &v
+			f = fInterval
+			v := &s.values().interval
+			*v, ok = s.float()
+			out.HeartbeatIntervalSeconds = v
 		case "exit_code":
-			var v int64
-			v, ok = s.int64()
-			out.ExitCode = &v
+			f = fExitCode
+			v := &s.values().exitCode
+			*v, ok = s.int64()
+			out.ExitCode = v
 		case "silent_after":
-			var v int64
-			v, ok = s.int64()
-			out.SilentAfter = &v
+			f = fSilentAfter
+			v := &s.values().silentAfter
+			*v, ok = s.int64()
+			out.SilentAfter = v
 		case "zombie_after":
-			var v int64
-			v, ok = s.int64()
-			out.ZombieAfter = &v
+			f = fZombieAfter
+			v := &s.values().zombieAfter
+			*v, ok = s.int64()
+			out.ZombieAfter = v
 		case "platform":
-			out.Platform = new(platformBody)
+			f = fPlatform
+			out.Platform = &s.values().platform
 			ok = s.platform(out.Platform)
 		case "metrics":
-			out.Metrics = new(metricsBody)
+			f = fMetrics
+			out.Metrics = &s.values().metrics
 			ok = s.metrics(out.Metrics)
 		}
-		return ok
+		if !ok {
+			return -1
+		}
+		return f
 	})
-	if !ok {
+	s.skipSpace()
+	if !ok || s.pos != len(data) {
 		return false
 	}
-	s.skipSpace()
-	return s.pos == len(data)
+	s.copyStrings(out)
+	return true
 }
 
 func (s *fastScanner) platform(p *platformBody) bool {
-	return s.object(func(key string) bool {
-		var field *string
+	return s.object(func(key string) int {
+		var f stringField
 		switch key {
 		case "type":
-			field = &p.Type
+			f = sfType
 		case "container_id":
-			field = &p.ContainerID
+			f = sfContainerID
 		case "image":
-			field = &p.Image
+			f = sfImage
 		case "pod_name":
-			field = &p.PodName
+			f = sfPodName
 		case "namespace":
-			field = &p.Namespace
+			f = sfNamespace
 		case "node":
-			field = &p.Node
+			f = sfNode
 		case "function_name":
-			field = &p.FunctionName
+			f = sfFunctionName
 		case "region":
-			field = &p.Region
+			f = sfRegion
 		case "hostname":
-			field = &p.Hostname
+			f = sfHostname
 		case "os":
-			field = &p.OS
+			f = sfOS
 		case "pid":
 			var ok bool
-			p.PID, ok = s.int64()
-			return ok
+			if p.PID, ok = s.int64(); !ok {
+				return -1
+			}
+			return int(sfOS) + 1
 		default:
-			return false
+			return -1
 		}
-		var ok bool
-		*field, ok = s.plainString()
-		return ok
+		if !s.plainString(f) {
+			return -1
+		}
+		return int(f)
 	})
 }
 
 func (s *fastScanner) metrics(m *metricsBody) bool {
-	return s.object(func(key string) bool {
+	return s.object(func(key string) int {
 		var field *float64
+		var f int
 		switch key {
 		case "requests_handled":
-			field = &m.RequestsHandled
+			f, field = 0, &m.RequestsHandled
 		case "errors":
-			field = &m.Errors
+			f, field = 1, &m.Errors
 		case "avg_latency_ms":
-			field = &m.AvgLatencyMs
+			f, field = 2, &m.AvgLatencyMs
 		default:
-			return false
+			return -1
 		}
 		var ok bool
-		*field, ok = s.float()
-		return ok
+		if *field, ok = s.float(); !ok {
+			return -1
+		}
+		return f
 	})
 }

@@ -1,7 +1,10 @@
 package heartbeat
 
 import (
+	"bytes"
 	"encoding/json"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -35,6 +38,15 @@ var decodeSeeds = []string{
 	`{"zombie_after":-0}`,
 	`{"silent_after":"3"}`,
 	`{"zombie_after":99999999999999999999}`,
+	`{"uptime_seconds":999999999999999,"heartbeat_interval_seconds":1000000000000000}`,
+	`{"uptime_seconds":-0,"metrics":{"errors":0.5}}`,
+	"{\"version\":\"abcdefgh\x7fijklmnop\"}",
+	"{\"version\":\"abcdefghijklmno\x01\"}",
+	`{"version":"abcdefghij\"klmno"}`,
+	`{"version":"abcdefghijklmnopqrstuvwxyz0123456789-._~"}`,
+	`{"platform":{"type":"kubernetes","type":"docker"}}`,
+	`{"metrics":{"errors":1,"errors":2}}`,
+	loadgenBody,
 	`{"silent_after":null,"zombie_after":1e1}`,
 }
 
@@ -68,4 +80,55 @@ func FuzzDecodeBeatBody(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) { checkDecodeMatchesJSON(t, data) })
+}
+
+// TestPlainASCII holds the word-at-a-time check to the byte loop it
+// replaces, for every byte value in every position of strings a word long
+// and longer.
+func TestPlainASCII(t *testing.T) {
+	naive := func(b []byte) bool {
+		for _, c := range b {
+			if c < 0x20 || c >= 0x7f || c == '\\' {
+				return false
+			}
+		}
+		return true
+	}
+	for n := range 20 {
+		for pos := range n {
+			for c := range 256 {
+				b := bytes.Repeat([]byte{'a'}, n)
+				b[pos] = byte(c)
+				require.Equal(t, naive(b), plainASCII(b), "%q", b)
+			}
+		}
+	}
+	require.True(t, plainASCII([]byte(" ~!#$%&'()*+,-./0123456789:;<=>?@AZ[]^_`az{|}")))
+}
+
+func TestWholeNumber(t *testing.T) {
+	for _, tok := range []string{"0", "7", "3600", "999999999999999", "1000000000000000", "1.5", "-1", "1e3", ""} {
+		want, err := strconv.ParseFloat(tok, 64)
+		got, ok := wholeNumber([]byte(tok))
+		if ok {
+			require.NoError(t, err, tok)
+			require.Equal(t, want, got, tok)
+		}
+		require.Equal(t, len(tok) > 0 && len(tok) <= 15 && !strings.ContainsAny(tok, ".-e"), ok, tok)
+	}
+}
+
+// loadgenBody is the body sentinel-loadgen sends (a Kubernetes agent).
+const loadgenBody = `{"status":"healthy","uptime_seconds":3660,"heartbeat_interval_seconds":60,"version":"1.4.2","platform":{"type":"kubernetes","pod_name":"loadgen-0000042-7f8a9b6c5d-x2x9q","namespace":"production","node":"ip-10-0-12-34.eu-west-1.compute.internal","container_id":"containerd://4f2a9c0e1b7d3a5f8e6c2b1d0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f","image":"registry.example.com/agents/support-bot:1.4.2","hostname":"loadgen-0000042","os":"linux","pid":1},"metrics":{"requests_handled":1525,"errors":0,"avg_latency_ms":145}}`
+
+func BenchmarkDecodeBeatBody(b *testing.B) {
+	data := []byte(loadgenBody)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		var out beatBody
+		if err := decodeBeatBody(data, &out); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

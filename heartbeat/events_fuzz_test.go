@@ -40,7 +40,7 @@ func FuzzEvents(f *testing.F) {
 			req := httptest.NewRequest(http.MethodPost, "/v1/events", bytes.NewReader(data))
 			req.Header.Set("Authorization", "Bearer "+acmeKey)
 			rec := httptest.NewRecorder()
-			e.mux.ServeHTTP(rec, req)
+			e.handler.ServeHTTP(rec, req)
 			return decodeAnswer(t, rec.Code, rec.Header(), rec.Body.Bytes())
 		}
 		a := post() // decodeAnswer requires JSON

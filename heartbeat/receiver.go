@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -223,13 +225,6 @@ func (rc *Receiver) SetSettings(s *Settings) {
 			}
 		}
 	}
-}
-
-// Register adds the agent-facing routes to mux.
-func (rc *Receiver) Register(mux *http.ServeMux) {
-	mux.HandleFunc("/api/v1/installations/{id}/heartbeat", rc.serveBeacon)
-	mux.HandleFunc("/v1/heartbeat", rc.serveABS)
-	mux.HandleFunc("/v1/events", rc.serveEvents)
 }
 
 // beatBody is the heartbeat schema of SPEC 2.1. Every field is optional and
@@ -551,23 +546,96 @@ func (rc *Receiver) readBody(w http.ResponseWriter, r *http.Request, into any) e
 	return decodeRequest(body, into)
 }
 
+// readBeat reads the request body into buf and decodes it into into; it
+// returns buf, grown to the body's size. The decoded strings do not borrow
+// buf.
+func readBeat(w http.ResponseWriter, r *http.Request, buf []byte, into *beatBody) ([]byte, error) {
+	body, err := jsonapi.ReadBody(w, r, buf)
+	if err != nil {
+		return buf, err
+	}
+	return body[:0], decodeBeatRequest(body, into)
+}
+
+// Paths of the heartbeat routes.
+const (
+	absPath          = "/v1/heartbeat"
+	beaconPathPrefix = "/api/v1/installations/"
+	beaconPathSuffix = "/heartbeat"
+)
+
+// Register adds the agent-facing routes to mux.
+func (rc *Receiver) Register(mux *http.ServeMux) {
+	mux.HandleFunc(beaconPathPrefix+"{id}"+beaconPathSuffix, rc.serveBeacon)
+	mux.HandleFunc(absPath, rc.serveABS)
+	mux.HandleFunc("/v1/events", rc.serveEvents)
+}
+
+// Routes serves the two heartbeat routes itself and hands every other
+// request to mux, which must hold the routes of Register and no
+// host-specific pattern. ServeMux's matching (and the request fields it
+// fills in) was a tenth of a heartbeat's cost; the heartbeat routes are
+// taken here only when ServeMux would give them the same handler and id: a
+// path in the default escaping (a client's own escaping, such as %2F in an
+// id, goes to mux) with an id of one segment that is not "." or "..".
+func (rc *Receiver) Routes(mux http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.RawPath == "" {
+			if p := r.URL.Path; p == absPath {
+				rc.serveABS(w, r)
+				return
+			} else if id, ok := beaconID(p); ok {
+				rc.serveBeat(w, r, protoBeacon, id)
+				return
+			}
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// beaconID returns the id of a Beacon heartbeat path, if p is one.
+func beaconID(p string) (string, bool) {
+	rest, ok := strings.CutPrefix(p, beaconPathPrefix)
+	if !ok {
+		return "", false
+	}
+	id, ok := strings.CutSuffix(rest, beaconPathSuffix)
+	if !ok || id == "" || id == "." || id == ".." || strings.IndexByte(id, '/') >= 0 {
+		return "", false
+	}
+	return id, true
+}
+
 func (rc *Receiver) serveBeacon(w http.ResponseWriter, r *http.Request) {
 	rc.serveBeat(w, r, protoBeacon, r.PathValue("id"))
 }
 
 func (rc *Receiver) serveABS(w http.ResponseWriter, r *http.Request) {
-	rc.serveBeat(w, r, protoABS, r.URL.Query().Get("agentId"))
+	rc.serveBeat(w, r, protoABS, agentIDParam(r.URL))
+}
+
+// agentIDParam returns u.Query().Get("agentId") without parsing the query
+// into a map when it is the usual one, agentId alone with nothing to
+// unescape.
+func agentIDParam(u *url.URL) string {
+	if v, ok := strings.CutPrefix(u.RawQuery, "agentId="); ok && !strings.ContainsAny(v, "&;%+") {
+		return v
+	}
+	return u.Query().Get("agentId")
 }
 
 // serveBeat serves a Beacon or ABS heartbeat of agent id.
 func (rc *Receiver) serveBeat(w http.ResponseWriter, r *http.Request, proto protocol, id string) {
 	b := rc.newBeat(proto)
+	// One pooled buffer holds the body, then the answer.
+	bufp := rc.bufs.Get().(*[]byte)
+	defer rc.bufs.Put(bufp)
 	err := rc.admit(r, b)
 	if err == nil {
 		err = rc.authorizeAgent(b, id)
 	}
 	if err == nil {
-		err = rc.readBody(w, r, &b.body)
+		*bufp, err = readBeat(w, r, (*bufp)[:0], &b.body)
 	}
 	if err == nil {
 		err = rc.process(b)
@@ -576,12 +644,14 @@ func (rc *Receiver) serveBeat(w http.ResponseWriter, r *http.Request, proto prot
 		rc.refuse(w, b.proto, err)
 		return
 	}
-	var out []byte
+	out := (*bufp)[:0]
 	if proto == protoBeacon {
-		out = rc.appendBeaconAnswer(make([]byte, 0, 512), b)
+		out = rc.appendBeaconAnswer(out, b)
 	} else {
-		out = append(rc.appendABSAnswer(make([]byte, 0, 256), b), '}')
+		out = append(rc.appendABSAnswer(out, b), '}')
 	}
+	// The newline jsonapi.Raw appends fits in the buffer kept.
+	*bufp = append(out, '\n')[:0]
 	jsonapi.Raw(w, http.StatusOK, out)
 }
 
@@ -772,8 +842,49 @@ func appendCommand(out []byte, c fleet.Command) []byte {
 	return append(out, '"')
 }
 
+// appendTime appends t in UTC as time.RFC3339Nano does, by hand for the
+// years of four digits: two of them are in every Beacon answer, and the
+// layout interpreter cost more than the rest of the answer.
 func appendTime(out []byte, t time.Time) []byte {
-	return t.UTC().AppendFormat(out, time.RFC3339Nano)
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 1000 || year > 9999 {
+		return t.AppendFormat(out, time.RFC3339Nano)
+	}
+	hour, minute, sec := t.Clock()
+	out = appendDigits(out, year, 4)
+	out = append(out, '-')
+	out = appendDigits(out, int(month), 2)
+	out = append(out, '-')
+	out = appendDigits(out, day, 2)
+	out = append(out, 'T')
+	out = appendDigits(out, hour, 2)
+	out = append(out, ':')
+	out = appendDigits(out, minute, 2)
+	out = append(out, ':')
+	out = appendDigits(out, sec, 2)
+	if ns := t.Nanosecond(); ns != 0 {
+		// Nine digits, less the trailing zeros, as the layout's .999999999.
+		digits := 9
+		for ns%10 == 0 {
+			ns /= 10
+			digits--
+		}
+		out = append(out, '.')
+		out = appendDigits(out, ns, digits)
+	}
+	return append(out, 'Z')
+}
+
+// appendDigits appends v, 0 <= v < 10^width, as width decimal digits.
+func appendDigits(out []byte, v, width int) []byte {
+	n := len(out)
+	out = append(out, "000000000"[:width]...)
+	for i := n + width - 1; v > 0; i-- {
+		out[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return out
 }
 
 // appendJSONString appends s as a JSON string.
@@ -792,11 +903,19 @@ func appendJSONString(out []byte, s string) []byte {
 // decodeRequest parses a request body, with the fast heartbeat decoder when it is
 // one, or returns the 400.
 func decodeRequest(body []byte, into any) error {
-	bb, isBeat := into.(*beatBody)
-	if !isBeat || len(bytes.TrimSpace(body)) == 0 {
-		return jsonapi.Decode(body, into)
+	if bb, isBeat := into.(*beatBody); isBeat {
+		return decodeBeatRequest(body, bb)
 	}
-	if err := decodeBeatBody(body, bb); err != nil {
+	return jsonapi.Decode(body, into)
+}
+
+// decodeBeatRequest parses a heartbeat body, or returns the 400; an empty
+// body leaves into as it is, as jsonapi.Decode does.
+func decodeBeatRequest(body []byte, into *beatBody) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return nil
+	}
+	if err := decodeBeatBody(body, into); err != nil {
 		return jsonapi.BadRequest("malformed JSON body: " + err.Error())
 	}
 	return nil

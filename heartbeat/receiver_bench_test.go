@@ -37,7 +37,7 @@ func bareHandler(w http.ResponseWriter, r *http.Request) {
 }
 
 type benchFleet struct {
-	mux    *http.ServeMux
+	mux    http.Handler // the receiver's Routes in front of a ServeMux, as app serves it
 	ids    []string
 	tokens []string
 }
@@ -55,8 +55,9 @@ func newBenchFleet(b *testing.B, n int) *benchFleet {
 	}
 	store := NewStore(cfg.Heartbeat.MaxAgents, nil)
 	rc := NewReceiver(ReceiverOptions{Store: store, Signer: signer, KillSwitch: noKillSwitch{}, Registerer: prometheus.NewRegistry()}, SettingsFromConfig(cfg))
-	f := &benchFleet{mux: http.NewServeMux()}
-	rc.Register(f.mux)
+	mux := http.NewServeMux()
+	rc.Register(mux)
+	f := &benchFleet{mux: rc.Routes(mux)}
 	expires := time.Now().Add(90 * 24 * time.Hour)
 	for i := range n {
 		id := fmt.Sprintf("agent-%06d", i)

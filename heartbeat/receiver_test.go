@@ -239,7 +239,7 @@ func TestReceiverBodyLimitOverHTTP(t *testing.T) {
 		mu.Lock()
 		lengths = append(lengths, r.ContentLength)
 		mu.Unlock()
-		e.mux.ServeHTTP(w, r)
+		e.handler.ServeHTTP(w, r)
 	}))
 	t.Cleanup(srv.Close)
 	oversized := `{"version":"` + strings.Repeat("x", jsonapi.MaxBodyBytes) + `"}`

@@ -73,7 +73,8 @@ bridge:
 }
 
 // env is sentinel assembled as app.routes does it: configuration, store,
-// journal, kill-switch control, receiver, admin API and /metrics on one mux.
+// journal, kill-switch control, receiver, admin API and /metrics on one mux,
+// behind the receiver's own routing of heartbeats.
 type env struct {
 	t       testing.TB
 	clock   *testutil.Clock
@@ -87,6 +88,7 @@ type env struct {
 	recv    *heartbeat.Receiver
 	reg     *prometheus.Registry
 	mux     *http.ServeMux
+	handler http.Handler // the receiver's Routes in front of mux
 	opts    envOptions
 }
 
@@ -167,6 +169,7 @@ func (e *env) start(snapshot []byte) {
 		Now:        e.clock.Now,
 	})
 	e.mux.Handle("/metrics", metrics.Handler(e.reg, logger))
+	e.handler = e.recv.Routes(e.mux)
 }
 
 // stop closes the kill switch and the ledger.
@@ -235,7 +238,7 @@ func (e *env) do(r request) *answer {
 		req.Header.Set("Authorization", "Bearer "+r.token)
 	}
 	rec := httptest.NewRecorder()
-	e.mux.ServeHTTP(rec, req)
+	e.handler.ServeHTTP(rec, req)
 	return decodeAnswer(e.t, rec.Code, rec.Header(), rec.Body.Bytes())
 }
 

@@ -208,13 +208,25 @@ func ReadBody(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, error
 		return nil, TooLarge()
 	}
 	body := buf[:0]
-	reader := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	// A body of a declared length within the limit does not exceed it:
+	// net/http stops at the length. A body of unknown length (chunked) is
+	// counted by http.MaxBytesReader, which also has the connection closed
+	// after it; the count below only guards against a Body that ignores
+	// its declared length (one a middleware put there), without the
+	// reader's allocation for every request.
+	reader := r.Body
+	if r.ContentLength < 0 {
+		reader = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	}
 	for {
 		if len(body) == cap(body) {
 			body = append(body, 0)[:len(body)]
 		}
 		n, err := reader.Read(body[len(body):cap(body)])
 		body = body[:len(body)+n]
+		if len(body) > MaxBodyBytes {
+			return nil, TooLarge()
+		}
 		if err == io.EOF {
 			return body, nil
 		}

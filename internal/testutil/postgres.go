@@ -83,20 +83,10 @@ func RequirePostgres(t testing.TB) {
 func PostgresDSN(t testing.TB) string {
 	t.Helper()
 	RequirePostgres(t)
-	pg.once.Do(func() { pg.err = startPostgres() })
-	if pg.err != nil {
-		t.Fatalf("start PostgreSQL: %v", pg.err)
-	}
 	name := fmt.Sprintf("sentinel_test_%d_%d", os.Getpid(), pg.next.Add(1))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, AdminDSN("postgres"))
+	dsn, err := NewPostgresDatabase(name)
 	if err != nil {
-		t.Fatalf("connect to PostgreSQL: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database %s: %v", name, err)
+		t.Fatalf("%v", err)
 	}
 	t.Cleanup(func() {
 		if pg.stopped.Load() {
@@ -109,7 +99,36 @@ func PostgresDSN(t testing.TB) string {
 			_ = conn.Close(ctx)
 		}
 	})
-	return AdminDSN(name)
+	return dsn
+}
+
+// NewPostgresDatabase creates database name on the shared cluster, starting
+// the cluster on first use, and returns its DSN. Outside tests (the
+// benchmark), call StopPostgres when done.
+func NewPostgresDatabase(name string) (string, error) {
+	pg.once.Do(func() { pg.err = startPostgres() })
+	if pg.err != nil {
+		return "", fmt.Errorf("start PostgreSQL: %w", pg.err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, AdminDSN("postgres"))
+	if err != nil {
+		return "", fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return AdminDSN(name), nil
+}
+
+// PostgresPID is the shared cluster's server process (0 before it started).
+func PostgresPID() int {
+	if pg.cmd == nil || pg.cmd.Process == nil {
+		return 0
+	}
+	return pg.cmd.Process.Pid
 }
 
 // AdminDSN is the DSN of database db on the shared cluster, as its

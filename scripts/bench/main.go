@@ -187,11 +187,17 @@ func (e *env) all() error {
 	if err != nil {
 		return fmt.Errorf("ingest at %d agents: %w", small, err)
 	}
-	if err := e.bridge(ing10); err != nil {
+	emb, err := e.bridge(ing10)
+	if err != nil {
 		e.out.note(fmt.Sprintf("bridge scenario failed: %v", err))
 	}
 	// The small sentinel's figures stay for the Pushgateway comparison,
 	// its process gives the machine back to the large fleets.
+	if emb != nil {
+		if err := e.postgres(ing10, emb); err != nil {
+			e.out.note(fmt.Sprintf("PostgreSQL scenario failed: %v", err))
+		}
+	}
 	ing10.sentinel.stop()
 	if !e.quick {
 		if err := e.largeFleet(bare, ing10); err != nil {
@@ -544,7 +550,12 @@ func (e *env) ingest(bare *proc, n int) (*ingestResult, error) {
 }
 
 func (e *env) startSentinel(name, data string, extra []string, extraEnv ...string) (*proc, error) {
-	args := append([]string{"--config.file", e.cfgFile, "--storage.path", data,
+	return e.startSentinelWith(e.cfgFile, name, data, extra, extraEnv...)
+}
+
+// startSentinelWith starts sentinel with the configuration file cfg.
+func (e *env) startSentinelWith(cfg, name, data string, extra []string, extraEnv ...string) (*proc, error) {
+	args := append([]string{"--config.file", cfg, "--storage.path", data,
 		"--web.listen-address", e.addr(), "--log.level", "warn"}, extra...)
 	return e.start(name, e.serverCPU, extraEnv, filepath.Join(e.bin, "sentinel"), args...)
 }
@@ -552,12 +563,27 @@ func (e *env) startSentinel(name, data string, extra []string, extraEnv ...strin
 // scrapeMedian GETs url n times, identity encoding, and returns the median
 // time to the last byte and the size.
 func scrapeMedian(url string, n int) (float64, float64, error) {
+	id, _, err := scrapeMedians(url, n, false)
+	return id.seconds, id.bytes, err
+}
+
+// scrapeFigures is the median time to the last byte of some scrapes, and
+// the size of the answer.
+type scrapeFigures struct{ seconds, bytes float64 }
+
+// scrapeMedians GETs url n times with identity encoding and, when withGzip,
+// n times more asking for gzip as Prometheus does, alternating, and returns
+// the medians of each. The gzip answer is read as it comes, not inflated.
+func scrapeMedians(url string, n int, withGzip bool) (identity, gzipped scrapeFigures, err error) {
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}, Timeout: 2 * time.Minute}
-	var times []float64
-	var size float64
-	for range n {
+	get := func(encoding string) (float64, float64, error) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return 0, 0, err
+		}
+		req.Header.Set("Accept-Encoding", encoding)
 		start := time.Now()
-		resp, err := client.Get(url)
+		resp, err := client.Do(req)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -569,11 +595,32 @@ func scrapeMedian(url string, n int) (float64, float64, error) {
 		if resp.StatusCode != http.StatusOK {
 			return 0, 0, fmt.Errorf("GET %s: %s", url, resp.Status)
 		}
-		times = append(times, time.Since(start).Seconds())
-		size = float64(b)
+		if got := resp.Header.Get("Content-Encoding"); got != strings.TrimSuffix(encoding, "identity") {
+			return 0, 0, fmt.Errorf("GET %s with Accept-Encoding %s: Content-Encoding %q", url, encoding, got)
+		}
+		return time.Since(start).Seconds(), float64(b), nil
 	}
-	slices.Sort(times)
-	return times[len(times)/2], size, nil
+	var idTimes, gzTimes []float64
+	for range n {
+		sec, size, err := get("identity")
+		if err != nil {
+			return identity, gzipped, err
+		}
+		idTimes, identity.bytes = append(idTimes, sec), size
+		if withGzip {
+			if sec, size, err = get("gzip"); err != nil {
+				return identity, gzipped, err
+			}
+			gzTimes, gzipped.bytes = append(gzTimes, sec), size
+		}
+	}
+	slices.Sort(idTimes)
+	identity.seconds = idTimes[len(idTimes)/2]
+	if withGzip {
+		slices.Sort(gzTimes)
+		gzipped.seconds = gzTimes[len(gzTimes)/2]
+	}
+	return identity, gzipped, nil
 }
 
 // scrapeBest is scrapeMedian's fastest scrape instead of the median.
@@ -639,6 +686,7 @@ func families(url string) ([]string, error) {
 type scrapeResult struct {
 	agents                     int
 	sentSeconds, sentBytes     float64
+	gzipSeconds, gzipBytes     float64 // sentinel, asked for gzip
 	vecSeconds, vecBytes       float64
 	sentRSS, vecRSS            int64
 	sentRSSScraped             int64
@@ -656,9 +704,11 @@ func (e *env) scrape(bare *proc, r *ingestResult) error {
 	if s.families, err = families(sent.url + "/metrics"); err != nil {
 		return err
 	}
-	if s.sentSeconds, s.sentBytes, err = scrapeMedian(sent.url+"/metrics", 5); err != nil {
+	id, gz, err := scrapeMedians(sent.url+"/metrics", 5, true)
+	if err != nil {
 		return err
 	}
+	s.sentSeconds, s.sentBytes, s.gzipSeconds, s.gzipBytes = id.seconds, id.bytes, gz.seconds, gz.bytes
 	s.sentRSSScraped = sent.rss()
 	args := []string{"--web.listen-address", e.addr(), "gaugevec", "--agents", strconv.Itoa(r.agents)}
 	for _, f := range s.families {
@@ -867,18 +917,12 @@ type killResult struct {
 func (e *env) killSwitch(sent *proc, data string) error {
 	logf("kill switch")
 	k := &killResult{agents: e.large}
-	d := 10 * time.Second
-	if e.quick {
-		d = 4 * time.Second
-	}
-	var err error
+	d := e.bridgeDuration()
 	// A quarter of the fleet at most, each agent once, so that every call
 	// is a new durable revocation and revoke-all still has most to do.
 	limit := e.large / 4
-	k.revocations, k.revErrors, err = e.posts(sent.url, func(i int) string {
-		return fmt.Sprintf("/api/v1/installations/loadgen-%07d/revoke", i)
-	}, `{"reason":"bench","shutdown_timeout_ms":5000}`, d, limit)
-	if err != nil {
+	var err error
+	if k.revocations, k.revErrors, err = e.revocations(sent, d, limit); err != nil {
 		return err
 	}
 	ref, err := e.start("fsync", e.serverCPU, nil, filepath.Join(e.bin, "refserver"), "--web.listen-address", e.addr(),
@@ -897,22 +941,8 @@ func (e *env) killSwitch(sent *proc, data string) error {
 	// Whatever the durable files are called (journal, ledger), revoke-all
 	// adds its records to them: count the directory.
 	before := dirSize(data)
-	start := time.Now()
-	status, body, err := post(sent.url+"/api/v1/revoke-all", `{"reason":"bench revoke-all","shutdown_timeout_ms":5000}`)
-	if err != nil {
+	if k.revokeAllSeconds, k.revokeAllAgents, err = revokeAll(sent); err != nil {
 		return err
-	}
-	if status != http.StatusOK {
-		return fmt.Errorf("revoke-all: %d %s", status, body)
-	}
-	k.revokeAllSeconds = time.Since(start).Seconds()
-	var out map[string]any
-	_ = json.Unmarshal(body, &out)
-	for _, key := range []string{"revoked", "count", "agents"} {
-		if v, ok := out[key].(float64); ok {
-			k.revokeAllAgents = int(v)
-			break
-		}
 	}
 	k.journalBytes = dirSize(data) - before
 	if k.journalBytes > 0 {
@@ -923,6 +953,36 @@ func (e *env) killSwitch(sent *proc, data string) error {
 	}
 	e.out.killSwitch(k)
 	return nil
+}
+
+// revocations revokes agents loadgen-0000000 and up, each once, from 32
+// concurrent admin callers for at most d, and returns the acknowledged
+// revocations per second and the failures.
+func (e *env) revocations(sent *proc, d time.Duration, limit int) (float64, int, error) {
+	return e.posts(sent.url, func(i int) string {
+		return fmt.Sprintf("/api/v1/installations/loadgen-%07d/revoke", i)
+	}, `{"reason":"bench","shutdown_timeout_ms":5000}`, d, limit)
+}
+
+// revokeAll revokes the whole tenant and returns how long the answer took
+// and how many agents it newly revoked.
+func revokeAll(sent *proc) (float64, int, error) {
+	start := time.Now()
+	status, body, err := post(sent.url+"/api/v1/revoke-all", `{"reason":"bench revoke-all","shutdown_timeout_ms":5000}`)
+	if err != nil {
+		return 0, 0, err
+	}
+	if status != http.StatusOK {
+		return 0, 0, fmt.Errorf("revoke-all: %d %s", status, body)
+	}
+	seconds := time.Since(start).Seconds()
+	var out struct {
+		Revoked int `json:"revoked"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		return 0, 0, fmt.Errorf("revoke-all answer: %w", err)
+	}
+	return seconds, out.Revoked, nil
 }
 
 // dirSize is the total size of the regular files in dir, snapshots left
@@ -1194,7 +1254,9 @@ func startHookReceiver() (*hookReceiver, error) {
 	h := &hookReceiver{url: "http://" + l.Addr().String() + "/hook"}
 	go http.Serve(l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		if r.Header.Get("X-ABS-Event") != "" {
+		// Only the bridge's announcements: revocations (agent.revoked) of
+		// the kill-switch runs may still be delivered meanwhile.
+		if r.Header.Get("X-ABS-Event") == "heartbeat.state_change" {
 			h.mu.Lock()
 			h.times = append(h.times, time.Now())
 			h.mu.Unlock()
@@ -1226,23 +1288,65 @@ type bridgeResult struct {
 // different agent each) to the small sentinel and measures the durable
 // acknowledgements, then the outbox delivering the announcements to the
 // local webhook endpoint.
-func (e *env) bridge(small *ingestResult) error {
+func (e *env) bridge(small *ingestResult) (*bridgeResult, error) {
 	sent := small.sentinel
 	status, _, err := postAs(sent.url+"/api/v1/alertmanager", bridgeToken, `{}`)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if status == http.StatusNotFound || status == http.StatusMethodNotAllowed {
 		e.out.note("The bridge (POST /api/v1/alertmanager) is not in this build: no bridge figures.")
-		return nil
+		return nil, nil
 	}
 	logf("bridge: Alertmanager notifications and outbox deliveries")
-	b := &bridgeResult{agents: small.agents}
-	d := 10 * time.Second
-	if e.quick {
-		d = 4 * time.Second
+	d := e.bridgeDuration()
+	b, err := e.measureBridge(sent, small.agents)
+	if err != nil {
+		return nil, err
 	}
 	limit := small.agents / 2
+	ref, err := e.start("fsync", e.serverCPU, nil, filepath.Join(e.bin, "refserver"), "--web.listen-address", e.addr(),
+		"fsync", "--file", filepath.Join(e.dir, "fsync-bridge.log"))
+	if err != nil {
+		return nil, err
+	}
+	b.fsyncs, b.fsyncErrors, err = e.postsAs(ref.url, bridgeToken, func(i int) (string, string) {
+		return "/api/v1/alertmanager", `{"version":"4","alerts":[{"labels":{"agent_id":"` + fmt.Sprintf("loadgen-%07d", i) + `"}}]}`
+	}, d, limit, nil)
+	ref.stop()
+	if err != nil {
+		return nil, err
+	}
+	// The endpoint's own capacity: the same number of POSTs of a
+	// delivery's size, 32 at a time, straight from a Go client.
+	body := strings.Repeat("x", 420)
+	endpoint := strings.TrimSuffix(e.hook.url, "/hook")
+	rate, _, err := e.postsAs(endpoint, "", func(int) (string, string) { return "/hook", body }, d, max(b.delivered, 1000), nil)
+	if err != nil {
+		return nil, err
+	}
+	b.endpointRate = rate
+	e.out.bridge(b)
+	return b, nil
+}
+
+// bridgeDuration is how long the notifications of a bridge run are sent.
+func (e *env) bridgeDuration() time.Duration {
+	if e.quick {
+		return 4 * time.Second
+	}
+	return 10 * time.Second
+}
+
+// measureBridge sends Alertmanager notifications to sent (one AgentSilent
+// alert each, a different agent of the first agents/2 each) and measures
+// the durable acknowledgements, then waits for the outbox to deliver the
+// announcements to the local webhook endpoint.
+func (e *env) measureBridge(sent *proc, agents int) (*bridgeResult, error) {
+	b := &bridgeResult{agents: agents}
+	d := e.bridgeDuration()
+	limit := agents / 2
+	var err error
 	before := e.hook.count()
 	startsAt := time.Now().UTC().Add(-time.Minute).Format(time.RFC3339)
 	var lat []float64
@@ -1260,7 +1364,7 @@ func (e *env) bridge(small *ingestResult) error {
 		latMu.Unlock()
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	acked := time.Now()
 	if len(lat) > 0 {
@@ -1285,29 +1389,7 @@ func (e *env) bridge(small *ingestResult) error {
 		b.drainSeconds = max(0, times[len(times)-1].Sub(acked).Seconds())
 	}
 
-	ref, err := e.start("fsync", e.serverCPU, nil, filepath.Join(e.bin, "refserver"), "--web.listen-address", e.addr(),
-		"fsync", "--file", filepath.Join(e.dir, "fsync-bridge.log"))
-	if err != nil {
-		return err
-	}
-	b.fsyncs, b.fsyncErrors, err = e.postsAs(ref.url, bridgeToken, func(i int) (string, string) {
-		return "/api/v1/alertmanager", `{"version":"4","alerts":[{"labels":{"agent_id":"` + fmt.Sprintf("loadgen-%07d", i) + `"}}]}`
-	}, d, limit, nil)
-	ref.stop()
-	if err != nil {
-		return err
-	}
-	// The endpoint's own capacity: the same number of POSTs of a
-	// delivery's size, 32 at a time, straight from a Go client.
-	body := strings.Repeat("x", 420)
-	endpoint := strings.TrimSuffix(e.hook.url, "/hook")
-	rate, _, err := e.postsAs(endpoint, "", func(int) (string, string) { return "/hook", body }, d, max(b.delivered, 1000), nil)
-	if err != nil {
-		return err
-	}
-	b.endpointRate = rate
-	e.out.bridge(b)
-	return nil
+	return b, nil
 }
 
 func postAs(url, token, body string) (int, []byte, error) {
