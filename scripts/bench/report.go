@@ -184,7 +184,8 @@ func (r *report) memory1M(n int, empty, loaded int64, res *loadResult, heap map[
 		"| RSS growth per agent | %.0f B | 1024 B | %s | |\n"+
 		"| GC CPU share during the heartbeats | %.1f %% (%.2f s of %.2f s, %d cycles) | the process's whole CPU time | %.3f | |\n"+
 		"| Go heap in use / next GC goal / heap obtained from the OS | %s / %s / %s | RSS %s | %s / %s / %s | |\n\n"+
-		"GC CPU is the sum of the gctrace cycles' assist, background and stop-the-world CPU (idle marking left out) over the load phase, divided by the process's user+sys time from /proc over the same phase.\n",
+		"GC CPU is the sum of the gctrace cycles' assist, background and stop-the-world CPU (idle marking left out) over the load phase, divided by the process's user+sys time from /proc over the same phase. "+
+		"The heartbeat store's records and strings live in memory mapped outside the Go heap: they are in the RSS, not in the Go heap figures.\n",
 		human(n), human(n), l.Throughput, l.Seconds, ms(l.Latency.P99), l.Errors,
 		per, mib(float64(loaded)), ratio(per, 1024), verdict(per <= 1024),
 		float64(loaded-empty)/float64(n), ratio(float64(loaded-empty)/float64(n), 1024),
