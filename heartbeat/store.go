@@ -194,16 +194,30 @@ func (s *Store) hash(k fleet.Key) uint64 {
 func (s *Store) shardOf(h uint64) *shard { return &s.shards[h>>56] }
 
 // find returns the slot of k, or -1. The shard lock must be held.
+//
+// The index and the record's hash settle all but the rarest lookups (a
+// 64-bit hash shared by two keys); the arena, a third dependent cache miss,
+// is read once, only to confirm the key in place.
 func (sh *shard) find(h uint64, k fleet.Key) int {
 	for next := sh.index[h]; next != 0; {
 		slot := next - 1
 		r := &sh.records[slot]
-		if sh.str(r, strTenant) == k.Tenant && sh.str(r, strAgentID) == k.AgentID {
+		if r.hash == h && blobHasKey(sh.arena[r.blobOff:r.blobOff+r.blobLen], k) {
 			return int(slot)
 		}
 		next = r.next
 	}
 	return -1
+}
+
+// blobHasKey reports whether blob starts with k's tenant and agent id, its
+// first two strings, comparing in place.
+func blobHasKey(blob []byte, k fleet.Key) bool {
+	nt, na := len(k.Tenant), len(k.AgentID)
+	if len(blob) < 2+nt+na || int(blob[0]) != nt || int(blob[1+nt]) != na {
+		return false
+	}
+	return string(blob[1:1+nt]) == k.Tenant && string(blob[2+nt:2+nt+na]) == k.AgentID
 }
 
 // str returns string i of r's blob without copying; it is valid while the
@@ -224,26 +238,66 @@ func blobString(blob []byte, i int) string {
 	return unsafe.String(&blob[pos+1], n)
 }
 
-// appendBlob encodes the strings of an agent in blob order.
-func appendBlob(b []byte, k fleet.Key, version string, p *Platform) []byte {
-	for _, s := range [numStrings]string{
-		k.Tenant, k.AgentID, version, p.ContainerID, p.Image, p.PodName, p.Namespace,
-		p.Node, p.FunctionName, p.Region, p.Hostname, p.OS,
-	} {
-		if len(s) > MaxStringLen {
-			// The protocol layer refuses longer ones; this only guards the
-			// encoding. Cut at a rune boundary: a split rune would be invalid
-			// UTF-8, which no label value may be.
-			n := MaxStringLen
-			for n > MaxStringLen-utf8.UTFMax && !utf8.RuneStart(s[n]) {
-				n--
-			}
-			s = s[:n]
+// blobStrings returns every string of blob in one forward pass, without
+// copying: reading them one by one with blobString walks the blob again
+// for each. An empty blob (a record not yet written) gives empty strings.
+func blobStrings(blob []byte) (strs [numStrings]string) {
+	pos := 0
+	for i := range strs {
+		if pos >= len(blob) {
+			break
 		}
+		n := int(blob[pos])
+		if n > 0 {
+			strs[i] = unsafe.String(&blob[pos+1], n)
+		}
+		pos += 1 + n
+	}
+	return strs
+}
+
+// clipString cuts s to MaxStringLen bytes at a rune boundary. The protocol
+// layer refuses longer strings; this only guards the encoding, and a split
+// rune would be invalid UTF-8, which no label value may be.
+func clipString(s string) string {
+	if len(s) <= MaxStringLen {
+		return s
+	}
+	n := MaxStringLen
+	for n > MaxStringLen-utf8.UTFMax && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// appendStrings encodes strs, already clipped, as a blob.
+func appendStrings(b []byte, strs *[numStrings]string) []byte {
+	for _, s := range strs {
 		b = append(b, byte(len(s)))
 		b = append(b, s...)
 	}
 	return b
+}
+
+// appendBlob encodes the strings of an agent in blob order.
+func appendBlob(b []byte, k fleet.Key, version string, p *Platform) []byte {
+	strs := [numStrings]string{
+		k.Tenant, k.AgentID, version, p.ContainerID, p.Image, p.PodName, p.Namespace,
+		p.Node, p.FunctionName, p.Region, p.Hostname, p.OS,
+	}
+	for i := range strs {
+		strs[i] = clipString(strs[i])
+	}
+	return appendStrings(b, &strs)
+}
+
+// setPlatformStrings sets the platform strings of strs from p, clipped.
+func setPlatformStrings(strs *[numStrings]string, p *Platform) {
+	for i, s := range [...]string{
+		p.ContainerID, p.Image, p.PodName, p.Namespace, p.Node, p.FunctionName, p.Region, p.Hostname, p.OS,
+	} {
+		strs[strContainerID+i] = clipString(s)
+	}
 }
 
 // setBlob stores blob as r's strings, reusing the current space when equal.
@@ -251,6 +305,11 @@ func (sh *shard) setBlob(r *record, blob []byte) {
 	if r.blobLen > 0 && string(sh.arena[r.blobOff:r.blobOff+r.blobLen]) == string(blob) {
 		return
 	}
+	sh.writeBlob(r, blob)
+}
+
+// writeBlob stores blob as r's strings in new space of the arena.
+func (sh *shard) writeBlob(r *record, blob []byte) {
 	sh.garbage += int(r.blobLen)
 	r.blobOff, r.blobLen = uint32(len(sh.arena)), uint32(len(blob))
 	sh.arena = append(reserve(&sh.mem.arena, sh.arena, len(blob)), blob...)
@@ -363,8 +422,6 @@ func (s *Store) Beat(req *BeatRequest, tenant fleet.Thresholds) (BeatResult, err
 			}
 			r.command, r.commandSeq = cmd, seq
 		}
-		var blob [2 + 2*MaxStringLen + numStrings]byte
-		sh.setBlob(r, appendBlob(blob[:0], req.Key, "", &Platform{}))
 		res.Registered = true
 		res.Previous = fleet.StateActive
 	} else {
@@ -406,20 +463,26 @@ func (s *Store) Beat(req *BeatRequest, tenant fleet.Thresholds) (BeatResult, err
 	if req.HasExitCode {
 		r.exitCode, r.flags = req.ExitCode, r.flags|flagHasExitCode
 	}
-	if req.HasPlatform || req.Version != "" {
-		version, platform := req.Version, req.Platform
-		blob := sh.arena[r.blobOff : r.blobOff+r.blobLen]
-		if version == "" {
-			version = blobString(blob, strVersion)
+	// The strings change rarely: compare them with the stored ones in one
+	// pass over the blob and write a new blob only when one differs (a new
+	// agent's has none yet).
+	if res.Registered || req.HasPlatform || req.Version != "" {
+		cur := blobStrings(sh.arena[r.blobOff : r.blobOff+r.blobLen])
+		next := cur
+		if res.Registered {
+			next[strTenant], next[strAgentID] = clipString(req.Key.Tenant), clipString(req.Key.AgentID)
 		}
-		if !req.HasPlatform {
-			platform = blobPlatform(blob, r)
-		} else {
-			r.platform, r.pid = platform.Type, platform.PID
+		if req.Version != "" {
+			next[strVersion] = clipString(req.Version)
 		}
-		var buf [maxBlobLen]byte
-		b := appendBlob(buf[:0], req.Key, version, &platform)
-		sh.setBlob(r, b)
+		if req.HasPlatform {
+			r.platform, r.pid = req.Platform.Type, req.Platform.PID
+			setPlatformStrings(&next, &req.Platform)
+		}
+		if res.Registered || next != cur {
+			var buf [maxBlobLen]byte
+			sh.writeBlob(r, appendStrings(buf[:0], &next))
+		}
 	}
 	if revoked {
 		return res, nil
@@ -486,33 +549,27 @@ func (sh *shard) insert(h uint64) *record {
 	return r
 }
 
-// blobPlatform decodes r's platform from its blob; the strings borrow
-// from the blob's memory.
-func blobPlatform(blob []byte, r *record) Platform {
-	return Platform{
-		Type:         r.platform,
-		ContainerID:  blobString(blob, strContainerID),
-		Image:        blobString(blob, strImage),
-		PodName:      blobString(blob, strPodName),
-		Namespace:    blobString(blob, strNamespace),
-		Node:         blobString(blob, strNode),
-		FunctionName: blobString(blob, strFunctionName),
-		Region:       blobString(blob, strRegion),
-		Hostname:     blobString(blob, strHostname),
-		OS:           blobString(blob, strOS),
-		PID:          r.pid,
-	}
-}
-
 // decode fills a from r. Strings borrow from arena: the caller copies them
 // when a must outlive the arena.
 func decode(a *Agent, r *record, arena []byte) {
-	blob := arena[r.blobOff : r.blobOff+r.blobLen]
+	strs := blobStrings(arena[r.blobOff : r.blobOff+r.blobLen])
 	*a = Agent{
-		Key:           fleet.Key{Tenant: blobString(blob, strTenant), AgentID: blobString(blob, strAgentID)},
-		Status:        r.status,
-		Version:       blobString(blob, strVersion),
-		Platform:      blobPlatform(blob, r),
+		Key:     fleet.Key{Tenant: strs[strTenant], AgentID: strs[strAgentID]},
+		Status:  r.status,
+		Version: strs[strVersion],
+		Platform: Platform{
+			Type:         r.platform,
+			ContainerID:  strs[strContainerID],
+			Image:        strs[strImage],
+			PodName:      strs[strPodName],
+			Namespace:    strs[strNamespace],
+			Node:         strs[strNode],
+			FunctionName: strs[strFunctionName],
+			Region:       strs[strRegion],
+			Hostname:     strs[strHostname],
+			OS:           strs[strOS],
+			PID:          r.pid,
+		},
 		RegisteredAt:  time.Unix(0, r.registered).UTC(),
 		LastHeartbeat: time.Unix(0, r.lastBeat).UTC(),
 		Interval:      time.Duration(r.interval),
@@ -568,7 +625,7 @@ func (s *Store) Delete(k fleet.Key) bool {
 	for next := sh.index[h]; next != 0; {
 		slot := next - 1
 		r := &sh.records[slot]
-		if sh.str(r, strTenant) == k.Tenant && sh.str(r, strAgentID) == k.AgentID {
+		if r.hash == h && blobHasKey(sh.arena[r.blobOff:r.blobOff+r.blobLen], k) {
 			if prevNext == 0 {
 				if r.next == 0 {
 					delete(sh.index, h)

@@ -807,3 +807,90 @@ func TestStoreSilentAgentSurvivesHeartbeatFlood(t *testing.T) {
 		require.Equal(t, variants[(i+(rounds-1+i%4)/4*7+2*13)%len(variants)], a.Platform.Image)
 	}
 }
+
+// TestStoreBeatRewritesBlobOnlyOnChange: a beat compares its strings with
+// the stored ones and writes a new blob only when one differs, and the
+// agent always reads back what it last reported.
+func TestStoreBeatRewritesBlobOnlyOnChange(t *testing.T) {
+	base := stPlatform(1, 1)
+	changed := base
+	changed.Node = "node-other"
+	pid := base
+	pid.PID = 99
+	long := base
+	long.Hostname = strings.Repeat("h", 1000)
+	cut := long
+	cut.Hostname = long.Hostname[:MaxStringLen]
+	for _, tc := range []struct {
+		name string
+		// The agent registers with version 1.0 and platform base, then
+		// beats with version and platform (nil: the beat carries none).
+		version      string
+		platform     *Platform
+		rewrite      bool
+		wantVersion  string
+		wantPlatform Platform
+	}{
+		{"same version and platform", "1.0", &base, false, "1.0", base},
+		{"neither", "", nil, false, "1.0", base},
+		{"same version only", "1.0", nil, false, "1.0", base},
+		{"new version only", "1.1", nil, true, "1.1", base},
+		{"new version, same platform", "1.1", &base, true, "1.1", base},
+		{"one platform field", "", &changed, true, "1.0", changed},
+		{"pid only, kept in the record", "", &pid, false, "1.0", pid},
+		{"over-long string, cut", "", &long, true, "1.0", cut},
+		{"platform cleared", "", &Platform{}, true, "1.0", Platform{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewStore(10, nil)
+			first := stBeat("a", stT0)
+			first.Version, first.Platform, first.HasPlatform = "1.0", base, true
+			stMustBeat(t, s, first)
+			sh := s.shardOf(s.hash(stKey("a")))
+			for i := range 2 { // the second beat repeats the first: never a rewrite
+				before, garbage := len(sh.arena), sh.garbage
+				req := stBeat("a", stT0.Add(time.Duration(i+1)*time.Second))
+				req.Version = tc.version
+				if tc.platform != nil {
+					req.Platform, req.HasPlatform = *tc.platform, true
+				}
+				stMustBeat(t, s, req)
+				rewrite := tc.rewrite && i == 0
+				require.Equal(t, rewrite, len(sh.arena) != before, "beat %d: arena grew", i)
+				require.Equal(t, rewrite, sh.garbage != garbage, "beat %d: old blob became garbage", i)
+				a := stMustGet(t, s, stKey("a"))
+				require.Equal(t, stKey("a"), a.Key)
+				require.Equal(t, tc.wantVersion, a.Version)
+				require.Equal(t, tc.wantPlatform, a.Platform)
+			}
+		})
+	}
+}
+
+// TestBlobStringsAndKey: the one-pass reader agrees with reading each string
+// alone, and the in-place key check matches exactly the stored key.
+func TestBlobStringsAndKey(t *testing.T) {
+	p := stPlatform(3, 7)
+	blob := appendBlob(nil, fleet.Key{Tenant: "acme", AgentID: "agent-1"}, "2.0", &p)
+	strs := blobStrings(blob)
+	for i := range numStrings {
+		require.Equal(t, blobString(blob, i), strs[i], i)
+	}
+	require.Equal(t, [numStrings]string{}, blobStrings(nil))
+	for _, tc := range []struct {
+		key  fleet.Key
+		want bool
+	}{
+		{fleet.Key{Tenant: "acme", AgentID: "agent-1"}, true},
+		{fleet.Key{Tenant: "acme", AgentID: "agent-2"}, false},
+		{fleet.Key{Tenant: "acme", AgentID: "agent-10"}, false},
+		{fleet.Key{Tenant: "acme", AgentID: "agent-"}, false},
+		{fleet.Key{Tenant: "acm", AgentID: "eagent-1"}, false},
+		{fleet.Key{Tenant: "acmex", AgentID: "agent-1"}, false},
+		{fleet.Key{Tenant: "", AgentID: "agent-1"}, false},
+	} {
+		require.Equal(t, tc.want, blobHasKey(blob, tc.key), "%+v", tc.key)
+	}
+	require.False(t, blobHasKey(nil, fleet.Key{}), "an unwritten blob holds no key")
+	require.False(t, blobHasKey([]byte{4, 'a', 'c', 'm'}, fleet.Key{Tenant: "acme"}), "a short blob is no match")
+}
