@@ -1,9 +1,9 @@
 package heartbeat
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -137,7 +137,7 @@ func (s *fastScanner) consume(c byte) bool {
 	return false
 }
 
-// plainString reads a string of printable ASCII without escapes, the value
+// plainString reads a string of ASCII without escapes or controls, the value
 // of field f once copyStrings runs.
 func (s *fastScanner) plainString(f stringField) bool {
 	start, end, ok := s.plainSpan()
@@ -171,44 +171,52 @@ func (s *fastScanner) copyStrings(out *beatBody) {
 	}
 }
 
-// plainSpan reads a string of printable ASCII without escapes and returns
+// plainSpan reads a string of ASCII without escapes or controls and returns
 // where its content lies in data.
 func (s *fastScanner) plainSpan() (start, end int, ok bool) {
 	if !s.consume('"') {
 		return 0, 0, false
 	}
 	start = s.pos
-	n := bytes.IndexByte(s.data[start:], '"')
-	// An escaped quote leaves its backslash before the quote found, which
-	// plainASCII refuses: escapes are encoding/json's.
-	if n < 0 || !plainASCII(s.data[start:start+n]) {
+	n, ok := plainLen(s.data[start:])
+	if !ok {
 		return 0, 0, false
 	}
 	s.pos = start + n + 1
 	return start, start + n, true
 }
 
-// plainASCII reports whether b holds only printable ASCII other than the
-// backslash (0x20 to 0x7e), eight bytes at a time: the strings of a
-// heartbeat were most of its decoding time when read byte by byte.
-func plainASCII(b []byte) bool {
+// plainLen returns the length of the string b starts with, up to its
+// closing quote, when it holds only ASCII without control characters or
+// backslashes, which encoding/json keeps as they are: an escape (even of a
+// quote) and anything that is not ASCII are encoding/json's. It looks for
+// the quote and checks the bytes before it in one pass, eight bytes at a
+// time: the strings of a heartbeat are most of its decoding time, and a
+// quote search followed by a check read each string twice.
+func plainLen(b []byte) (int, bool) {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	for ; len(b) >= 8; b = b[8:] {
-		x := binary.LittleEndian.Uint64(b)
-		y := x ^ (ones * '\\')
-		// A byte below 0x20 borrows into its high bit; one above 0x7e
-		// carries into it or has it set; a backslash is a zero byte of y.
-		// Each term is nonzero exactly when such a byte is present.
-		if ((x-ones*0x20)&^x|(x+ones)|x|(y-ones)&^y)&highs != 0 {
-			return false
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		x := binary.LittleEndian.Uint64(b[i:])
+		bs, q := x^(ones*'\\'), x^(ones*'"')
+		// A byte below 0x20 borrows into its high bit; one above 0x7f has
+		// it set; a backslash or a quote is a zero byte of bs or q, which
+		// borrows into it. A borrow can flag a byte above the one that
+		// caused it, never below: the lowest flag is exact.
+		if m := ((x - ones*0x20) | x | (bs - ones) | (q - ones)) & highs; m != 0 {
+			j := i + bits.TrailingZeros64(m)/8
+			return j, b[j] == '"'
 		}
 	}
-	for _, c := range b {
-		if c < 0x20 || c >= 0x7f || c == '\\' {
-			return false
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return i, true
+		case c < 0x20 || c >= 0x80 || c == '\\':
+			return 0, false
 		}
 	}
-	return true
+	return 0, false
 }
 
 // number reads a JSON number token (strict grammar).

@@ -17,6 +17,8 @@ var decodeSeeds = []string{
 	`{"status":"healthy","status":"degraded"}`,
 	`{"Status":"healthy"}`,
 	`{"status":"h\u00e9"}`,
+	"{\"version\":\"1.0\x7f\",\"platform\":{\"os\":\"linux\x01\"}}",
+	"{\"version\":\"v\x7f\"}",
 	`{"status":null}`,
 	`{"uptime_seconds":1e400}`,
 	`{"uptime_seconds":-0.5e-3}`,
@@ -82,28 +84,41 @@ func FuzzDecodeBeatBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) { checkDecodeMatchesJSON(t, data) })
 }
 
-// TestPlainASCII holds the word-at-a-time check to the byte loop it
-// replaces, for every byte value in every position of strings a word long
-// and longer.
-func TestPlainASCII(t *testing.T) {
-	naive := func(b []byte) bool {
-		for _, c := range b {
-			if c < 0x20 || c >= 0x7f || c == '\\' {
-				return false
+// TestPlainLen holds the word-at-a-time scan to a byte loop, for every byte
+// value in every position of strings a word long and longer, followed by a
+// quote and by bytes the scan must not look at.
+func TestPlainLen(t *testing.T) {
+	naive := func(b []byte) (int, bool) {
+		for i, c := range b {
+			switch {
+			case c == '"':
+				return i, true
+			case c < 0x20 || c >= 0x80 || c == '\\':
+				return 0, false
 			}
 		}
-		return true
+		return 0, false
 	}
 	for n := range 20 {
 		for pos := range n {
 			for c := range 256 {
-				b := bytes.Repeat([]byte{'a'}, n)
-				b[pos] = byte(c)
-				require.Equal(t, naive(b), plainASCII(b), "%q", b)
+				for _, tail := range []string{``, `"`, `"\x00\xff\\`, `"aaaaaaaaaaaaaaaa`} {
+					b := append(bytes.Repeat([]byte{'a'}, n), tail...)
+					b[pos] = byte(c)
+					wantN, wantOK := naive(b)
+					gotN, gotOK := plainLen(b)
+					require.Equal(t, wantOK, gotOK, "%q", b)
+					if wantOK {
+						require.Equal(t, wantN, gotN, "%q", b)
+					}
+				}
 			}
 		}
 	}
-	require.True(t, plainASCII([]byte(" ~!#$%&'()*+,-./0123456789:;<=>?@AZ[]^_`az{|}")))
+	const printable = " ~!#$%&'()*+,-./0123456789:;<=>?@AZ[]^_`az{|}\x7f"
+	n, ok := plainLen([]byte(printable + `"tail`))
+	require.True(t, ok)
+	require.Equal(t, len(printable), n)
 }
 
 func TestWholeNumber(t *testing.T) {
