@@ -755,7 +755,7 @@ func (rc *Receiver) appendBeaconAnswer(out []byte, b *beat) []byte {
 	out = append(out, `","next_heartbeat_at":"`...)
 	out = appendTime(out, b.now.Add(b.interval))
 	out = append(out, `","heartbeat_interval_seconds":`...)
-	out = strconv.AppendFloat(out, b.interval.Seconds(), 'f', -1, 64)
+	out = appendSeconds(out, b.interval)
 	out = append(out, `,"command":`...)
 	out = appendCommand(out, b.res.Command)
 	// A token issued to a beat that came with a runtime token is a refresh,
@@ -770,7 +770,7 @@ func (rc *Receiver) appendBeaconAnswer(out []byte, b *beat) []byte {
 	}
 	if b.res.Registered {
 		out = append(out, `,"registered":true,"lease_duration_seconds":`...)
-		out = strconv.AppendFloat(out, (b.interval * time.Duration(b.thresholds.SilentAfter)).Seconds(), 'f', -1, 64)
+		out = appendSeconds(out, b.interval*time.Duration(b.thresholds.SilentAfter))
 		if b.token != "" && !refreshed {
 			out = append(out, `,"runtime_token":`...)
 			out = b.appendToken(out)
@@ -844,47 +844,95 @@ func appendCommand(out []byte, c fleet.Command) []byte {
 
 // appendTime appends t in UTC as time.RFC3339Nano does, by hand for the
 // years of four digits: two of them are in every Beacon answer, and the
-// layout interpreter cost more than the rest of the answer.
+// layout interpreter cost more than the rest of the answer. The date comes
+// from the Unix day in one step (time's Date and Clock each derive it
+// again), the digits two at a time.
 func appendTime(out []byte, t time.Time) []byte {
-	t = t.UTC()
-	year, month, day := t.Date()
-	if year < 1000 || year > 9999 {
-		return t.AppendFormat(out, time.RFC3339Nano)
+	secs := t.Unix()
+	if secs < fourDigitYears[0] || secs >= fourDigitYears[1] {
+		return t.UTC().AppendFormat(out, time.RFC3339Nano)
 	}
-	hour, minute, sec := t.Clock()
-	out = appendDigits(out, year, 4)
-	out = append(out, '-')
-	out = appendDigits(out, int(month), 2)
-	out = append(out, '-')
-	out = appendDigits(out, day, 2)
-	out = append(out, 'T')
-	out = appendDigits(out, hour, 2)
-	out = append(out, ':')
-	out = appendDigits(out, minute, 2)
-	out = append(out, ':')
-	out = appendDigits(out, sec, 2)
+	days, rem := secs/86400, secs%86400
+	if rem < 0 {
+		days, rem = days-1, rem+86400
+	}
+	year, month, day := civilDate(days)
+	var b [30]byte // 2006-01-02T15:04:05.999999999Z
+	put2(b[0:], year/100)
+	put2(b[2:], year%100)
+	b[4] = '-'
+	put2(b[5:], month)
+	b[7] = '-'
+	put2(b[8:], day)
+	b[10] = 'T'
+	put2(b[11:], int(rem/3600))
+	b[13] = ':'
+	put2(b[14:], int(rem/60%60))
+	b[16] = ':'
+	put2(b[17:], int(rem%60))
+	n := 19
 	if ns := t.Nanosecond(); ns != 0 {
 		// Nine digits, less the trailing zeros, as the layout's .999999999.
-		digits := 9
-		for ns%10 == 0 {
-			ns /= 10
-			digits--
+		b[19] = '.'
+		b[20] = byte('0' + ns/100_000_000)
+		put2(b[21:], ns/1_000_000%100)
+		put2(b[23:], ns/10_000%100)
+		put2(b[25:], ns/100%100)
+		put2(b[27:], ns%100)
+		n = 29
+		for b[n-1] == '0' {
+			n--
 		}
-		out = append(out, '.')
-		out = appendDigits(out, ns, digits)
 	}
-	return append(out, 'Z')
+	b[n] = 'Z'
+	return append(out, b[:n+1]...)
 }
 
-// appendDigits appends v, 0 <= v < 10^width, as width decimal digits.
-func appendDigits(out []byte, v, width int) []byte {
-	n := len(out)
-	out = append(out, "000000000"[:width]...)
-	for i := n + width - 1; v > 0; i-- {
-		out[i] = byte('0' + v%10)
-		v /= 10
+// appendSeconds appends d in seconds as strconv.AppendFloat(out,
+// d.Seconds(), 'f', -1, 64) does; whole seconds, the usual interval, as an
+// integer, which is that text at a fraction of the cost.
+func appendSeconds(out []byte, d time.Duration) []byte {
+	if d%time.Second == 0 {
+		return strconv.AppendInt(out, int64(d/time.Second), 10)
 	}
-	return out
+	return strconv.AppendFloat(out, d.Seconds(), 'f', -1, 64)
+}
+
+// fourDigitYears are the Unix seconds of 1000-01-01 and 10000-01-01, the
+// range appendTime formats itself.
+var fourDigitYears = [2]int64{
+	time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC).Unix(),
+	time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).Unix(),
+}
+
+// civilDate returns the proleptic Gregorian date of the Unix day days
+// (Howard Hinnant's days_from_civil inverse, in 400-year eras of 146097
+// days counted from 0000-03-01, so that the leap day ends its year).
+func civilDate(days int64) (year, month, day int) {
+	z := days + 719468
+	era := z / 146097
+	if z < 0 {
+		era = (z - 146096) / 146097
+	}
+	doe := z - era*146097                                  // day of era, [0, 146096]
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // year of era, [0, 399]
+	doy := doe - (365*yoe + yoe/4 - yoe/100)               // day of the March-based year, [0, 365]
+	mp := (5*doy + 2) / 153                                // March-based month, [0, 11]
+	day = int(doy - (153*mp+2)/5 + 1)
+	month = int(mp + 3)
+	if mp >= 10 {
+		month = int(mp - 9)
+	}
+	year = int(yoe + era*400)
+	if month <= 2 {
+		year++
+	}
+	return year, month, day
+}
+
+// put2 writes v, 0 <= v < 100, as two decimal digits at b[0:2].
+func put2(b []byte, v int) {
+	b[0], b[1] = byte('0'+v/10), byte('0'+v%10)
 }
 
 // appendJSONString appends s as a JSON string.
