@@ -198,6 +198,21 @@ func TestControlForgetBeforeQueuedRegistration(t *testing.T) {
 	require.True(t, e.ledger.Registered(k), "a registration after the forget")
 }
 
+// TestControlQueueAfterClose: a registration or acknowledgement that
+// arrives after Close (a heartbeat still served past the shutdown timeout)
+// is counted as dropped, not left in the queue unseen.
+func TestControlQueueAfterClose(t *testing.T) {
+	e := newEnv(t)
+	e.control.AgentRegistered(key("acme", "before"), t0)
+	e.control.Close()
+	require.True(t, e.ledger.Registered(key("acme", "before")), "committed by Close")
+	e.control.AgentRegistered(key("acme", "after"), t0)
+	e.control.CommandAcknowledged(key("acme", "after"), 1)
+	require.Equal(t, uint64(2), e.control.asyncDropped.Load())
+	require.Zero(t, e.control.asyncPending.Load())
+	require.False(t, e.ledger.Registered(key("acme", "after")))
+}
+
 func TestControlRevokeAll(t *testing.T) {
 	e := newEnv(t)
 	for _, id := range []string{"a1", "a2", "a3"} {
