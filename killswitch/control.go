@@ -117,7 +117,7 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 	if reg != nil {
 		reg.MustRegister(c.revocationsTotal, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sentinel_killswitch_async_dropped_total",
-			Help: "Registrations and command acknowledgements not recorded because the queue was full or the ledger failed; they only matter after a crash.",
+			Help: "Registrations and command acknowledgements not recorded because the queue was full, the ledger failed or the kill switch was closed; they only matter after a crash.",
 		}, func() float64 { return float64(c.asyncDropped.Load()) }))
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
