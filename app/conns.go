@@ -164,9 +164,10 @@ func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool
 // serverConn keeps a deadline at least eagerDeadline away in memory instead,
 // and its listener's sweeper, every deadlineTick, puts the ones that have
 // passed on the socket, where they end a blocked Read or Write as the timer
-// would have: the server's timeouts hold, up to deadlineTick late. Nearer
-// deadlines (a scrape's per-chunk one, net/http's "now" to interrupt a
-// read) go to the socket at once. Tests change both (export_test.go)
+// would have: the server's timeouts hold, up to deadlineTick late; so does
+// a scrape's 30 s per-chunk write deadline. Nearer deadlines (net/http's
+// "now" to interrupt a read, a stalled scrape's "now" when another takes
+// its slot) go to the socket at once. Tests change both (export_test.go)
 // before serving.
 var deadlineTick, eagerDeadline atomic.Int64
 

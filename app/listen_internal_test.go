@@ -57,8 +57,18 @@ func TestListen(t *testing.T) {
 
 // TestTLSWriteDeadline: a handler's write deadline (what /metrics sets per
 // chunk) reaches the TCP connection through the TLS and JSON-error layers,
-// so a client that reads nothing cannot hold a write forever.
+// so a client that reads nothing cannot hold a write forever: a near one at
+// once, a far one (as /metrics' 30 s are) through the sweeper.
 func TestTLSWriteDeadline(t *testing.T) {
+	t.Run("near", func(t *testing.T) { testTLSWriteDeadline(t) })
+	t.Run("far", func(t *testing.T) {
+		// The handler's 200 ms are kept lazily and swept every 5 ms.
+		defer SetLazyDeadlines(5*time.Millisecond, 50*time.Millisecond)()
+		testTLSWriteDeadline(t)
+	})
+}
+
+func testTLSWriteDeadline(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteCert(t, dir, 1)
 	file := filepath.Join(dir, "web.yml")

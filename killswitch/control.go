@@ -78,6 +78,10 @@ type Control struct {
 	async        chan ledger.Op
 	asyncPending atomic.Int64 // queued and not yet committed (or dropped)
 	asyncDropped atomic.Uint64
+	// closing orders queue against Close: an op queued once writeAsync has
+	// flushed and returned would sit in async, lost and never counted.
+	closing sync.RWMutex
+	closed  bool // under closing
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -113,7 +117,7 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 	if reg != nil {
 		reg.MustRegister(c.revocationsTotal, prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "sentinel_killswitch_async_dropped_total",
-			Help: "Registrations and command acknowledgements not recorded because the queue was full or the ledger failed; they only matter after a crash.",
+			Help: "Registrations and command acknowledgements not recorded because the queue was full, the ledger failed or the kill switch was closed; they only matter after a crash.",
 		}, func() float64 { return float64(c.asyncDropped.Load()) }))
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -125,8 +129,11 @@ func New(ctx context.Context, l ledger.Ledger, logger *slog.Logger, reg promethe
 }
 
 // Close stops following the ledger. Registrations and acknowledgements
-// still queued are committed first.
+// still queued are committed first; later ones are dropped (counted).
 func (c *Control) Close() {
+	c.closing.Lock()
+	c.closed = true
+	c.closing.Unlock()
 	c.cancel()
 	c.done.Wait()
 }
@@ -404,6 +411,12 @@ func (c *Control) drop(n int, reason string) {
 }
 
 func (c *Control) queue(op ledger.Op) {
+	c.closing.RLock()
+	defer c.closing.RUnlock()
+	if c.closed {
+		c.drop(1, "the kill switch is closed")
+		return
+	}
 	c.asyncPending.Add(1)
 	select {
 	case c.async <- op:

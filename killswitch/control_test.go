@@ -176,6 +176,43 @@ func TestControlForget(t *testing.T) {
 	require.False(t, revoked)
 }
 
+// TestControlForgetBeforeQueuedRegistration: a registration queued before
+// its agent is forgotten but committed after the forget (registrations wait
+// up to asyncLinger for a batch) does not bring the agent back; one from a
+// beat after the forget registers it again.
+func TestControlForgetBeforeQueuedRegistration(t *testing.T) {
+	e := newEnv(t)
+	k := key("acme", "a1")
+	e.beat("acme", "a1")
+	ok, err := e.control.Forget(ctx, k, func() time.Time { return t0.Add(time.Second) })
+	require.NoError(t, err)
+	require.True(t, ok)
+	// The beat's registration, committed only now.
+	e.control.AgentRegistered(k, t0)
+	e.settle()
+	require.False(t, e.ledger.Registered(k), "a registration from before the forget")
+	require.False(t, e.control.Known(k))
+
+	e.control.AgentRegistered(k, t0.Add(2*time.Second))
+	e.settle()
+	require.True(t, e.ledger.Registered(k), "a registration after the forget")
+}
+
+// TestControlQueueAfterClose: a registration or acknowledgement that
+// arrives after Close (a heartbeat still served past the shutdown timeout)
+// is counted as dropped, not left in the queue unseen.
+func TestControlQueueAfterClose(t *testing.T) {
+	e := newEnv(t)
+	e.control.AgentRegistered(key("acme", "before"), t0)
+	e.control.Close()
+	require.True(t, e.ledger.Registered(key("acme", "before")), "committed by Close")
+	e.control.AgentRegistered(key("acme", "after"), t0)
+	e.control.CommandAcknowledged(key("acme", "after"), 1)
+	require.Equal(t, uint64(2), e.control.asyncDropped.Load())
+	require.Zero(t, e.control.asyncPending.Load())
+	require.False(t, e.ledger.Registered(key("acme", "after")))
+}
+
 func TestControlRevokeAll(t *testing.T) {
 	e := newEnv(t)
 	for _, id := range []string{"a1", "a2", "a3"} {

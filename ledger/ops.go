@@ -81,7 +81,7 @@ type Forget struct {
 
 // Register records an agent's registration, so that the kill switch knows an
 // agent registered after the last snapshot of a crashed replica. It applies
-// if the agent was not registered.
+// if the agent was not registered, nor forgotten at or after At.
 type Register struct {
 	Key fleet.Key `json:"key"`
 	At  time.Time `json:"at"`

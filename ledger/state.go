@@ -285,6 +285,13 @@ func (m machine) resolve(op Op) (Op, OpResult, error) {
 		if _, ok := m.Registered[o.Key]; ok {
 			return nil, res, nil
 		}
+		// A registration from before the agent's last Forget is stale: it
+		// was queued before the forget committed (registrations are
+		// committed in batches, in the background) and must not bring the
+		// forgotten agent back.
+		if at, ok := m.Forgotten[o.Key]; ok && !o.At.After(at) {
+			return nil, res, nil
+		}
 		res.Applied = true
 		return o, res, nil
 	case Announce:

@@ -90,6 +90,9 @@ func testConditional(t *testing.T, b Backend) {
 		{"register again does not", ledger.Register{Key: a, At: t0}, false},
 		{"forget applies", ledger.Forget{Key: a, At: t0}, true},
 		{"forget again does not", ledger.Forget{Key: a, At: t0}, false},
+		{"register from before the forget does not", ledger.Register{Key: a, At: t0.Add(-time.Second)}, false},
+		{"register at the forget does not", ledger.Register{Key: a, At: t0}, false},
+		{"register after the forget applies", ledger.Register{Key: a, At: t0.Add(time.Second)}, true},
 	}
 	var lastRev ledger.Revision
 	for _, tc := range tests {
