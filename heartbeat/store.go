@@ -93,8 +93,13 @@ type record struct {
 }
 
 type shard struct {
-	mu    sync.RWMutex
-	index map[uint64]uint32 // key hash → slot+1 of the first record of its chain
+	mu sync.RWMutex
+	// index maps a key hash to the first record of its chain: its slot+1
+	// in the low 32 bits, its blobOff in the high ones (indexEntry), so
+	// that find reads the record and the key in its blob at once rather
+	// than one after the other: two cache misses overlapped instead of
+	// chained. Every change of a head's blobOff updates its entry.
+	index map[uint64]uint64
 	// records and arena live in mem's regions, outside the Go heap (see
 	// offheap.go): grown only through reserve, never with append past
 	// their capacity.
@@ -144,7 +149,7 @@ func NewStore(maxAgents int, hook NewAgentHook) *Store {
 	s := &Store{seed: maphash.MakeSeed(), onNewAg: hook}
 	mem := new([numShards]shardMem)
 	for i := range s.shards {
-		s.shards[i].index = make(map[uint64]uint32)
+		s.shards[i].index = make(map[uint64]uint64)
 		s.shards[i].mem = &mem[i]
 	}
 	// Nothing refers to a store's memory once the store is unreachable:
@@ -196,10 +201,20 @@ func (s *Store) shardOf(h uint64) *shard { return &s.shards[h>>56] }
 // find returns the slot of k, or -1. The shard lock must be held.
 //
 // The index and the record's hash settle all but the rarest lookups (a
-// 64-bit hash shared by two keys); the arena, a third dependent cache miss,
-// is read once, only to confirm the key in place.
+// 64-bit hash shared by two keys); the arena is read only to confirm the
+// key, in place, at the offset the index keeps, which does not wait for the
+// record to arrive from memory.
 func (sh *shard) find(h uint64, k fleet.Key) int {
-	for next := sh.index[h]; next != 0; {
+	e := sh.index[h]
+	if e == 0 {
+		return -1
+	}
+	head, off := uint32(e)-1, uint32(e>>32)
+	match := blobHasKey(sh.arena[min(int(off), len(sh.arena)):], k)
+	if r := &sh.records[head]; match && r.blobOff == off && r.hash == h {
+		return int(head)
+	}
+	for next := head + 1; next != 0; {
 		slot := next - 1
 		r := &sh.records[slot]
 		if r.hash == h && blobHasKey(sh.arena[r.blobOff:r.blobOff+r.blobLen], k) {
@@ -208,6 +223,19 @@ func (sh *shard) find(h uint64, k fleet.Key) int {
 		next = r.next
 	}
 	return -1
+}
+
+// indexEntry is the index's entry for the chain starting at slot.
+func (sh *shard) indexEntry(slot uint32) uint64 {
+	return uint64(slot+1) | uint64(sh.records[slot].blobOff)<<32
+}
+
+// reindex updates the index entry of r's chain after r's blob moved, if r
+// heads the chain.
+func (sh *shard) reindex(r *record) {
+	if e := sh.index[r.hash]; e != 0 && &sh.records[uint32(e)-1] == r {
+		sh.index[r.hash] = uint64(uint32(e)) | uint64(r.blobOff)<<32
+	}
 }
 
 // blobHasKey reports whether blob starts with k's tenant and agent id, its
@@ -313,6 +341,7 @@ func (sh *shard) writeBlob(r *record, blob []byte) {
 	sh.garbage += int(r.blobLen)
 	r.blobOff, r.blobLen = uint32(len(sh.arena)), uint32(len(blob))
 	sh.arena = append(reserve(&sh.mem.arena, sh.arena, len(blob)), blob...)
+	sh.reindex(r)
 	if sh.garbage > 64<<10 && sh.garbage > len(sh.arena)/2 {
 		sh.compact()
 	}
@@ -330,6 +359,7 @@ func (sh *shard) compact() {
 		off := len(arena)
 		arena = append(arena, sh.arena[r.blobOff:r.blobOff+r.blobLen]...)
 		r.blobOff = uint32(off)
+		sh.reindex(r)
 	}
 	sh.mem.arena.free()
 	sh.arena, sh.garbage, sh.mem.arena = arena, 0, mem
@@ -544,8 +574,9 @@ func (sh *shard) insert(h uint64) *record {
 		sh.records = append(reserve(&sh.mem.records, sh.records, 1), record{})
 	}
 	r := &sh.records[slot]
-	*r = record{hash: h, flags: flagUsed, next: sh.index[h]}
-	sh.index[h] = slot + 1
+	// The new record, with no blob yet (blobOff 0), heads the chain.
+	*r = record{hash: h, flags: flagUsed, next: uint32(sh.index[h])}
+	sh.index[h] = uint64(slot + 1)
 	return r
 }
 
@@ -622,7 +653,7 @@ func (s *Store) Delete(k fleet.Key) bool {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	prevNext := uint32(0) // slot+1 of the chain predecessor, 0 for the index head
-	for next := sh.index[h]; next != 0; {
+	for next := uint32(sh.index[h]); next != 0; {
 		slot := next - 1
 		r := &sh.records[slot]
 		if r.hash == h && blobHasKey(sh.arena[r.blobOff:r.blobOff+r.blobLen], k) {
@@ -630,7 +661,7 @@ func (s *Store) Delete(k fleet.Key) bool {
 				if r.next == 0 {
 					delete(sh.index, h)
 				} else {
-					sh.index[h] = r.next
+					sh.index[h] = sh.indexEntry(r.next - 1)
 				}
 			} else {
 				sh.records[prevNext-1].next = r.next

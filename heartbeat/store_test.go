@@ -331,7 +331,7 @@ func stChain(s *Store, h uint64) []string {
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
 	var ids []string
-	for next := sh.index[h]; next != 0; next = sh.records[next-1].next {
+	for next := uint32(sh.index[h]); next != 0; next = sh.records[next-1].next {
 		ids = append(ids, strings.Clone(sh.str(&sh.records[next-1], strAgentID)))
 	}
 	return ids
@@ -383,7 +383,31 @@ func TestStoreDeleteHashChains(t *testing.T) {
 			require.Equal(t, int(freed), sh.find(h, stKey("real")))
 			require.Equal(t, append([]string{"real"}, tc.rest...), stChain(s, h))
 			require.Equal(t, stT0.Add(time.Minute), stMustGet(t, s, stKey("real")).RegisteredAt)
+			stCheckIndex(t, s)
 		})
+	}
+}
+
+// stCheckIndex checks that every index entry names the head of a chain of
+// used records and keeps that head's blob offset, which find reads the key
+// at (find still finds a record whose entry is stale, the slow way: only
+// this check sees it).
+func stCheckIndex(t *testing.T, s *Store) {
+	t.Helper()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.RLock()
+		n := 0
+		for h, e := range sh.index {
+			head := &sh.records[uint32(e)-1]
+			require.Equal(t, head.blobOff, uint32(e>>32), "shard %d: index entry of %x keeps a stale offset", i, h)
+			for next := uint32(e); next != 0; next = sh.records[next-1].next {
+				require.NotZero(t, sh.records[next-1].flags&flagUsed, "shard %d: chain of %x holds a free record", i, h)
+				n++
+			}
+		}
+		require.Equal(t, len(sh.records)-len(sh.free), n, "shard %d: records reachable from the index", i)
+		sh.mu.RUnlock()
 	}
 }
 
@@ -526,6 +550,7 @@ func TestStoreArenaCompaction(t *testing.T) {
 		require.Equal(t, len(sh.arena)-sh.garbage, stSumBlobs(sh), "shard %d garbage accounting", i)
 	}
 	require.LessOrEqual(t, total, 2*live+numShards*(64<<10))
+	stCheckIndex(t, s)
 	for i := range agents {
 		a := stMustGet(t, s, stKey(fmt.Sprintf("a-%d", i)))
 		require.Equal(t, stPlatform(i, revisions-1), a.Platform, i)
@@ -538,6 +563,7 @@ func TestStoreArenaCompaction(t *testing.T) {
 	for i := range s.shards {
 		require.Equal(t, len(s.shards[i].arena)-s.shards[i].garbage, stSumBlobs(&s.shards[i]))
 	}
+	stCheckIndex(t, s)
 }
 
 func stSumBlobs(sh *shard) (n int) {
@@ -609,6 +635,7 @@ func TestStoreRestoreRoundTrip(t *testing.T) {
 	dst.Restore(&changed)
 	require.Equal(t, 300, dst.Len())
 	require.Equal(t, changed, stMustGet(t, dst, changed.Key))
+	stCheckIndex(t, dst)
 
 	// Each stops when told.
 	n := 0
@@ -700,6 +727,7 @@ func TestStoreConcurrent(t *testing.T) {
 	n := 0
 	s.Snapshot(nil).Each(func(*Agent) bool { n++; return true })
 	require.Equal(t, s.Len(), n)
+	stCheckIndex(t, s)
 }
 
 // TestStoreSilentAgentSurvivesHeartbeatFlood is the durability-of-state
@@ -862,6 +890,7 @@ func TestStoreBeatRewritesBlobOnlyOnChange(t *testing.T) {
 				require.Equal(t, stKey("a"), a.Key)
 				require.Equal(t, tc.wantVersion, a.Version)
 				require.Equal(t, tc.wantPlatform, a.Platform)
+				stCheckIndex(t, s)
 			}
 		})
 	}
