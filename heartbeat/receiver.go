@@ -566,8 +566,10 @@ const (
 
 // Register adds the agent-facing routes to mux.
 func (rc *Receiver) Register(mux *http.ServeMux) {
-	mux.HandleFunc(beaconPathPrefix+"{id}"+beaconPathSuffix, rc.serveBeacon)
-	mux.HandleFunc(absPath, rc.serveABS)
+	// Spelled out (Routes' fast path uses the same paths, and its test
+	// checks that both agree): the documentation's test finds routes here.
+	mux.HandleFunc("/api/v1/installations/{id}/heartbeat", rc.serveBeacon)
+	mux.HandleFunc("/v1/heartbeat", rc.serveABS)
 	mux.HandleFunc("/v1/events", rc.serveEvents)
 }
 
