@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -208,55 +207,30 @@ var (
 // Values are also cut as the file paths they may be, resolved against dir
 // as exporter-toolkit resolves them.
 func webRedactor(content []byte, dir string) func(string) string {
-	seen := map[string]bool{}
-	var walk func(n *yaml.Node)
-	walk = func(n *yaml.Node) {
-		if n == nil {
-			return
-		}
+	values := config.YAMLWords(content, func(n *yaml.Node, add func(string)) {
 		// Tags and anchors are the file's words too: yaml quotes them in
 		// its type errors.
 		for _, w := range []string{n.Tag, n.Anchor} {
 			if len(w) >= 3 && !yamlTags[w] {
-				seen[w] = true
+				add(w)
 			}
 		}
-		if n.Kind == yaml.ScalarNode && len(n.Value) >= 3 && !webKeys[n.Value] {
-			seen[n.Value] = true
-			if q := strconv.Quote(n.Value); q[1:len(q)-1] != n.Value {
-				seen[q[1:len(q)-1]] = true // messages quote Go-style too
+		if n.Kind != yaml.ScalarNode || len(n.Value) < 3 || webKeys[n.Value] {
+			return
+		}
+		add(n.Value)
+		if q := strconv.Quote(n.Value); q[1:len(q)-1] != n.Value {
+			add(q[1 : len(q)-1]) // messages quote Go-style too
+		}
+		if p := filepath.Join(dir, n.Value); !filepath.IsAbs(n.Value) && len(p) >= 3 {
+			add(p)
+		}
+		// Multi-line values (inline PEM) are also cut line by line.
+		for l := range strings.Lines(n.Value) {
+			if l = strings.TrimSpace(l); len(l) >= 3 && !webKeys[l] {
+				add(l)
 			}
-			if p := filepath.Join(dir, n.Value); !filepath.IsAbs(n.Value) && len(p) >= 3 {
-				seen[p] = true
-			}
-			// Multi-line values (inline PEM) are also cut line by line.
-			for l := range strings.Lines(n.Value) {
-				if l = strings.TrimSpace(l); len(l) >= 3 && !webKeys[l] {
-					seen[l] = true
-				}
-			}
 		}
-		for _, c := range n.Content {
-			walk(c)
-		}
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(content))
-	for {
-		var doc yaml.Node
-		if err := dec.Decode(&doc); err != nil {
-			break // what the parser never reached is in no message either
-		}
-		walk(&doc)
-	}
-	values := make([]string, 0, len(seen))
-	for v := range seen {
-		values = append(values, v)
-	}
-	slices.SortFunc(values, func(a, b string) int {
-		if len(a) != len(b) {
-			return len(b) - len(a)
-		}
-		return strings.Compare(a, b)
 	})
 	return func(msg string) string {
 		lines := strings.Split(msg, "\n")

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"io/fs"
 	"reflect"
@@ -93,47 +94,57 @@ func (e *redactedError) Is(target error) bool { return e.notExist && target == f
 // another is cut out whole.
 func scalarValues(content []byte) []string {
 	keys := schemaKeys()
+	return YAMLWords(content, func(n *yaml.Node, add func(string)) {
+		if n.Kind == yaml.ScalarNode && len(n.Value) >= minRedactLen && !keys.names[n.Value] {
+			add(n.Value)
+			// Messages also quote values Go-style (%q), escaping what
+			// is not printable.
+			if q := strconv.Quote(n.Value); q[1:len(q)-1] != n.Value {
+				add(q[1 : len(q)-1])
+			}
+		}
+	})
+}
+
+// YAMLWords walks every node of every document in content (aliases
+// followed) and returns the words pick adds for them, each once, longest
+// first, so that a word containing another is cut out of a message whole.
+// A broken document ends the walk: its earlier nodes were walked, and what
+// the parser never reached cannot be in its messages either, except in a
+// syntax error, which quotes no values.
+func YAMLWords(content []byte, pick func(n *yaml.Node, add func(string))) []string {
 	seen := map[string]bool{}
+	add := func(w string) { seen[w] = true }
 	var walk func(n *yaml.Node)
 	walk = func(n *yaml.Node) {
 		if n == nil {
 			return
 		}
-		if n.Kind == yaml.ScalarNode && len(n.Value) >= minRedactLen && !keys.names[n.Value] {
-			seen[n.Value] = true
-			// Messages also quote values Go-style (%q), escaping what
-			// is not printable.
-			if q := strconv.Quote(n.Value); q[1:len(q)-1] != n.Value {
-				seen[q[1:len(q)-1]] = true
-			}
-		}
+		pick(n, add)
 		for _, c := range n.Content {
 			walk(c)
 		}
 		walk(n.Alias)
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(content)))
+	dec := yaml.NewDecoder(bytes.NewReader(content))
 	for {
 		var doc yaml.Node
 		if err := dec.Decode(&doc); err != nil {
-			// A broken document still had its earlier scalars walked; what
-			// the parser never reached cannot be in its messages either,
-			// except in a syntax error, which quotes no values.
 			break
 		}
 		walk(&doc)
 	}
-	values := make([]string, 0, len(seen))
-	for v := range seen {
-		values = append(values, v)
+	words := make([]string, 0, len(seen))
+	for w := range seen {
+		words = append(words, w)
 	}
-	slices.SortFunc(values, func(a, b string) int {
+	slices.SortFunc(words, func(a, b string) int {
 		if len(a) != len(b) {
 			return len(b) - len(a)
 		}
 		return strings.Compare(a, b)
 	})
-	return values
+	return words
 }
 
 // schema is what the configuration's types accept as keys.
