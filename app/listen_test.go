@@ -69,15 +69,7 @@ func tlsRequest(t *testing.T, addr, req string) (*http.Response, string) {
 	t.Helper()
 	conn := dialTLS(t, addr)
 	require.Equal(t, "http/1.1", conn.ConnectionState().NegotiatedProtocol, "HTTP/1.1 is the only protocol offered")
-	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
-	// Written aside: the server answers an oversized head before reading
-	// all of it.
-	go func() { _, _ = io.WriteString(conn, req) }()
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
-	body, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	return res, string(body)
+	return testutil.Exchange(t, conn, req)
 }
 
 // TestTLSServerErrorsAreJSON: under TLS, the answers net/http writes itself

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/agentsentinel/sentinel/app"
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // serve runs the App of o with Run on a loopback listener until the end of
@@ -32,14 +33,7 @@ func rawRequest(t *testing.T, addr, req string) (*http.Response, string) {
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	defer conn.Close()
-	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
-	_, err = io.WriteString(conn, req)
-	require.NoError(t, err)
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
-	body, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	return res, string(body)
+	return testutil.Exchange(t, conn, req)
 }
 
 // TestServerErrorsAreJSON: the answers net/http writes itself, before any

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"crypto/tls"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -64,13 +62,7 @@ func tlsAnswer(t *testing.T, addr, req string) (*http.Response, string) {
 	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
 	require.NoError(t, err)
 	defer conn.Close()
-	require.NoError(t, conn.SetDeadline(time.Now().Add(10*time.Second)))
-	go func() { _, _ = io.WriteString(conn, req) }() // answered before it is all read
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
-	body, err := io.ReadAll(res.Body)
-	require.NoError(t, err)
-	return res, string(body)
+	return testutil.Exchange(t, conn, req)
 }
 
 // With --web.systemd-socket, sentinel serves on the socket systemd passes

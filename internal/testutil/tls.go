@@ -1,14 +1,17 @@
 package testutil
 
 import (
+	"bufio"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -62,4 +65,24 @@ func WriteCert(t testing.TB, dir string, serial int64) (certFile, keyFile string
 		}
 	}
 	return certFile, keyFile
+}
+
+// Exchange writes req on conn and reads one answer and its body, within
+// 10 s. The request is written aside: a server may answer an oversized
+// request head before it has read all of it.
+func Exchange(t testing.TB, conn net.Conn, req string) (*http.Response, string) {
+	t.Helper()
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatalf("set deadline: %v", err)
+	}
+	go func() { _, _ = io.WriteString(conn, req) }()
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read the answer: %v", err)
+	}
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("read the answer's body: %v", err)
+	}
+	return res, string(body)
 }
