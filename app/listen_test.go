@@ -250,13 +250,9 @@ func TestTLSHandshakeOffTheAcceptLoop(t *testing.T) {
 func tlsIdleConn(t testing.TB, addr string) net.Conn {
 	t.Helper()
 	conn := dialTLS(t, addr)
-	_, err := io.WriteString(conn, "GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
-	require.NoError(t, err)
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
-	_, err = io.Copy(io.Discard, res.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, res.StatusCode)
+	res, body := testutil.Exchange(t, conn, "GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.Equal(t, http.StatusOK, res.StatusCode, body)
+	require.NoError(t, conn.SetDeadline(time.Time{}))
 	return conn
 }
 

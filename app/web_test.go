@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -76,13 +75,9 @@ func idleConn(t testing.TB, addr string) net.Conn {
 	conn, err := net.Dial("tcp", addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	_, err = io.WriteString(conn, "GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
-	require.NoError(t, err)
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	require.NoError(t, err)
-	_, err = io.Copy(io.Discard, res.Body)
-	require.NoError(t, err)
-	require.Equal(t, http.StatusOK, res.StatusCode)
+	res, body := testutil.Exchange(t, conn, "GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.Equal(t, http.StatusOK, res.StatusCode, body)
+	require.NoError(t, conn.SetDeadline(time.Time{}))
 	return conn
 }
 
