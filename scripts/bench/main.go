@@ -1020,21 +1020,8 @@ func writeSync(path string, n int64) (float64, error) {
 	return time.Since(start).Seconds(), f.Close()
 }
 
-func post(url, body string) (int, []byte, error) {
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Authorization", "Bearer "+adminKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
+// post POSTs body to url with the admin token.
+func post(url, body string) (int, []byte, error) { return postAs(url, adminKey, body) }
 
 // posts sends body to path(i) for i = 0, 1, … < limit from 32 concurrent
 // callers, with the admin token, for at most d and returns the
@@ -1392,6 +1379,7 @@ func (e *env) measureBridge(sent *proc, agents int) (*bridgeResult, error) {
 	return b, nil
 }
 
+// postAs POSTs a JSON body to url with a bearer token.
 func postAs(url, token, body string) (int, []byte, error) {
 	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
