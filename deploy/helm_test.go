@@ -205,7 +205,8 @@ type chartServiceMonitor struct {
 	} `yaml:"spec"`
 }
 
-// parseObjects parses every YAML document of content.
+// parseObjects parses every YAML document of content, skipping empty ones
+// ("---" at the end).
 func parseObjects(t *testing.T, name string, content []byte) []object {
 	t.Helper()
 	dec := yaml.NewDecoder(bytes.NewReader(content))

@@ -1,10 +1,8 @@
 package deploy
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"os/exec"
@@ -226,22 +224,7 @@ func loadObjects(t *testing.T, file string) []object {
 	t.Helper()
 	content, err := os.ReadFile(file)
 	require.NoError(t, err)
-	dec := yaml.NewDecoder(bytes.NewReader(content))
-	var objs []object
-	for i := 0; ; i++ {
-		var n yaml.Node
-		err := dec.Decode(&n)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		require.NoError(t, err, "%s: document %d", file, i)
-		if len(n.Content) == 0 || n.Content[0].Kind == yaml.ScalarNode && n.Content[0].Tag == "!!null" {
-			continue // an empty document ("---" at the end)
-		}
-		o := object{file: file, index: i, node: &n}
-		require.NoError(t, n.Decode(&o.header), "%s: document %d", file, i)
-		objs = append(objs, o)
-	}
+	objs := parseObjects(t, file, content)
 	require.NotEmpty(t, objs, "%s has no documents", file)
 	return objs
 }
