@@ -549,6 +549,9 @@ func (a *App) routes() http.Handler {
 		Name:        "Sentinel",
 		Description: "Prometheus-native dead man's switch for AI agents",
 		Version:     version.Info(),
+		// Sentinel serves no pprof: its port is open to every tenant's
+		// agents, and profiles would show them the whole process.
+		Profiling: "false",
 		Links: []web.LandingLinks{
 			{Address: a.opts.TelemetryPath, Text: "Metrics"},
 			{Address: "/-/healthy", Text: "Health"},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -59,6 +60,12 @@ func TestOperationalEndpoints(t *testing.T) {
 		r := s.do(http.MethodGet, "/", "", nil)
 		for _, link := range []string{"/metrics", "/-/healthy", "/-/ready"} {
 			require.Contains(t, string(r.body), link)
+		}
+		// Every link it shows is served (sentinel serves no pprof).
+		links := regexp.MustCompile(`href="(/[^"]*)"`).FindAllStringSubmatch(string(r.body), -1)
+		require.NotEmpty(t, links)
+		for _, m := range links {
+			require.NotEqual(t, http.StatusNotFound, s.do(http.MethodGet, m[1], "", nil).status, m[1])
 		}
 	})
 
