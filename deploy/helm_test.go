@@ -262,11 +262,7 @@ func renderChart(t *testing.T, c chartCase) *chart {
 	}
 	require.NotEmpty(t, ch.kind, "a StatefulSet or a Deployment")
 	ch.pod = ch.work.Spec.Template.Spec
-	for _, ct := range ch.pod.Containers {
-		if ct.Name == "sentinel" {
-			ch.main = ct
-		}
-	}
+	ch.main = ch.pod.sentinel()
 	require.Equal(t, "sentinel", ch.main.Name, "a container named sentinel")
 	for _, v := range ch.pod.Volumes {
 		if v.ConfigMap != nil {

@@ -143,6 +143,16 @@ type volume struct {
 	} `yaml:"secret"`
 }
 
+// sentinel returns the pod's container named sentinel (zero when none is).
+func (p podSpec) sentinel() container {
+	for _, c := range p.Containers {
+		if c.Name == "sentinel" {
+			return c
+		}
+	}
+	return container{}
+}
+
 type podSpec struct {
 	ServiceAccountName            string          `yaml:"serviceAccountName"`
 	AutomountServiceAccountToken  *bool           `yaml:"automountServiceAccountToken"`
@@ -296,11 +306,7 @@ func loadManifests(t *testing.T) *manifests {
 	require.Len(t, sets, 1, "one StatefulSet")
 	require.NoError(t, sets[0].node.Decode(&m.sts))
 	m.pod = m.sts.Spec.Template.Spec
-	for _, c := range m.pod.Containers {
-		if c.Name == "sentinel" {
-			m.main = c
-		}
-	}
+	m.main = m.pod.sentinel()
 	require.Equal(t, "sentinel", m.main.Name, "the StatefulSet has a container named sentinel")
 	for _, v := range m.pod.Volumes {
 		if v.ConfigMap != nil {
