@@ -73,16 +73,7 @@ func (rr *roundRobin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestLoopReplicas(t *testing.T) {
 	t.Parallel()
 	start := time.Now()
-	promBin := lookTool(t, prometheusTools...)
-	amBin := lookTool(t, alertmanagerTools...)
-	rulesFile, err := filepath.Abs(filepath.Join("..", "alerts", "sentinel.rules.yml"))
-	require.NoError(t, err)
-
-	s := &loopStack{
-		stack:    &stack{dir: t.TempDir(), client: &http.Client{Timeout: 10 * time.Second}},
-		customer: newCustomer(t, loopWebhookSecret),
-		top:      t,
-	}
+	s, promBin, rulesFile := newLoopStack(t)
 	dsnFile := filepath.Join(s.dir, "postgres-dsn")
 	require.NoError(t, os.WriteFile(dsnFile, []byte(testutil.PostgresDSN(t)), 0o600))
 	tokenFile := filepath.Join(s.dir, "bridge-token")
@@ -138,7 +129,7 @@ func TestLoopReplicas(t *testing.T) {
 	peers := []string{testutil.FreeAddr(t), testutil.FreeAddr(t)}
 	var ams []*process
 	for i := range amAddrs {
-		ams = append(ams, startProcess(t, s.dir, fmt.Sprintf("alertmanager-%d", i+1), amBin,
+		ams = append(ams, startProcess(t, s.dir, fmt.Sprintf("alertmanager-%d", i+1), s.amBin,
 			"--config.file="+amConfig,
 			"--storage.path="+s.mkdir(t, fmt.Sprintf("alertmanager-%d-data", i+1)),
 			"--web.listen-address="+amAddrs[i],

@@ -57,21 +57,28 @@ type loopStack struct {
 	amRuns       int
 }
 
-// startLoopStack starts the loop and waits until the Watchdog has crossed
-// it: Prometheus → Alertmanager → the bridge.
-func startLoopStack(t *testing.T) *loopStack {
+// newLoopStack finds the tools of a loop and returns an empty one, with the
+// customer's endpoint running, Prometheus' binary and the rules' file.
+func newLoopStack(t *testing.T) (s *loopStack, promBin, rulesFile string) {
 	t.Helper()
-	promBin := lookTool(t, prometheusTools...)
+	promBin = lookTool(t, prometheusTools...)
 	amBin := lookTool(t, alertmanagerTools...)
 	rulesFile, err := filepath.Abs(filepath.Join("..", "alerts", "sentinel.rules.yml"))
 	require.NoError(t, err)
-
-	s := &loopStack{
+	s = &loopStack{
 		stack:    &stack{dir: t.TempDir(), client: &http.Client{Timeout: 10 * time.Second}},
 		customer: newCustomer(t, loopWebhookSecret),
 		amBin:    amBin,
 		top:      t,
 	}
+	return s, promBin, rulesFile
+}
+
+// startLoopStack starts the loop and waits until the Watchdog has crossed
+// it: Prometheus → Alertmanager → the bridge.
+func startLoopStack(t *testing.T) *loopStack {
+	t.Helper()
+	s, promBin, rulesFile := newLoopStack(t)
 	amAddr, promAddr := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	s.sentinelAddr = testutil.FreeAddr(t)
 	s.sentinelURL = "http://" + s.sentinelAddr
