@@ -229,7 +229,9 @@ kill -STOP "$pid_agent_hangs"
 say "hangs: frozen (SIGSTOP to its beacon): its heartbeats stop"
 kill -STOP "$pid_agent_naps"
 say "naps: frozen (SIGSTOP to its beacon) until it turns SILENT"
-kill -KILL -- "-$(cat "$dir/killed.child.pid")" "-$pid_agent_killed" 2>/dev/null || true
+# beacon first: were the agent first, beacon could see it die and report it
+# STOPPED before its own SIGKILL landed (seen on a loaded machine).
+kill -KILL -- "-$pid_agent_killed" "-$(cat "$dir/killed.child.pid")" 2>/dev/null || true
 wait "$pid_agent_killed" 2>/dev/null || true
 say "killed: SIGKILL to beacon and agent: no goodbye"
 
