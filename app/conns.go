@@ -54,16 +54,27 @@ type connLimiter struct {
 	max int
 
 	mu    sync.Mutex
-	conns map[net.Conn]*connEntry // updated in place: one lookup per request
+	conns map[net.Conn]*connEntry // entries updated in place, by their serverConn
 
 	open    prometheus.GaugeFunc
 	refused prometheus.Counter
 	evicted prometheus.Counter
 }
 
+// connEntry is one connection's place in the limiter. A request moves its
+// connection from idle to active and back: state and since are atomics,
+// found through the serverConn, so that these two transitions take neither
+// the limiter's lock nor a map lookup; admit reads them under the lock.
 type connEntry struct {
-	state http.ConnState
-	since time.Time
+	state atomic.Int32 // an http.ConnState
+	since atomic.Int64 // when it turned new or idle, as ns since epoch
+}
+
+func newConnEntry(state http.ConnState, since time.Time) *connEntry {
+	e := new(connEntry)
+	e.state.Store(int32(state))
+	e.since.Store(int64(since.Sub(epoch)))
+	return e
 }
 
 func newConnLimiter(max int) *connLimiter {
@@ -110,18 +121,17 @@ func (l *connLimiter) track(c net.Conn, state http.ConnState) {
 		}
 	case http.StateActive:
 		// Only an idle or a new connection's time is ever read.
-		l.mu.Lock()
-		if e := l.conns[c]; e != nil {
-			e.state = state
+		if e := l.entry(c); e != nil {
+			e.state.Store(int32(state))
 		}
-		l.mu.Unlock()
 	case http.StateIdle:
-		now := time.Now()
-		l.mu.Lock()
-		if e := l.conns[c]; e != nil {
-			e.state, e.since = state, now
+		if e := l.entry(c); e != nil {
+			// The time first: admit, seeing the state, sees this time.
+			// time.Since reads only the monotonic clock, where time.Now
+			// reads the wall clock too.
+			e.since.Store(int64(time.Since(epoch)))
+			e.state.Store(int32(state))
 		}
-		l.mu.Unlock()
 	case http.StateHijacked, http.StateClosed:
 		l.mu.Lock()
 		delete(l.conns, c)
@@ -134,15 +144,17 @@ func (l *connLimiter) track(c net.Conn, state http.ConnState) {
 func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	mono := int64(now.Sub(epoch))
 	if len(l.conns) >= l.max {
-		var idleSince, newSince time.Time
+		var idleSince, newSince int64
 		var idle, silent net.Conn
+		grace := newConnGrace.Load()
 		for vc, e := range l.conns {
-			switch {
-			case e.state == http.StateIdle && (idle == nil || e.since.Before(idleSince)):
-				idle, idleSince = vc, e.since
-			case e.state == http.StateNew && now.Sub(e.since) >= time.Duration(newConnGrace.Load()) && (silent == nil || e.since.Before(newSince)):
-				silent, newSince = vc, e.since
+			switch state, since := http.ConnState(e.state.Load()), e.since.Load(); {
+			case state == http.StateIdle && (idle == nil || since < idleSince):
+				idle, idleSince = vc, since
+			case state == http.StateNew && mono-since >= grace && (silent == nil || since < newSince):
+				silent, newSince = vc, since
 			}
 		}
 		victim = idle
@@ -154,8 +166,26 @@ func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool
 		}
 		delete(l.conns, victim)
 	}
-	l.conns[c] = &connEntry{state: http.StateNew, since: now}
+	e := newConnEntry(http.StateNew, now)
+	l.conns[c] = e
+	if sc, ok := c.(*serverConn); ok {
+		// Before the connection's goroutine starts (the hook runs on the
+		// accept loop), which reads it from then on.
+		sc.limit = e
+	}
 	return victim, true
+}
+
+// entry returns c's entry, nil once it has left the limiter.
+func (l *connLimiter) entry(c net.Conn) *connEntry {
+	if sc, ok := c.(*serverConn); ok && sc.limit != nil {
+		// An evicted connection keeps its entry, out of the map: what
+		// it records there is read by nobody.
+		return sc.limit
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.conns[c]
 }
 
 // Lazy deadlines: net/http sets a read or write deadline on the connection
@@ -247,6 +277,7 @@ type serverConn struct {
 	net.Conn
 	l      *serverListener
 	header string
+	limit  *connEntry // its place in the server's connLimiter, if any
 
 	mu          sync.Mutex // guards read and write, and orders their socket calls
 	read, write lazyDeadline

@@ -42,7 +42,7 @@ func TestConnLimiterAdmit(t *testing.T) {
 				a, b := net.Pipe()
 				t.Cleanup(func() { a.Close(); b.Close() })
 				conns[i] = a
-				l.conns[a] = &connEntry{state: c.state, since: now.Add(-c.age)}
+				l.conns[a] = newConnEntry(c.state, now.Add(-c.age))
 			}
 			fresh, other := net.Pipe()
 			t.Cleanup(func() { fresh.Close(); other.Close() })
@@ -58,6 +58,41 @@ func TestConnLimiterAdmit(t *testing.T) {
 			require.Len(t, l.conns, 3)
 		})
 	}
+}
+
+// TestConnLimiterTracksServerConns: the transitions of a serverConn, kept
+// through its own entry rather than the map, decide the eviction as the
+// map's do.
+func TestConnLimiterTracksServerConns(t *testing.T) {
+	l := newConnLimiter(2)
+	conn := func() *serverConn {
+		a, b := net.Pipe()
+		t.Cleanup(func() { a.Close(); b.Close() })
+		return &serverConn{Conn: a}
+	}
+	busy, idle := conn(), conn()
+	for _, c := range []*serverConn{busy, idle} {
+		l.track(c, http.StateNew)
+		require.NotNil(t, c.limit)
+		l.track(c, http.StateActive)
+	}
+	l.track(idle, http.StateIdle)
+	require.Equal(t, int32(http.StateIdle), idle.limit.state.Load())
+	require.Equal(t, int32(http.StateActive), busy.limit.state.Load())
+
+	fresh := conn()
+	victim, ok := l.admit(fresh, time.Now())
+	require.True(t, ok)
+	require.Same(t, idle, victim)
+	require.Same(t, l.conns[fresh], fresh.limit)
+
+	// Closed, it leaves the map; an evicted one's later transitions touch
+	// nothing the limiter reads.
+	l.track(busy, http.StateClosed)
+	l.track(idle, http.StateActive)
+	require.NotContains(t, l.conns, net.Conn(busy))
+	require.NotContains(t, l.conns, net.Conn(idle))
+	require.Len(t, l.conns, 1)
 }
 
 func TestJSONError(t *testing.T) {

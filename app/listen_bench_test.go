@@ -79,3 +79,24 @@ func BenchmarkTLSServe(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkConnStateRequest is the connection cap's share of a request:
+// the two ConnState transitions (active, then idle again) net/http reports
+// for every request on a kept-alive connection, among 64 open ones.
+func BenchmarkConnStateRequest(b *testing.B) {
+	l := newConnLimiter(DefaultMaxConnections)
+	conns := make([]net.Conn, 64)
+	for i := range conns {
+		a, c := net.Pipe()
+		b.Cleanup(func() { a.Close(); c.Close() })
+		conns[i] = &serverConn{Conn: a}
+		l.track(conns[i], http.StateNew)
+	}
+	i := 0
+	for b.Loop() {
+		c := conns[i%len(conns)]
+		l.track(c, http.StateActive)
+		l.track(c, http.StateIdle)
+		i++
+	}
+}
