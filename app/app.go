@@ -576,8 +576,10 @@ func (a *App) routes() http.Handler {
 	})
 	// ServeMux would answer a non-canonical path with a redirect to the
 	// cleaned one, which a client may follow with its method: a DELETE of
-	// /api/v1/installations/a1/revoke/.. would forget a1.
-	return jsonapi.CanonicalPaths(a.receiver.Routes(mux))
+	// /api/v1/installations/a1/revoke/.. would forget a1. The heartbeat
+	// routes Routes takes itself are canonical by construction (an id of
+	// one segment, not "." or ".."), so they skip the check.
+	return a.receiver.Routes(jsonapi.CanonicalPaths(mux))
 }
 
 // Run serves on the listeners of flags until ctx is done, snapshotting

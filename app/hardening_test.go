@@ -57,6 +57,9 @@ func TestNonCanonicalPathsAreNotRedirected(t *testing.T) {
 		{http.MethodGet, "//metrics"},
 		{http.MethodGet, "/-/healthy/"},
 		{http.MethodPost, "/api/v1/installations/a1/heartbeat/."},
+		{http.MethodPost, "/api/v1/installations/x/../a1/heartbeat"},
+		{http.MethodPost, "/api/v1/installations/../heartbeat"},
+		{http.MethodPost, "/v1//heartbeat"},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			req, err := http.NewRequest(tc.method, s.base+tc.path, nil)
