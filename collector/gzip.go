@@ -3,6 +3,7 @@ package collector
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"hash/maphash"
 	"io"
 	"runtime"
 	"strconv"
@@ -49,9 +50,14 @@ var gzipFinal = [2]byte{0x03, 0x00}
 type gzipper struct {
 	level   int
 	writers sync.Pool // *flate.Writer
+	// seed keys the hashes that tell a segment's text unchanged (see
+	// gzipPage): random, so no text can be made to collide on purpose.
+	seed maphash.Seed
+	// reused counts the segments sent as compressed for an earlier page.
+	reused atomic.Uint64
 }
 
-func newGzipper(level int) *gzipper { return &gzipper{level: level} }
+func newGzipper(level int) *gzipper { return &gzipper{level: level, seed: maphash.MakeSeed()} }
 
 // gzipPage is one page being compressed. Its owner adds the segments, in
 // any order, as their text becomes final, and then calls writeTo once; the
@@ -61,10 +67,15 @@ func newGzipper(level int) *gzipper { return &gzipper{level: level} }
 // them in page order as they are done. Only start, add and writeTo are
 // called by the owner, from one goroutine.
 //
-// A gzipPage is recycled: start keeps the compressed output buffers of the
-// previous page, each the right size for the same segment of the next one
-// (~12 MB at 100k agents, kept with the scrape's other buffers: regrowing
-// them at every scrape cost a tenth of the compression).
+// A gzipPage is recycled: start keeps each segment's compressed output of
+// the previous page (~12 MB at 100k agents, kept with the scrape's other
+// buffers). A segment whose text is the same as the one that output was
+// made from (same length and the same 64-bit seeded hash) is sent as it is,
+// without compressing it again: most families of a fleet (the interval, the
+// stopped, revoked and paused flags, the info labels) change far less
+// often than a scraper asks, and deflating is most of a gzip scrape's cost.
+// A segment that changed reuses its buffer, already the right size
+// (regrowing them at every scrape cost a tenth of the compression).
 type gzipPage struct {
 	z    *gzipper
 	segs []gzipSegment
@@ -81,6 +92,12 @@ type gzipSegment struct {
 	out   appendWriter
 	crc   uint32
 	size  int
+	// sum is the hash, by compressor's seed, of the text out is the
+	// compression of. Only when valid do out, crc, size and sum belong
+	// together: a segment skipped or cut short leaves them not.
+	sum        uint64
+	compressor *gzipper
+	valid      bool
 }
 
 // appendWriter is a Writer appending to a slice that it keeps.
@@ -101,7 +118,7 @@ func (p *gzipPage) start(z *gzipper, n int) {
 	p.segs = p.segs[:n]
 	for i := range p.segs {
 		s := &p.segs[i]
-		*s = gzipSegment{out: appendWriter{s.out.b[:0]}}
+		s.parts, s.added, s.done = nil, false, nil
 	}
 	p.jobs = make(chan int, n)
 	p.stop.Store(false)
@@ -128,17 +145,33 @@ func (p *gzipPage) work() {
 	for i := range p.jobs {
 		s := &p.segs[i]
 		if p.stop.Load() {
+			s.valid = false
 			close(s.done)
 			continue
 		}
+		size := 0
+		h := maphash.Hash{}
+		h.SetSeed(p.z.seed)
+		for _, part := range s.parts {
+			size += len(part)
+			_, _ = h.Write(part) // maphash.Hash never fails
+		}
+		sum := h.Sum64()
+		if s.valid && s.compressor == p.z && s.size == size && s.sum == sum {
+			p.z.reused.Add(1)
+			close(s.done)
+			continue
+		}
+		s.valid = false
+		s.crc, s.size, s.sum, s.compressor = 0, size, sum, p.z
+		s.out.b = s.out.b[:0]
 		for _, part := range s.parts {
 			s.crc = crc32.Update(s.crc, crc32.IEEETable, part)
-			s.size += len(part)
 		}
-		if s.size > 0 {
-			if cap(s.out.b) < s.size/8 {
+		if size > 0 {
+			if cap(s.out.b) < size/8 {
 				// A first page: the text compresses ~12×.
-				s.out.b = make([]byte, 0, s.size/8)
+				s.out.b = make([]byte, 0, size/8)
 			}
 			if fw == nil {
 				fw, _ = p.z.writers.Get().(*flate.Writer)
@@ -154,6 +187,7 @@ func (p *gzipPage) work() {
 			}
 			_ = fw.Flush()
 		}
+		s.valid = true
 		close(s.done)
 	}
 }

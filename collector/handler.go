@@ -46,10 +46,14 @@ var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 // always do) gets it, anyone else identity, as promhttp does. The page is
 // deflated by klauspost/compress at its fastest level, each chunk's pieces
 // by a pool of goroutines while the next chunk renders (gzipPage): at 100k
-// agents the 139 MB page becomes 7-12 MB. Deflating costs ~0.25 s of CPU per
-// 100k agents, three times the rendering (BenchmarkScrape100kGzipVsIdentity),
-// the standard library at BestSpeed 3-4× more than klauspost
-// (BenchmarkGzipPage100k); with a second core the two overlap.
+// agents the 139 MB page becomes 7-12 MB. A piece whose text has not changed
+// since the last scrape is sent as compressed then: most families change
+// far less often than a scraper asks. Deflating the whole page costs ~0.25 s
+// of CPU per 100k agents, three times the rendering, the standard library at
+// BestSpeed 3-4× more than klauspost (BenchmarkGzipPage100k); with half the
+// fleet beating between scrapes, ~60% of the pieces are reused and a gzip
+// scrape costs ~2.4-3.2× an identity one's CPU in process
+// (BenchmarkScrape100kGzipVsIdentity).
 //
 // Only GET and HEAD are served (405 otherwise). Beyond Options.MaxScrapes
 // scrapes in flight the answer is 503, counted in RejectedScrapes, unless

@@ -114,6 +114,120 @@ func TestGzipPageWriteError(t *testing.T) {
 	}
 }
 
+// TestGzipPageReusesUnchangedSegments: a recycled page sends the earlier
+// compression of a segment whose text is unchanged, and compresses anew any
+// segment that changed (even by one byte, at the same length), moved, or was
+// left unfinished by a client that went away; the answer is always the text.
+func TestGzipPageReusesUnchangedSegments(t *testing.T) {
+	z := newGzipper(gzipLevel)
+	var p gzipPage
+	// page compresses segs ("-" is a segment left out) and returns the text
+	// read back and how many segments were reused.
+	page := func(w io.Writer, segs ...string) (string, uint64, error) {
+		before := z.reused.Load()
+		p.start(z, len(segs))
+		for i, s := range segs {
+			if s != "-" {
+				p.add(i, [][]byte{[]byte(s[:len(s)/2]), []byte(s[len(s)/2:])})
+			}
+		}
+		var out bytes.Buffer
+		if w == nil {
+			w = &out
+		}
+		err := p.writeTo(w)
+		if err != nil || w != &out {
+			return "", z.reused.Load() - before, err
+		}
+		return string(gunzipOne(t, out.Bytes())), z.reused.Load() - before, nil
+	}
+	big := strings.Repeat("sentinel_agent_paused{agent_id=\"a-1\",tenant=\"acme\"} 0\n", 2000)
+	for _, step := range []struct {
+		name   string
+		segs   []string
+		reused uint64
+	}{
+		{"first page", []string{"alpha\n", "beta\n", big}, 0},
+		{"unchanged", []string{"alpha\n", "beta\n", big}, 3},
+		{"one byte changed, same length", []string{"alpha\n", "bEta\n", big}, 2},
+		{"a segment left out", []string{"alpha\n", "-", big}, 2},
+		{"left out, then back", []string{"alpha\n", "bEta\n", big}, 3},
+		{"texts moved to other segments", []string{big, "alpha\n", "bEta\n"}, 0},
+		{"more segments", []string{big, "alpha\n", "bEta\n", "delta\n"}, 3},
+		{"fewer segments", []string{big}, 1},
+		{"emptied", []string{""}, 0},
+		{"empty again", []string{""}, 1},
+	} {
+		text, reused, err := page(nil, step.segs...)
+		require.NoError(t, err, step.name)
+		want := ""
+		for _, seg := range step.segs {
+			if seg != "-" {
+				want += seg
+			}
+		}
+		require.Equal(t, want, text, step.name)
+		require.Equal(t, step.reused, reused, step.name)
+	}
+
+	// A client gone at the first byte: the segments not compressed by then
+	// are not taken for compressed next time.
+	for range 3 {
+		segs := []string{big, big + "x", "y" + big, big + big}
+		_, _, err := page(&failAfter{n: 0}, segs...)
+		require.ErrorContains(t, err, "connection reset")
+		text, _, err := page(nil, segs...)
+		require.NoError(t, err)
+		require.Equal(t, strings.Join(segs, ""), text)
+	}
+
+	// Another compressor (another level) never takes this one's output.
+	other := newGzipper(gzipLevel)
+	p.start(other, 1)
+	p.add(0, [][]byte{[]byte(big)})
+	var out bytes.Buffer
+	require.NoError(t, p.writeTo(&out))
+	require.Equal(t, big, string(gunzipOne(t, out.Bytes())))
+	require.Zero(t, other.reused.Load())
+}
+
+// TestHandlerGzipAfterChanges: scraped again after agents changed, the gzip
+// answer is the identity answer of the moment, and the segments of what did
+// not change were not compressed again.
+func TestHandlerGzipAfterChanges(t *testing.T) {
+	defer func(n, per int) { gzipWorkers, chunkAgents = n, per }(gzipWorkers, chunkAgents)
+	gzipWorkers, chunkAgents = 3, 50 // six chunks of 300 agents
+	s := heartbeat.NewStore(1000, nil)
+	fillFleet(t, s, 300)
+	clock := &fakeClock{t: epoch}
+	h := newTestCollector(s, clock, "acme", "globex", "initech").Handler(selfCounters(t), nil)
+	gzipScrape := func() string {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		h.ServeHTTP(rec, req)
+		require.Equal(t, http.StatusOK, rec.Code)
+		return string(gunzipOne(t, rec.Body.Bytes()))
+	}
+	segments := uint64(1 + numFamilies*chunksFor(s.Len()))
+	for round := range 4 {
+		before := pageGzipper.reused.Load()
+		text := gzipScrape()
+		reused := pageGzipper.reused.Load() - before
+		_, identity := scrapeHandler(t, h)
+		require.Equal(t, identity, text, "round %d", round)
+		if round > 0 {
+			// The agent's last beat, lease and zombie deadline changed in
+			// one chunk; the rest was reused.
+			require.Equal(t, segments-3, reused, "round %d", round)
+		}
+		// Agent 7 beats again, a second later each round.
+		req := k8sBeat("globex", 7, epoch.Add(time.Duration(round+1)*time.Second))
+		_, err := s.Beat(req, thresholds)
+		require.NoError(t, err)
+	}
+}
+
 // TestHandlerGzip: the gzip answer is the identity answer, compressed.
 func TestHandlerGzip(t *testing.T) {
 	defer func(n, per int) { gzipWorkers, chunkAgents = n, per }(gzipWorkers, chunkAgents)

@@ -40,6 +40,9 @@ const (
 	adminKey    = "bench-tenant-admin-token-0123456789"
 	bridgeToken = "bench-bridge-token-0123456789"
 	tenant      = "bench"
+
+	// fleetInterval is the simulated agents' heartbeat interval.
+	fleetInterval = time.Minute
 )
 
 // trimFlags are the collector flags of the trimmed sentinel: every
@@ -437,12 +440,22 @@ type loadResult struct {
 // loadgen runs sentinel-loadgen on the generator's core against target
 // and samples target's CPU time when the load phase starts and ends.
 func (e *env) loadgen(target *proc, args ...string) (*loadResult, error) {
+	return e.loadgenUntil(context.Background(), nil, target, args...)
+}
+
+// loadgenUntil is loadgen for a run that ctx may end early: the generator is
+// then interrupted, and reports what it did until then. started, when not
+// nil, is closed once the measured phase has begun.
+func (e *env) loadgenUntil(ctx context.Context, started chan<- struct{}, target *proc, args ...string) (*loadResult, error) {
 	argv := append([]string{filepath.Join(e.bin, "sentinel-loadgen"), "--url", target.url, "--token", apiKey,
 		"--json=-", "--quiet"}, args...)
 	if e.taskset {
 		argv = append([]string{"taskset", "-c", e.genCPU}, argv...)
 	}
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	// taskset execs the generator, so the signal reaches it; it stops and
+	// prints its summary on an interrupt.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	var stdout bytes.Buffer
 	cmd.Stdout = &stdout
 	stderr, err := cmd.StderrPipe()
@@ -461,6 +474,10 @@ func (e *env) loadgen(target *proc, args ...string) (*loadResult, error) {
 	for sc.Scan() {
 		if sc.Text() == "phase load started" {
 			cpu0, gc0, cycles0 = target.cpuSeconds(), float64(target.gcCPU.Load())/1e6, target.gcCycles.Load()
+			if started != nil {
+				close(started)
+				started = nil
+			}
 			continue
 		}
 		tail = append(tail, sc.Text())
@@ -520,7 +537,7 @@ func (e *env) ingest(bare *proc, n int) (*ingestResult, error) {
 	}()
 	r.rssEmpty = sent.rss()
 	d := e.dur(10*time.Second, 5*time.Second)
-	common := []string{"--agents", strconv.Itoa(n), "--protocol", "mixed", "--interval", "60s"}
+	common := []string{"--agents", strconv.Itoa(n), "--protocol", "mixed", "--interval", fleetInterval.String()}
 	// Interleaved, so that both servers see the same machine state.
 	if r.bareClosed, err = e.loadgen(bare, append(common, "--mode", "closed", "--connections", r.connsClosed, "--duration", d)...); err != nil {
 		return nil, err
@@ -687,6 +704,7 @@ type scrapeResult struct {
 	agents                     int
 	sentSeconds, sentBytes     float64
 	gzipSeconds, gzipBytes     float64 // sentinel, asked for gzip
+	fleetBeats, fleetErrors    float64 // heartbeats of the fleet during those scrapes
 	vecSeconds, vecBytes       float64
 	sentRSS, vecRSS            int64
 	sentRSSScraped             int64
@@ -704,11 +722,38 @@ func (e *env) scrape(bare *proc, r *ingestResult) error {
 	if s.families, err = families(sent.url + "/metrics"); err != nil {
 		return err
 	}
+	// Identity against gzip while the fleet beats at its interval, as it
+	// does between a real scraper's scrapes: each scrape sees agents changed
+	// since the one before.
+	fleetCtx, stopFleet := context.WithCancel(context.Background())
+	started := make(chan struct{})
+	type fleetRun struct {
+		res *loadResult
+		err error
+	}
+	fleetDone := make(chan fleetRun, 1)
+	go func() {
+		res, err := e.loadgenUntil(fleetCtx, started, sent, "--agents", strconv.Itoa(r.agents), "--protocol", "mixed", "--no-register",
+			"--mode", "fleet", "--interval", fleetInterval.String(), "--connections", "8", "--duration", "0")
+		fleetDone <- fleetRun{res, err}
+	}()
+	select {
+	case <-started:
+	case run := <-fleetDone:
+		stopFleet()
+		return fmt.Errorf("the fleet beating during the scrapes: %v", run.err)
+	}
 	id, gz, err := scrapeMedians(sent.url+"/metrics", 5, true)
+	stopFleet()
+	run := <-fleetDone
 	if err != nil {
 		return err
 	}
+	if run.err != nil {
+		return fmt.Errorf("the fleet beating during the scrapes: %w", run.err)
+	}
 	s.sentSeconds, s.sentBytes, s.gzipSeconds, s.gzipBytes = id.seconds, id.bytes, gz.seconds, gz.bytes
+	s.fleetBeats, s.fleetErrors = run.res.sum.Load.Requests, run.res.sum.Load.Errors
 	s.sentRSSScraped = sent.rss()
 	args := []string{"--web.listen-address", e.addr(), "gaugevec", "--agents", strconv.Itoa(r.agents)}
 	for _, f := range s.families {

@@ -159,15 +159,24 @@ metrics:
 	}
 
 	t0 := time.Now()
-	if err := register(base, n); err != nil {
+	if err := beat(base, n, 0); err != nil {
 		return r, err
 	}
 	r.registerRate = float64(n) / time.Since(t0).Seconds()
 
+	// Before each scrape half the fleet beats again, as a fleet beating
+	// every 30 s does between scrapes 15 s apart: a scrape of a fleet that
+	// never changed would flatter gzip, which compresses again only what
+	// changed since the last scrape.
+	round := 0
 	for _, gz := range []bool{false, true} {
 		var size int
 		var cpu, wall time.Duration
 		for range scrapes {
+			round++
+			if err := beat(base, n, round); err != nil {
+				return r, err
+			}
 			c0, err := cpuTime(sentinel.cmd.Process.Pid)
 			if err != nil {
 				return r, err
@@ -276,8 +285,10 @@ scrape_configs:
 	return r, nil
 }
 
-// register sends one heartbeat per agent, from 16 clients at once.
-func register(base string, n int) error {
+// beat sends heartbeats over 16 connections: in round 0 one for each of the
+// n agents (their registration), in round r one for every other agent (odd
+// or even by round), uptime and counters grown by r as a running agent's.
+func beat(base string, n, round int) error {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -286,6 +297,9 @@ func register(base string, n int) error {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1
+				if round > 0 {
+					i = 2*i + round%2
+				}
 				if i >= n {
 					return
 				}
@@ -293,7 +307,7 @@ func register(base string, n int) error {
 				body := fmt.Sprintf(`{"status":"healthy","heartbeat_interval_seconds":60,"version":"1.4.2","uptime_seconds":%d,`+
 					`"platform":{"type":"kubernetes","pod_name":"%s-7f8a9b6c5d-x2k4q","namespace":"production","node":"ip-10-0-%d-%d.eu-west-1.compute.internal",`+
 					`"image":"registry.example.com/agents/worker:1.4.2","container_id":"containerd://%064x","hostname":"%s-7f8a9b6c5d-x2k4q","region":"eu-west-1"},`+
-					`"metrics":{"requests_handled":%d,"errors":%d,"avg_latency_ms":145}}`, i, id, i%256, i/256%256, i, id, i*7, i%13)
+					`"metrics":{"requests_handled":%d,"errors":%d,"avg_latency_ms":145}}`, i+60*round, id, i%256, i/256%256, i, id, i*7+round, i%13)
 				req, err := http.NewRequest(http.MethodPost, base+"/api/v1/installations/"+id+"/heartbeat", strings.NewReader(body))
 				if err != nil {
 					errs <- err
