@@ -144,8 +144,8 @@ func (l *connLimiter) track(c net.Conn, state http.ConnState) {
 func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	mono := int64(now.Sub(epoch))
 	if len(l.conns) >= l.max {
+		mono := int64(now.Sub(epoch))
 		var idleSince, newSince int64
 		var idle, silent net.Conn
 		grace := newConnGrace.Load()
@@ -176,7 +176,8 @@ func (l *connLimiter) admit(c net.Conn, now time.Time) (victim net.Conn, ok bool
 	return victim, true
 }
 
-// entry returns c's entry, nil once it has left the limiter.
+// entry returns c's entry: a serverConn's own, else the map's (nil once c
+// has left the limiter).
 func (l *connLimiter) entry(c net.Conn) *connEntry {
 	if sc, ok := c.(*serverConn); ok && sc.limit != nil {
 		// An evicted connection keeps its entry, out of the map: what
