@@ -62,6 +62,7 @@ type env struct {
 	cfgFile    string
 	nextPort   int
 	out        *report
+	report     string // the file the report goes to
 	started    time.Time
 	loadBefore string
 	// hook receives the tenant's outgoing webhooks (the bridge scenario).
@@ -87,6 +88,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 2
 	}
+	e.report = *outFile
 	// runtime.NumCPU counts only the CPUs this process may use, and the
 	// Makefile pins the driver to one: count the machine's.
 	if _, err := exec.LookPath("taskset"); err == nil && onlineCPUs() >= 2 {

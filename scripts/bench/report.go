@@ -286,6 +286,19 @@ func cmdOut(name string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// commit names the checked-out commit, "-dirty" when tracked files other
+// than the report itself (which the last run left changed) differ from it.
+func commit(report string) string {
+	c := cmdOut("git", "rev-parse", "--short=12", "HEAD")
+	if c == "unknown" {
+		return c
+	}
+	if changed := cmdOut("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)"+report); changed != "" {
+		c += "-dirty"
+	}
+	return c
+}
+
 func (e *env) markdown() []byte {
 	var b bytes.Buffer
 	r := e.out
@@ -298,7 +311,7 @@ func (e *env) markdown() []byte {
 	fmt.Fprintf(&b, "- Machine: %s\n", machine())
 	fmt.Fprintf(&b, "- Kernel: %s\n", cmdOut("uname", "-sr"))
 	fmt.Fprintf(&b, "- Go: %s\n", cmdOut("go", "version"))
-	fmt.Fprintf(&b, "- Commit: %s\n", cmdOut("git", "describe", "--always", "--dirty", "--abbrev=12"))
+	fmt.Fprintf(&b, "- Commit: %s\n", commit(e.report))
 	fmt.Fprintf(&b, "- Run: %s, %s; load average %s before, %s after\n", e.started.UTC().Format(time.RFC3339),
 		time.Since(e.started).Round(time.Second), e.loadBefore, loadAvg())
 	if e.taskset {
