@@ -62,7 +62,7 @@ type env struct {
 	cfgFile    string
 	nextPort   int
 	out        *report
-	report     string // the file the report goes to
+	reportFile string // where the report goes
 	started    time.Time
 	loadBefore string
 	// hook receives the tenant's outgoing webhooks (the bridge scenario).
@@ -88,7 +88,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		return 2
 	}
-	e.report = *outFile
+	e.reportFile = *outFile
 	// runtime.NumCPU counts only the CPUs this process may use, and the
 	// Makefile pins the driver to one: count the machine's.
 	if _, err := exec.LookPath("taskset"); err == nil && onlineCPUs() >= 2 {
@@ -743,7 +743,10 @@ func (e *env) scrape(bare *proc, r *ingestResult) error {
 	case <-started:
 	case run := <-fleetDone:
 		stopFleet()
-		return fmt.Errorf("the fleet beating during the scrapes: %v", run.err)
+		if run.err == nil {
+			run.err = errors.New("the load generator ended before its load phase")
+		}
+		return fmt.Errorf("the fleet beating during the scrapes: %w", run.err)
 	}
 	id, gz, err := scrapeMedians(sent.url+"/metrics", 5, true)
 	stopFleet()

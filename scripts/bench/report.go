@@ -311,7 +311,7 @@ func (e *env) markdown() []byte {
 	fmt.Fprintf(&b, "- Machine: %s\n", machine())
 	fmt.Fprintf(&b, "- Kernel: %s\n", cmdOut("uname", "-sr"))
 	fmt.Fprintf(&b, "- Go: %s\n", cmdOut("go", "version"))
-	fmt.Fprintf(&b, "- Commit: %s\n", commit(e.report))
+	fmt.Fprintf(&b, "- Commit: %s\n", commit(e.reportFile))
 	fmt.Fprintf(&b, "- Run: %s, %s; load average %s before, %s after\n", e.started.UTC().Format(time.RFC3339),
 		time.Since(e.started).Round(time.Second), e.loadBefore, loadAvg())
 	if e.taskset {
