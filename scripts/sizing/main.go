@@ -3,7 +3,8 @@
 // builds and starts the real sentinel on loopback, registers the agents
 // with heartbeats over HTTP (Kubernetes platform strings, like a real
 // fleet), measures /metrics (bytes raw and gzipped, sentinel's CPU time and
-// wall time per scrape, from /proc), then lets Prometheus and single-node
+// wall time per scrape, from /proc, half the fleet beating again before each
+// scrape), then lets Prometheus and single-node
 // VictoriaMetrics scrape it side by side and reads their resident memory
 // and scrape durations.
 //
