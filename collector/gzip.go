@@ -21,9 +21,11 @@ import (
 // (3.0-3.1×, 10.7 MB), level 2 359-400 ms (10.4 MB), level 3 380-408 ms
 // (10.2 MB), klauspost's stateless mode 394-406 ms (10.8 MB; no longer
 // offered), Huffman only 407-442 ms (81 MB: without LZ77 matching the text
-// barely shrinks, and the bit writer still codes every byte). None reaches
-// 2× identity: deflate runs at ~600 MB/s a core here, rendering now at
-// ~1.6 GB/s. Level 1 is the nearest, for an answer 5% larger than level 3's.
+// barely shrinks, and the bit writer still codes every byte). Compressing
+// the whole page, none reaches 2× identity: deflate runs at ~600 MB/s a core
+// here, rendering at ~1.6 GB/s; gzipPage's reuse of unchanged segments is
+// what brings a scrape within it. Level 1 is the nearest, for an answer 5%
+// larger than level 3's.
 const gzipLevel = 1
 
 // gzipWorkers is how many goroutines compress one page's segments at once.
@@ -89,15 +91,15 @@ type gzipSegment struct {
 	parts [][]byte
 	added bool
 	done  chan struct{} // closed once out, crc and size are set
-	out   appendWriter
-	crc   uint32
-	size  int
-	// sum is the hash, by compressor's seed, of the text out is the
-	// compression of. Only when valid do out, crc, size and sum belong
-	// together: a segment skipped or cut short leaves them not.
+	// out, crc, size and sum describe the last text compressed here: its
+	// compression, CRC-32, length and hash by compressor's seed. compressor
+	// is nil while they do not belong together (never compressed, or being
+	// compressed).
+	out        appendWriter
+	crc        uint32
+	size       int
 	sum        uint64
 	compressor *gzipper
-	valid      bool
 }
 
 // appendWriter is a Writer appending to a slice that it keeps.
@@ -144,52 +146,63 @@ func (p *gzipPage) work() {
 	}()
 	for i := range p.jobs {
 		s := &p.segs[i]
-		if p.stop.Load() {
-			s.valid = false
-			close(s.done)
-			continue
-		}
-		size := 0
-		h := maphash.Hash{}
-		h.SetSeed(p.z.seed)
-		for _, part := range s.parts {
-			size += len(part)
-			_, _ = h.Write(part) // maphash.Hash never fails
-		}
-		sum := h.Sum64()
-		if s.valid && s.compressor == p.z && s.size == size && s.sum == sum {
-			p.z.reused.Add(1)
-			close(s.done)
-			continue
-		}
-		s.valid = false
-		s.crc, s.size, s.sum, s.compressor = 0, size, sum, p.z
-		s.out.b = s.out.b[:0]
-		for _, part := range s.parts {
-			s.crc = crc32.Update(s.crc, crc32.IEEETable, part)
-		}
-		if size > 0 {
-			if cap(s.out.b) < size/8 {
-				// A first page: the text compresses ~12×.
-				s.out.b = make([]byte, 0, size/8)
-			}
-			if fw == nil {
-				fw, _ = p.z.writers.Get().(*flate.Writer)
-			}
-			if fw == nil {
-				// The level is one of flate's: NewWriter cannot fail.
-				fw, _ = flate.NewWriter(&s.out, p.z.level)
+		// A segment skipped keeps what it held: still a consistent
+		// compression of an earlier text.
+		if !p.stop.Load() {
+			size, sum := textSum(p.z.seed, s.parts)
+			if s.compressor == p.z && s.size == size && s.sum == sum {
+				p.z.reused.Add(1)
 			} else {
-				fw.Reset(&s.out)
+				fw = s.compress(p.z, fw, size, sum)
 			}
-			for _, part := range s.parts {
-				_, _ = fw.Write(part) // an appendWriter takes every write
-			}
-			_ = fw.Flush()
 		}
-		s.valid = true
 		close(s.done)
 	}
+}
+
+// textSum is the length of the concatenation of parts and its hash.
+func textSum(seed maphash.Seed, parts [][]byte) (int, uint64) {
+	var h maphash.Hash
+	h.SetSeed(seed)
+	size := 0
+	for _, part := range parts {
+		size += len(part)
+		_, _ = h.Write(part) // maphash.Hash never fails
+	}
+	return size, h.Sum64()
+}
+
+// compress compresses s's text, of the given length and hash, into its
+// buffer with z's deflate state fw, taken from z's pool when nil, and
+// returns that state for the next segment.
+func (s *gzipSegment) compress(z *gzipper, fw *flate.Writer, size int, sum uint64) *flate.Writer {
+	s.compressor = nil
+	s.crc, s.size, s.sum = 0, size, sum
+	s.out.b = s.out.b[:0]
+	for _, part := range s.parts {
+		s.crc = crc32.Update(s.crc, crc32.IEEETable, part)
+	}
+	if size > 0 {
+		if cap(s.out.b) < size/8 {
+			// A first page: the text compresses ~12×.
+			s.out.b = make([]byte, 0, size/8)
+		}
+		if fw == nil {
+			fw, _ = z.writers.Get().(*flate.Writer)
+		}
+		if fw == nil {
+			// The level is one of flate's: NewWriter cannot fail.
+			fw, _ = flate.NewWriter(&s.out, z.level)
+		} else {
+			fw.Reset(&s.out)
+		}
+		for _, part := range s.parts {
+			_, _ = fw.Write(part) // an appendWriter takes every write
+		}
+		_ = fw.Flush()
+	}
+	s.compressor = z
+	return fw
 }
 
 // writeTo writes the gzip member of the added segments to w, in page order,
