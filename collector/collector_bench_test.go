@@ -209,9 +209,8 @@ func BenchmarkScrape100kGzipVsIdentity(b *testing.B) {
 // beatHalf has every other agent of fleet100k beat again, round seconds
 // later, its uptime and request count grown as a running agent's are.
 func beatHalf(tb testing.TB, s *heartbeat.Store, round int) {
-	tenants := []string{"acme", "globex", "initech"}
 	for i := round % 2; i < 100_000; i += 2 {
-		req := k8sBeat(tenants[i%len(tenants)], i, epoch.Add(time.Duration(round)*time.Second-time.Duration(i%97)*time.Second))
+		req := k8sBeat(fleetTenants[i%len(fleetTenants)], i, epoch.Add(time.Duration(round)*time.Second-time.Duration(i%97)*time.Second))
 		req.Uptime += float64(30 * round)
 		req.Metrics.RequestsHandled += float64(round)
 		if _, err := s.Beat(req, thresholds); err != nil {

@@ -53,11 +53,14 @@ func k8sBeat(tenant string, i int, at time.Time) *heartbeat.BeatRequest {
 	}
 }
 
+// fleetTenants are the tenants fillFleet spreads the agents over, round
+// robin (k8sBeat agent i belongs to the (i mod 3)-th).
+var fleetTenants = []string{"acme", "globex", "initech"}
+
 // fillFleet registers n Kubernetes agents over three tenants with a spread
 // of states at epoch: mostly ACTIVE, some SILENT, ZOMBIE, STOPPED, REVOKED.
 func fillFleet(tb testing.TB, s *heartbeat.Store, n int) {
 	tb.Helper()
-	tenants := []string{"acme", "globex", "initech"}
 	for i := range n {
 		at := epoch.Add(-time.Duration(i%97) * time.Second)
 		switch i % 50 {
@@ -70,7 +73,7 @@ func fillFleet(tb testing.TB, s *heartbeat.Store, n int) {
 		// timestamps a scrape formats are not whole seconds. Earlier, so no
 		// state changes.
 		at = at.Add(-time.Duration(i) * 7_919_993 % time.Second)
-		req := k8sBeat(tenants[i%len(tenants)], i, at)
+		req := k8sBeat(fleetTenants[i%len(fleetTenants)], i, at)
 		if i%50 == 3 {
 			req.Status = heartbeat.StatusShutdown
 		}

@@ -200,7 +200,7 @@ func TestHandlerGzipAfterChanges(t *testing.T) {
 	s := heartbeat.NewStore(1000, nil)
 	fillFleet(t, s, 300)
 	clock := &fakeClock{t: epoch}
-	h := newTestCollector(s, clock, "acme", "globex", "initech").Handler(selfCounters(t), nil)
+	h := newTestCollector(s, clock, fleetTenants...).Handler(selfCounters(t), nil)
 	gzipScrape := func() string {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
