@@ -12,7 +12,9 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -100,17 +102,24 @@ func MainWithBinary(m *testing.M, pkg string, bin *string) int {
 	return m.Run()
 }
 
-// FreeAddr returns a loopback address whose port was free a moment ago.
+// FreeAddr returns a loopback address whose port was free a moment ago and
+// is handed out by no other FreeAddr call, in this process or another test
+// process (go test runs packages at once), until this process ends.
 //
 // The port is taken below the kernel's ephemeral range: a port from that
 // range, released and handed to a program a moment later, may meanwhile
 // become the local port of some outgoing connection (a scrape, a webhook),
-// and the program then fails to listen on it.
+// and the program then fails to listen on it. And it is reserved (see
+// reservePort): two tests that picked the same free port before either
+// program listened on it made one of them fail to start.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	low := ephemeralLow()
 	for range 100 {
 		port := 10000 + rand.IntN(low-10000)
+		if !reservePort(port) {
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue
@@ -130,6 +139,38 @@ func FreeAddr(t testing.TB) string {
 		t.Fatalf("find a free port: %v", err)
 	}
 	return addr
+}
+
+// portLocks are the files whose locks reserve the ports FreeAddr handed
+// out; kept open, so locked, until the process exits.
+var portLocks struct {
+	mu    sync.Mutex
+	files []*os.File
+}
+
+// reservePort takes an exclusive lock on a file named after port in a
+// directory every test process shares, and reports whether it got it: a
+// lock held by another process, or by this one for an earlier call, means
+// the port is spoken for. The kernel drops the locks when the process ends,
+// however it ends. Where the directory cannot be used, every port counts as
+// reserved, as before there were reservations.
+func reservePort(port int) bool {
+	dir := filepath.Join(os.TempDir(), "sentinel-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return true
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return true
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return false
+	}
+	portLocks.mu.Lock()
+	defer portLocks.mu.Unlock()
+	portLocks.files = append(portLocks.files, f)
+	return true
 }
 
 // ephemeralLow is the first port of the kernel's ephemeral range (32768 when
