@@ -102,6 +102,9 @@ type Collector struct {
 	writers writerSet
 	// off is the bit set of the families of Options.Disabled.
 	off uint16
+	// fresh makes render derive every text anew, keeping none from the
+	// scrape before: the benchmarks' baseline.
+	fresh bool
 }
 
 // New returns a Collector of store. Nil Options fields get defaults:

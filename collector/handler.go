@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net/http"
 	"strconv"
 	"sync"
@@ -347,10 +348,17 @@ type scrape struct {
 	// A gzip scrape compresses the pieces of a chunk while the next one
 	// renders.
 	chunks [][numFamilies][]byte
-	labels []byte   // the {agent_id,tenant} label set of the current agent
-	pieces [][]byte // parts' result, recycled
-	fleet  fleetCounts
-	gzip   gzipPage // the compressed page and its buffers, recycled
+	// stamps[c][f] is what chunks[c][f] was rendered from (stampOf the
+	// counts of chunk c's shards), valid while bit f of current[c] is set;
+	// policy is the threshold policy the deadlines were computed under.
+	stamps  [][numFamilies]uint64
+	current []uint16
+	policy  *fleet.ThresholdPolicy
+	kept    int      // texts of a family in a chunk the last render kept
+	labels  []byte   // the {agent_id,tenant} label set of the current agent
+	pieces  [][]byte // parts' result, recycled
+	fleet   fleetCounts
+	gzip    gzipPage // the compressed page and its buffers, recycled
 }
 
 func (c *Collector) getScrape() *scrape {
@@ -381,73 +389,174 @@ func (c *Collector) putScrape(sc *scrape) {
 // Chunks. More of them let a gzip scrape start compressing earlier and
 // leave less to compress after the last agent is rendered; each costs a
 // deflate restart (no shared window, a block header) per family, and a
-// hand-over to a compressing goroutine.
+// hand-over to a compressing goroutine. A chunk is a fixed run of the
+// store's shards, so that the store's change counts tell whether its text
+// is still current (render).
 var (
 	chunkAgents = 4096 // agents per chunk at least; tests lower it
 	maxChunks   = 16
 )
 
-// chunksFor is into how many chunks a view of n agents is cut.
-func chunksFor(n int) int { return max(1, min(n/chunkAgents, maxChunks)) }
+// chunksFor is into how many chunks a view of n agents is cut: a power of
+// two, so that every chunk has as many shards.
+func chunksFor(n int) int {
+	c := max(1, min(n/chunkAgents, maxChunks, heartbeat.NumShards))
+	return 1 << (bits.Len(uint(c)) - 1)
+}
 
-// render renders every agent family of the store into sc.chunks. It calls ready(c), when not nil, as soon as chunk c is
-// complete, in order, once for every chunk (also for chunks without agents);
-// the chunk's buffers do not change afterwards, until the next render.
+// familyChanges are the kinds of store change each family's text depends
+// on, as a bit set indexed by heartbeat.Change; every family also depends
+// on agents coming and going. sentinel_agents depends on the clock and is
+// rendered at every scrape.
+var familyChanges = func() (deps [numFamilies]uint32) {
+	bit := func(cs ...heartbeat.Change) uint32 {
+		b := uint32(1) << heartbeat.ChangeMembers
+		for _, c := range cs {
+			b |= 1 << c
+		}
+		return b
+	}
+	deps[famLastHeartbeat] = bit(heartbeat.ChangeLastBeat)
+	deps[famInterval] = bit(heartbeat.ChangeInterval)
+	deps[famLeaseExpiry] = bit(heartbeat.ChangeLastBeat, heartbeat.ChangeInterval, heartbeat.ChangeThresholds)
+	deps[famZombieDeadline] = deps[famLeaseExpiry]
+	deps[famStopped] = bit(heartbeat.ChangeStopped)
+	deps[famRevoked] = bit(heartbeat.ChangeRevoked)
+	deps[famPaused] = bit(heartbeat.ChangePaused)
+	deps[famUptime] = bit(heartbeat.ChangeUptime)
+	deps[famRequests] = bit(heartbeat.ChangeRequests)
+	deps[famErrors] = bit(heartbeat.ChangeErrors)
+	deps[famLatency] = bit(heartbeat.ChangeLatency)
+	deps[famInfo] = bit(heartbeat.ChangeInfo)
+	return deps
+}()
+
+// reusable are the families whose text render may keep from one scrape to
+// the next.
+const reusable = uint16(1<<famAgents - 1)
+
+// stampOf sums the counts of the kinds of change family f depends on. The
+// counts only grow, so an equal sum means that none of them changed.
+func stampOf(counts *heartbeat.ChangeCounts, f int) uint64 {
+	var sum uint64
+	for set := familyChanges[f]; set != 0; set &= set - 1 {
+		sum += counts[bits.TrailingZeros32(set)]
+	}
+	return sum
+}
+
+// render renders every agent family of the store into sc.chunks. It calls
+// ready(c), when not nil, as soon as chunk c is complete, in order, once for
+// every chunk (also for chunks without agents); the chunk's buffers do not
+// change afterwards, until the next render.
+//
+// The text of a family in a chunk is kept from sc's last render when none
+// of the changes it depends on happened in the chunk's shards since: most
+// families change far less often than a scraper asks (the interval, the
+// kill-switch flags, the info labels, usually the errors and latency), and
+// the info family alone is a third of the page. Each agent is still read,
+// for the sentinel_agents counts and the families that did change.
 func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 	now, policy := c.opts.Now(), c.opts.Thresholds()
 	sc.fleet.reset(c.opts.Tenants())
 	n := c.store.Len() // a hint: agents may come and go while rendering
 	nc := chunksFor(n)
+	if nc != len(sc.chunks) || policy != sc.policy || c.fresh {
+		// The chunks cover other shards, or the deadlines other thresholds.
+		clear(sc.current)
+	}
+	sc.policy, sc.kept = policy, 0
 	if cap(sc.chunks) < nc {
 		sc.chunks = append(sc.chunks[:cap(sc.chunks)], make([][numFamilies][]byte, nc-cap(sc.chunks))...)
+		sc.stamps = append(sc.stamps[:cap(sc.stamps)], make([][numFamilies]uint64, nc-cap(sc.stamps))...)
+		sc.current = append(sc.current[:cap(sc.current)], make([]uint16, nc-cap(sc.current))...)
 	}
-	sc.chunks = sc.chunks[:nc]
+	sc.chunks, sc.stamps, sc.current = sc.chunks[:nc], sc.stamps[:nc], sc.current[:nc]
+	var hints [numFamilies]int
 	for i := range numFamilies {
-		for ch := range sc.chunks {
-			buf := &sc.chunks[ch][i]
-			if c.off&(1<<i) != 0 {
-				*buf = (*buf)[:0] // switched off: no buffer
+		hint := int(c.sizeHint[i].Load())
+		if hint == 0 {
+			// First scrape: a rough line size per agent spares the
+			// doubling growth of ~100 MB of buffers.
+			hint = n * (len(families[i].name) + 64)
+			if i == famInfo {
+				hint = n * 512
+			}
+		}
+		hints[i] = hint / nc
+	}
+	var (
+		vals   [numValueFamilies]float64
+		labels [numInfoLabels]string
+		counts heartbeat.ChangeCounts // of the current chunk's shards as read
+		reuse  uint16                 // the current chunk's families kept as they are
+		fams   *[numFamilies][]byte
+	)
+	perChunk := heartbeat.NumShards / nc
+	chunk := -1
+	// begin starts chunk ch: it keeps the families whose text is current
+	// and empties the buffers of the others.
+	begin := func(ch int) {
+		chunk, fams, counts = ch, &sc.chunks[ch], heartbeat.ChangeCounts{}
+		var latest heartbeat.ChangeCounts
+		for i := ch * perChunk; i < (ch+1)*perChunk; i++ {
+			shard := c.store.ShardChanges(i)
+			for k := range latest {
+				latest[k] += shard[k]
+			}
+		}
+		reuse = 0
+		for f := range numFamilies {
+			keep := reusable&^c.off&sc.current[ch]&(1<<f) != 0 && sc.stamps[ch][f] == stampOf(&latest, f)
+			if keep {
+				reuse |= 1 << f
 				continue
 			}
-			hint := int(c.sizeHint[i].Load())
-			if hint == 0 {
-				// First scrape: a rough line size per agent spares the
-				// doubling growth of ~100 MB of buffers.
-				hint = n * (len(families[i].name) + 64)
-				if i == famInfo {
-					hint = n * 512
-				}
-			}
-			hint /= nc
-			if i == famAgents && ch != nc-1 {
-				hint = 0 // sentinel_agents goes to the last chunk
+			buf := &fams[f]
+			hint := hints[f]
+			if c.off&(1<<f) != 0 || (f == famAgents && ch != nc-1) {
+				hint = 0 // switched off, or sentinel_agents outside the last chunk
 			}
 			if cap(*buf) < hint {
 				*buf = make([]byte, 0, hint+hint/8) // room for growth
 			}
 			*buf = (*buf)[:0]
 		}
+		sc.current[ch] = reuse
+		sc.kept += bits.OnesCount16(reuse)
 	}
-	var (
-		vals   [numValueFamilies]float64
-		labels [numInfoLabels]string
-	)
-	per := (n + nc - 1) / nc // agents per chunk, the last may have fewer (or more)
-	chunk, left := 0, per
-	fams := &sc.chunks[0]
-	// Store.Each copies one shard at a time, as Snapshot does, but into one
-	// shard's worth of memory that stays in cache while it is rendered,
-	// instead of a copy of the whole store (~35 MB at 100k agents).
-	c.store.Each(func(a *heartbeat.Agent) bool {
-		if left == 0 && chunk < nc-1 {
-			if ready != nil {
-				ready(chunk)
+	// end records what the re-rendered families of the chunk were rendered
+	// from: the counts of the shards as they were copied.
+	end := func() {
+		for f := range numFamilies {
+			if reusable&^reuse&(1<<f) != 0 {
+				sc.stamps[chunk][f] = stampOf(&counts, f)
+				sc.current[chunk] |= 1 << f
 			}
-			chunk++
-			fams, left = &sc.chunks[chunk], per
 		}
-		left--
-		mask := c.observe(a, now, policy, &sc.fleet, &vals)
+		if ready != nil && chunk != nc-1 {
+			ready(chunk)
+		}
+	}
+	// Store.EachShard copies one shard at a time, as Snapshot does, but
+	// into one shard's worth of memory that stays in cache while it is
+	// rendered, instead of a copy of the whole store (~35 MB at 100k agents).
+	c.store.EachShard(func(i int, changes *heartbeat.ChangeCounts) {
+		if i%perChunk == 0 {
+			if chunk >= 0 {
+				end()
+			}
+			begin(i / perChunk)
+		}
+		for k := range counts {
+			counts[k] += changes[k]
+		}
+	}, func(a *heartbeat.Agent) bool {
+		mask := c.observe(a, now, policy, &sc.fleet, &vals) &^ reuse
+		info := (c.off|reuse)&(1<<famInfo) == 0
+		if mask == 0 && !info {
+			return true
+		}
 
 		lb := append(sc.labels[:0], `{agent_id="`...)
 		lb = appendLabelValue(lb, a.AgentID)
@@ -466,7 +575,7 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 			fams[f] = append(b, '\n')
 		}
 
-		if c.off&(1<<famInfo) != 0 {
+		if !info {
 			return true
 		}
 		infoLabelValues(a, &labels)
@@ -478,6 +587,7 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 		fams[famInfo] = append(b, "\"} 1\n"...)
 		return true
 	})
+	end()
 
 	last := &sc.chunks[nc-1]
 	b := last[famAgents]
@@ -492,10 +602,8 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 		b = append(b, '\n')
 	})
 	last[famAgents] = b
-	for ; chunk < nc; chunk++ {
-		if ready != nil {
-			ready(chunk)
-		}
+	if ready != nil {
+		ready(nc - 1)
 	}
 	for i := range numFamilies {
 		total := 0

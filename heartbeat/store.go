@@ -108,6 +108,8 @@ type shard struct {
 	arena   []byte
 	garbage int // arena bytes no record refers to any more
 	mem     *shardMem
+	// changes counts the writes that changed agents, by kind (Change).
+	changes ChangeCounts
 }
 
 // shardMem is the memory behind a shard's records and arena. The shards'
@@ -459,6 +461,9 @@ func (s *Store) Beat(req *BeatRequest, tenant fleet.Thresholds) (BeatResult, err
 		prev := r.agentState(req.Time, tenant)
 		res.Previous = prev
 		res.PreviousBeat = time.Unix(0, r.lastBeat).UTC()
+		// A new agent counts as a change of members alone (insert).
+		before := *r
+		defer sh.noteChanges(&before, r)
 	}
 	if r.tokenVersion < req.PresentedTokenVersion {
 		r.tokenVersion = req.PresentedTokenVersion
@@ -577,6 +582,7 @@ func (sh *shard) insert(h uint64) *record {
 	// The new record, with no blob yet (blobOff 0), heads the chain.
 	*r = record{hash: h, flags: flagUsed, next: uint32(sh.index[h])}
 	sh.index[h] = uint64(slot + 1)
+	sh.changes[ChangeMembers]++
 	return r
 }
 
@@ -669,6 +675,7 @@ func (s *Store) Delete(k fleet.Key) bool {
 			sh.garbage += int(r.blobLen)
 			*r = record{}
 			sh.free = append(sh.free, slot)
+			sh.changes[ChangeMembers]++
 			s.count.Add(-1)
 			s.tenants.get(k.Tenant).n.Add(-1)
 			return true
@@ -688,7 +695,10 @@ func (s *Store) update(k fleet.Key, fn func(*record)) bool {
 	if slot < 0 {
 		return false
 	}
-	fn(&sh.records[slot])
+	r := &sh.records[slot]
+	before := *r
+	fn(r)
+	sh.noteChanges(&before, r)
 	return true
 }
 
@@ -734,8 +744,10 @@ func (s *Store) restore(a *Agent, onlyNewer bool) bool {
 		if onlyNewer && r.lastBeat >= a.LastHeartbeat.UnixNano() {
 			return false
 		}
+		before := *r
+		defer sh.noteChanges(&before, r)
 	} else {
-		r = sh.insert(h)
+		r = sh.insert(h) // a change of members
 		s.count.Add(1)
 		s.tenants.get(a.Key.Tenant).n.Add(1)
 	}
@@ -804,15 +816,25 @@ func (s *Store) Snapshot(v *View) *View {
 // Unlike a View, the agents of different shards are seen at slightly
 // different moments. The *Agent is reused and its strings borrow from the
 // copy: they are valid until fn returns.
-func (s *Store) Each(fn func(*Agent) bool) {
+func (s *Store) Each(fn func(*Agent) bool) { s.EachShard(nil, fn) }
+
+// EachShard is Each that also calls shard, when not nil, before the agents
+// of each shard (in order, every shard, also one without agents) with the
+// shard's index and the change counts of the copy its agents are read from.
+func (s *Store) EachShard(shard func(i int, changes *ChangeCounts), fn func(*Agent) bool) {
 	var vs viewShard
 	var a Agent
+	var changes ChangeCounts
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.RLock()
 		vs.records = append(vs.records[:0], sh.records...)
 		vs.arena = append(vs.arena[:0], sh.arena...)
+		changes = sh.changes
 		sh.mu.RUnlock()
+		if shard != nil {
+			shard(i, &changes)
+		}
 		for j := range vs.records {
 			r := &vs.records[j]
 			if r.flags&flagUsed == 0 {

@@ -1,0 +1,102 @@
+package heartbeat
+
+import (
+	"math"
+	"math/bits"
+)
+
+// Change is one kind of change to the agents of a shard that the store
+// counts, so that a reader keeping something derived from a shard (the
+// collector keeps the rendered text of each family) can tell whether it is
+// still current without reading the agents again.
+type Change uint8
+
+// The kinds of Change. Each is counted when a write leaves one agent's
+// value different from what it was; ChangeMembers when an agent is added
+// or removed, which may change every derived value and the order of the
+// shard's agents (an added agent counts as that alone).
+const (
+	ChangeMembers Change = iota
+	ChangeLastBeat
+	ChangeInterval
+	// ChangeThresholds: the agent's own thresholds.
+	ChangeThresholds
+	ChangeStopped
+	ChangeRevoked
+	ChangePaused
+	// ChangeUptime: the reported uptime, or whether there is one.
+	ChangeUptime
+	// ChangeRequests, ChangeErrors and ChangeLatency: the reported metrics,
+	// or whether there are any (all three at once).
+	ChangeRequests
+	ChangeErrors
+	ChangeLatency
+	// ChangeInfo: the status, the platform type or any reported string.
+	ChangeInfo
+	NumChanges
+)
+
+// ChangeCounts are a shard's counts of changes, per kind, since the store
+// was made. They only grow: a value derived from a shard's agents is still
+// current as long as the counts of the kinds it depends on are those it was
+// derived at.
+type ChangeCounts [NumChanges]uint64
+
+// NumShards is how many shards the agents are spread over (EachShard).
+const NumShards = numShards
+
+// changesOf returns the kinds of change from before to after, the same
+// record before and after a write, as a bit set indexed by Change. Values
+// are compared bit for bit, so that a NaN is not a change of itself.
+func changesOf(before, after *record) uint32 {
+	var c uint32
+	set := func(k Change, changed bool) {
+		if changed {
+			c |= 1 << k
+		}
+	}
+	if (before.flags^after.flags)&flagUsed != 0 {
+		c |= 1 << ChangeMembers
+	}
+	flags := before.flags ^ after.flags
+	set(ChangeLastBeat, before.lastBeat != after.lastBeat)
+	set(ChangeInterval, before.interval != after.interval)
+	set(ChangeThresholds, before.silentAfter != after.silentAfter || before.zombieAfter != after.zombieAfter)
+	set(ChangeStopped, flags&flagStopped != 0)
+	set(ChangeRevoked, flags&flagRevoked != 0)
+	set(ChangePaused, flags&flagPaused != 0)
+	set(ChangeUptime, flags&flagHasUptime != 0 || !sameFloat(before.uptime, after.uptime))
+	metrics := flags&flagHasMetrics != 0
+	set(ChangeRequests, metrics || !sameFloat(before.requests, after.requests))
+	set(ChangeErrors, metrics || !sameFloat(before.errors, after.errors))
+	set(ChangeLatency, metrics || !sameFloat(before.latencyMs, after.latencyMs))
+	// A blob is only rewritten when a string differs, or moved by
+	// compaction with the same text; counting a move as a change costs a
+	// reader a needless re-derivation, never a stale value.
+	set(ChangeInfo, before.status != after.status || before.platform != after.platform ||
+		before.blobOff != after.blobOff || before.blobLen != after.blobLen)
+	return c
+}
+
+func sameFloat(a, b float64) bool { return math.Float64bits(a) == math.Float64bits(b) }
+
+// count adds the changes in set (a changesOf bit set) to the shard's
+// counts. The shard lock must be held for writing.
+func (sh *shard) count(set uint32) {
+	for set != 0 {
+		sh.changes[bits.TrailingZeros32(set)]++
+		set &= set - 1
+	}
+}
+
+// noteChanges counts the changes a write made to r, whose value before the
+// write was before. The shard lock must be held for writing.
+func (sh *shard) noteChanges(before, r *record) { sh.count(changesOf(before, r)) }
+
+// ShardChanges returns the change counts of shard i, 0 <= i < NumShards.
+func (s *Store) ShardChanges(i int) ChangeCounts {
+	sh := &s.shards[i]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.changes
+}
