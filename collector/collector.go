@@ -1,17 +1,20 @@
 // Package collector exposes the agents of a heartbeat.Store as the metrics of
 // SPEC 4: the per-agent series and the sentinel_agents fleet gauge.
 //
-// Every series is built fresh from one store snapshot per scrape, so the
-// series of a silent or zombie agent stay exactly as long as the agent is in
-// the store and vanish with the first scrape after Store.Delete; nothing keeps
-// dead label sets around.
+// Every series is built from the store at each scrape, so the series of a
+// silent or zombie agent stay exactly as long as the agent is in the store
+// and vanish with the first scrape after Store.Delete; nothing keeps dead
+// label sets around. The one thing Handler carries from a scrape to the next
+// is the text of a family for a run of the store's shards in which the store
+// counted no change that family shows: the same text a fresh render gives
+// (the tests compare both after every kind of change).
 //
 // There are two ways to the same exposition:
 //   - Collector implements prometheus.Collector with const metrics. It is the
 //     reference the tests check against and fits small fleets or a registry,
 //     but at 100k agents it costs seconds per scrape.
 //   - Collector.Handler serves /metrics and streams the agent families as
-//     exposition text rendered straight from the snapshot (kube-state-metrics'
+//     exposition text rendered straight from the store (kube-state-metrics'
 //     approach), in front of the self-metrics it gathers from a registry.
 //
 // Both derive every value and label from the same functions, so they agree

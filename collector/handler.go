@@ -35,26 +35,31 @@ var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 //
 // Why not promhttp over a registry holding c: at 100k agents (~1.1M samples,
 // 139 MB of text) const metrics cost 6-8 s and ~900 MB of garbage per scrape
-// on the 2-core box (BenchmarkCollectConst100k), this handler ~85 ms of CPU
-// and next to no garbage (BenchmarkScrape100k). Each agent is decoded once
+// on the 2-core box (BenchmarkCollectConst100k), this handler ~80 ms of CPU
+// rendering everything and next to no garbage. Each agent is decoded once
 // and its lines appended to recycled buffers, one per family and chunk of
-// agents (render); the buffers are written out family after family, which
-// keeps each family contiguous as the format requires. Numbers and label
-// values are formatted by hand (format.go): strconv's general float path
-// and a test-then-copy of every label value were the largest costs left.
+// the store's shards (render); the buffers are written out family after
+// family, which keeps each family contiguous as the format requires.
+// Numbers and label values are formatted by hand (format.go): strconv's
+// general float path and a test-then-copy of every label value were the
+// largest costs left. A family's text in a chunk is kept from the scrape
+// before when none of the agent values it shows changed there: with half
+// the fleet beating between two scrapes, a scrape takes 0.51-0.59× the CPU
+// of rendering everything (BenchmarkScrape100k).
 //
 // Compression: a scraper that accepts gzip (Prometheus and VictoriaMetrics
 // always do) gets it, anyone else identity, as promhttp does. The page is
 // deflated by klauspost/compress at its fastest level, each chunk's pieces
 // by a pool of goroutines while the next chunk renders (gzipPage): at 100k
 // agents the 139 MB page becomes 7-12 MB. A piece whose text has not changed
-// since the last scrape is sent as compressed then: most families change
-// far less often than a scraper asks. Deflating the whole page costs ~0.25 s
-// of CPU per 100k agents, three times the rendering, the standard library at
-// BestSpeed 3-4× more than klauspost (BenchmarkGzipPage100k). With half the
-// fleet beating between scrapes, 54-56% of the pieces are reused, and a gzip
-// scrape costs 2.3-2.4× an identity one's CPU in process instead of 3.7-3.9×
-// (BenchmarkScrape100kGzipVsIdentity).
+// since the last scrape is sent as compressed then. Deflating the whole
+// page costs ~0.25 s of CPU per 100k agents, several times the rendering,
+// the standard library at BestSpeed 3-4× more than klauspost
+// (BenchmarkGzipPage100k). With half the fleet beating between scrapes, 56%
+// of the pieces are reused, and a gzip scrape costs 148-151 ms of CPU in
+// process against 310-326 ms rendering and compressing everything
+// (BenchmarkScrape100kGzipVsIdentity); an identity scrape, 42 ms there,
+// also pays over a socket for the 139 MB it writes.
 //
 // Only GET and HEAD are served (405 otherwise). Beyond Options.MaxScrapes
 // scrapes in flight the answer is 503, counted in RejectedScrapes, unless

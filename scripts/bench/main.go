@@ -517,6 +517,7 @@ type ingestResult struct {
 	bareOpen, sentOpen         *loadResult
 	sentinel                   *proc // left running for the following scenarios
 	scrapeSeconds, scrapeBytes float64
+	scrapeUnchangedSeconds     float64
 	rssEmpty, rssLoaded        int64
 	connsClosed, connsOpen     string
 }
@@ -559,8 +560,12 @@ func (e *env) ingest(bare *proc, n int) (*ingestResult, error) {
 		return nil, err
 	}
 	r.rssLoaded = sent.rss()
-	r.scrapeSeconds, r.scrapeBytes, err = scrapeMedian(sent.url+"/metrics", 3)
-	if err != nil {
+	// The first scrape after the load renders what the load changed; the
+	// next ones find nothing changed and keep the text of the one before.
+	if r.scrapeSeconds, r.scrapeBytes, err = scrapeMedian(sent.url+"/metrics", 1); err != nil {
+		return nil, err
+	}
+	if r.scrapeUnchangedSeconds, _, err = scrapeMedian(sent.url+"/metrics", 3); err != nil {
 		return nil, err
 	}
 	e.out.ingest(r)
