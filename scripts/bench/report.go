@@ -99,8 +99,9 @@ func (r *report) ingest(in *ingestResult) {
 		fmt.Fprintf(&b, "\nThe open loop fell behind its schedule by up to %s (sentinel) and %s (bare): "+
 			"that wait is in the latencies, as it would be for real agents.\n", ms(so.MaxBehind), ms(bo.MaxBehind))
 	}
-	fmt.Fprintf(&b, "\n/metrics at %s agents, the first scrape after the load: %s, %s; the next three, with no agent changed since "+
-		"(each keeps the text of the one before): %s (median).\n", human(in.agents), ms(in.scrapeSeconds), mib(in.scrapeBytes), ms(in.scrapeUnchangedSeconds))
+	fmt.Fprintf(&b, "\n/metrics at %s agents (%s) after a second of closed-loop heartbeats, which changed every chunk of the page: %s. The first scrape of this sentinel, which also allocated the page's buffers: %s; "+
+		"three more with no agent changed since (each keeps the text of the one before): %s (median).\n",
+		human(in.agents), mib(in.scrapeBytes), ms(in.scrapeSeconds), ms(in.scrapeFirstSeconds), ms(in.scrapeUnchangedSeconds))
 	r.add(b.String())
 	r.headline = append(r.headline, fmt.Sprintf("ingest at %s agents: %s the bare handler's throughput, %s its CPU per heartbeat at saturation (%s at the same rate), %s its p99 at half its saturation",
 		human(in.agents), ratio(sc.Throughput, bc.Throughput), ratio(in.sentClosed.cpuPerBeat, in.bareClosed.cpuPerBeat),
