@@ -440,6 +440,15 @@ var familyChanges = func() (deps [numFamilies]uint32) {
 // the next.
 const reusable = uint16(1<<famAgents - 1)
 
+// resize returns s with length n, keeping its elements and the ones between
+// its length and capacity (recycled buffers).
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		s = append(s[:cap(s)], make([]T, n-cap(s))...)
+	}
+	return s[:n]
+}
+
 // stampOf sums the counts of the kinds of change family f depends on. The
 // counts only grow, so an equal sum means that none of them changed.
 func stampOf(counts *heartbeat.ChangeCounts, f int) uint64 {
@@ -471,12 +480,7 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 		clear(sc.current)
 	}
 	sc.policy, sc.kept = policy, 0
-	if cap(sc.chunks) < nc {
-		sc.chunks = append(sc.chunks[:cap(sc.chunks)], make([][numFamilies][]byte, nc-cap(sc.chunks))...)
-		sc.stamps = append(sc.stamps[:cap(sc.stamps)], make([][numFamilies]uint64, nc-cap(sc.stamps))...)
-		sc.current = append(sc.current[:cap(sc.current)], make([]uint16, nc-cap(sc.current))...)
-	}
-	sc.chunks, sc.stamps, sc.current = sc.chunks[:nc], sc.stamps[:nc], sc.current[:nc]
+	sc.chunks, sc.stamps, sc.current = resize(sc.chunks, nc), resize(sc.stamps, nc), resize(sc.current, nc)
 	var hints [numFamilies]int
 	for i := range numFamilies {
 		hint := int(c.sizeHint[i].Load())
@@ -493,26 +497,21 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 	var (
 		vals   [numValueFamilies]float64
 		labels [numInfoLabels]string
-		counts heartbeat.ChangeCounts // of the current chunk's shards as read
+		counts heartbeat.ChangeCounts // of the copies of the current chunk's shards
 		reuse  uint16                 // the current chunk's families kept as they are
 		fams   *[numFamilies][]byte
 	)
-	perChunk := heartbeat.NumShards / nc
 	chunk := -1
-	// begin starts chunk ch: it keeps the families whose text is current
-	// and empties the buffers of the others.
-	begin := func(ch int) {
-		chunk, fams, counts = ch, &sc.chunks[ch], heartbeat.ChangeCounts{}
-		var latest heartbeat.ChangeCounts
-		for i := ch * perChunk; i < (ch+1)*perChunk; i++ {
-			shard := c.store.ShardChanges(i)
-			for k := range latest {
-				latest[k] += shard[k]
-			}
-		}
+	// begin starts chunk ch, whose shards were copied with the change
+	// counts changes: it keeps the families whose text is current and
+	// empties the buffers of the others. Deciding from the copies' counts
+	// keeps every family of an agent at the state of the same copy, as a
+	// render of everything does.
+	begin := func(ch int, changes *heartbeat.ChangeCounts) {
+		chunk, fams, counts = ch, &sc.chunks[ch], *changes
 		reuse = 0
 		for f := range numFamilies {
-			keep := reusable&^c.off&sc.current[ch]&(1<<f) != 0 && sc.stamps[ch][f] == stampOf(&latest, f)
+			keep := reusable&^c.off&sc.current[ch]&(1<<f) != 0 && sc.stamps[ch][f] == stampOf(&counts, f)
 			if keep {
 				reuse |= 1 << f
 				continue
@@ -531,7 +530,7 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 		sc.kept += bits.OnesCount16(reuse)
 	}
 	// end records what the re-rendered families of the chunk were rendered
-	// from: the counts of the shards as they were copied.
+	// from.
 	end := func() {
 		for f := range numFamilies {
 			if reusable&^reuse&(1<<f) != 0 {
@@ -543,19 +542,14 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 			ready(chunk)
 		}
 	}
-	// Store.EachShard copies one shard at a time, as Snapshot does, but
-	// into one shard's worth of memory that stays in cache while it is
-	// rendered, instead of a copy of the whole store (~35 MB at 100k agents).
-	c.store.EachShard(func(i int, changes *heartbeat.ChangeCounts) {
-		if i%perChunk == 0 {
-			if chunk >= 0 {
-				end()
-			}
-			begin(i / perChunk)
+	// Store.EachRun copies one chunk's shards at a time, as Snapshot does
+	// shard by shard, into memory that is reused for the next chunk
+	// (1/nc of the store), instead of a copy of the whole store.
+	c.store.EachRun(heartbeat.NumShards/nc, func(ch int, changes *heartbeat.ChangeCounts) {
+		if chunk >= 0 {
+			end()
 		}
-		for k := range counts {
-			counts[k] += changes[k]
-		}
+		begin(ch, changes)
 	}, func(a *heartbeat.Agent) bool {
 		mask := c.observe(a, now, policy, &sc.fleet, &vals) &^ reuse
 		info := (c.off|reuse)&(1<<famInfo) == 0

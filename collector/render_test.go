@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -198,4 +200,108 @@ func TestRenderKeepsTextUnderConcurrentBeats(t *testing.T) {
 	require.Equal(t, page(c, &scrape{}), page(c, kept))
 	require.Equal(t, page(c, kept), page(c, kept))
 	require.Equal(t, len(kept.chunks)*(numValueFamilies+1), kept.kept)
+}
+
+// TestRenderKeepsTextAcrossChunkCounts: a scrape state kept while the fleet
+// grows and shrinks through every number of chunks renders what a fresh
+// one does.
+func TestRenderKeepsTextAcrossChunkCounts(t *testing.T) {
+	defer func(per int) { chunkAgents = per }(chunkAgents)
+	chunkAgents = 10
+	s := heartbeat.NewStore(10_000, nil)
+	c := newTestCollector(s, &fakeClock{t: epoch}, fleetTenants...)
+	kept := &scrape{}
+	registered := 0
+	for _, n := range []int{5, 25, 45, 85, 165, 25, 5, 165, 45} {
+		for ; registered < n; registered++ {
+			_, err := s.Beat(k8sBeat(fleetTenants[registered%3], registered, epoch), thresholds)
+			require.NoError(t, err)
+		}
+		for ; registered > n; registered-- {
+			i := registered - 1
+			require.True(t, s.Delete(fleet.Key{Tenant: fleetTenants[i%3], AgentID: fmt.Sprintf("agent-%07d", i)}))
+		}
+		got := page(c, kept)
+		require.Equal(t, page(c, &scrape{}), got, "%d agents", n)
+		require.Len(t, kept.chunks, chunksFor(n))
+	}
+}
+
+// TestRenderKeepsEachPageConsistent: while agents register, beat, are
+// revoked and deleted, every page that keeps texts shows each agent in all
+// the families every agent has, or in none: an agent's families are all
+// read from the same copy of its shard, as when everything is rendered.
+func TestRenderKeepsEachPageConsistent(t *testing.T) {
+	defer func(per int) { chunkAgents = per }(chunkAgents)
+	chunkAgents = 500
+	const n = 4000
+	s := heartbeat.NewStore(100_000, nil)
+	fillFleet(t, s, n)
+	c := newTestCollector(s, &fakeClock{t: epoch}, fleetTenants...)
+
+	// Agents beat one after the other (their heartbeat families change,
+	// their other families are kept), and now and then one of a few
+	// agents beyond the fleet comes or goes: a chunk with no such change
+	// since the last page keeps its other families while one may land in
+	// it during the render.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for round := 0; ; round++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if round%20 == 0 {
+				i := n + round/20%16
+				k := fleet.Key{Tenant: fleetTenants[i%3], AgentID: fmt.Sprintf("agent-%07d", i)}
+				if !s.Delete(k) {
+					if _, err := s.Beat(k8sBeat(k.Tenant, i, epoch), thresholds); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+			j := round % n
+			if _, err := s.Beat(k8sBeat(fleetTenants[j%3], j, epoch.Add(time.Duration(round)*time.Millisecond)), thresholds); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(5 * time.Microsecond)
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+
+	// Families every agent of fillFleet has a sample in.
+	everyAgent := []string{
+		"sentinel_agent_last_heartbeat_timestamp_seconds", "sentinel_agent_heartbeat_interval_seconds",
+		"sentinel_agent_lease_expiry_timestamp_seconds", "sentinel_agent_zombie_deadline_timestamp_seconds",
+		"sentinel_agent_stopped", "sentinel_agent_revoked", "sentinel_agent_paused", "sentinel_agent_uptime_seconds",
+		"sentinel_agent_requests_handled_total", "sentinel_agent_errors_total", "sentinel_agent_latency_average_seconds",
+		"sentinel_agent_info",
+	}
+	kept := &scrape{}
+	keptTexts := 0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		text := page(c, kept)
+		keptTexts += kept.kept
+		agents := map[string]map[string]bool{}
+		for _, line := range strings.Split(text, "\n") {
+			name, rest, ok := strings.Cut(line, "{")
+			if !ok || !slices.Contains(everyAgent, name) {
+				continue
+			}
+			_, id, _ := strings.Cut(rest, `agent_id="`)
+			id, _, _ = strings.Cut(id, `"`)
+			if agents[id] == nil {
+				agents[id] = map[string]bool{}
+			}
+			agents[id][name] = true
+		}
+		for id, in := range agents {
+			require.Len(t, in, len(everyAgent), "agent %s is in some families only: %v", id, in)
+		}
+	}
+	require.Positive(t, keptTexts, "no text was kept: the test would not see a mismatch")
 }

@@ -42,7 +42,7 @@ const (
 // derived at.
 type ChangeCounts [NumChanges]uint64
 
-// NumShards is how many shards the agents are spread over (EachShard).
+// NumShards is how many shards the agents are spread over (EachRun).
 const NumShards = numShards
 
 // changesOf returns the kinds of change from before to after, the same
@@ -70,11 +70,8 @@ func changesOf(before, after *record) uint32 {
 	set(ChangeRequests, metrics || !sameFloat(before.requests, after.requests))
 	set(ChangeErrors, metrics || !sameFloat(before.errors, after.errors))
 	set(ChangeLatency, metrics || !sameFloat(before.latencyMs, after.latencyMs))
-	// A blob is only rewritten when a string differs, or moved by
-	// compaction with the same text; counting a move as a change costs a
-	// reader a needless re-derivation, never a stale value.
-	set(ChangeInfo, before.status != after.status || before.platform != after.platform ||
-		before.blobOff != after.blobOff || before.blobLen != after.blobLen)
+	// The strings are counted by writeBlob (shard.rewritten).
+	set(ChangeInfo, before.status != after.status || before.platform != after.platform)
 	return c
 }
 
@@ -90,8 +87,16 @@ func (sh *shard) count(set uint32) {
 }
 
 // noteChanges counts the changes a write made to r, whose value before the
-// write was before. The shard lock must be held for writing.
-func (sh *shard) noteChanges(before, r *record) { sh.count(changesOf(before, r)) }
+// write was before, with its strings if the write rewrote them. The shard
+// lock must be held for writing.
+func (sh *shard) noteChanges(before, r *record) {
+	c := changesOf(before, r)
+	if sh.rewritten {
+		c |= 1 << ChangeInfo
+		sh.rewritten = false
+	}
+	sh.count(c)
+}
 
 // ShardChanges returns the change counts of shard i, 0 <= i < NumShards.
 func (s *Store) ShardChanges(i int) ChangeCounts {

@@ -1,6 +1,7 @@
 package heartbeat
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -96,30 +97,71 @@ func TestStoreCountsChanges(t *testing.T) {
 	}
 }
 
-// TestEachShardReportsCopiedChanges: EachShard calls its shard function
-// once per shard, in order, before that shard's agents, with the counts the
-// shard had when it was copied.
-func TestEachShardReportsCopiedChanges(t *testing.T) {
+// TestEachRunReportsCopiedChanges: EachRun calls its run function once per
+// run of shards, in order, before that run's agents, with the counts its
+// shards had when they were copied.
+func TestEachRunReportsCopiedChanges(t *testing.T) {
 	s := NewStore(1000, nil)
 	for i := range 300 {
-		stMustBeat(t, s, stBeat(string(rune('a'+i%26))+string(rune('A'+i/26)), stT0))
+		stMustBeat(t, s, stBeat(fmt.Sprintf("agent-%d", i), stT0))
 	}
-	next, agents := 0, 0
-	var sum ChangeCounts
-	s.EachShard(func(i int, c *ChangeCounts) {
-		require.Equal(t, next, i)
-		require.Equal(t, s.ShardChanges(i), *c)
-		next++
-		for k := range sum {
-			sum[k] += c[k]
+	for _, perRun := range []int{1, 16, NumShards} {
+		next, agents := 0, 0
+		var sum ChangeCounts
+		s.EachRun(perRun, func(i int, c *ChangeCounts) {
+			require.Equal(t, next, i)
+			var want ChangeCounts
+			for j := i * perRun; j < (i+1)*perRun; j++ {
+				for k, n := range s.ShardChanges(j) {
+					want[k] += n
+				}
+			}
+			require.Equal(t, want, *c)
+			next++
+			for k := range sum {
+				sum[k] += c[k]
+			}
+		}, func(*Agent) bool {
+			require.Positive(t, next, "an agent before its run")
+			agents++
+			return true
+		})
+		require.Equal(t, NumShards/perRun, next)
+		require.Equal(t, 300, agents)
+		require.Equal(t, uint64(300), sum[ChangeMembers])
+		require.Equal(t, totalChanges(s), sum)
+	}
+	require.Panics(t, func() { s.EachRun(3, nil, func(*Agent) bool { return true }) })
+}
+
+// TestRewrittenStringsCountedThroughCompaction: strings rewritten at the
+// same length are counted even when the compaction they trigger puts the
+// agent's strings back where they were.
+func TestRewrittenStringsCountedThroughCompaction(t *testing.T) {
+	s := NewStore(100_000, nil)
+	agent := stFullBeat("agent", stT0)
+	stMustBeat(t, s, agent)
+	home := s.shardOf(s.hash(agent.Key))
+	slot := home.find(s.hash(agent.Key), agent.Key)
+	size := int(home.records[slot].blobLen)
+	// Agents of the same shard, registered after it and deleted, leave
+	// garbage just short of what makes the next rewrite compact.
+	for i := 0; home.garbage+size <= 64<<10; i++ {
+		req := stFullBeat(fmt.Sprintf("other-%d", i), stT0)
+		if s.shardOf(s.hash(req.Key)) != home {
+			continue
 		}
-	}, func(*Agent) bool {
-		require.Positive(t, next, "an agent before its shard")
-		agents++
-		return true
-	})
-	require.Equal(t, NumShards, next)
-	require.Equal(t, 300, agents)
-	require.Equal(t, uint64(300), sum[ChangeMembers])
-	require.Equal(t, totalChanges(s), sum)
+		stMustBeat(t, s, req)
+		require.True(t, s.Delete(req.Key))
+	}
+	require.Zero(t, home.records[slot].blobOff, "the agent's strings open the arena")
+
+	before := totalChanges(s)
+	agent.Version = "9.9.9" // as long as "1.4.2"
+	agent.Time = stT0.Add(time.Second)
+	stMustBeat(t, s, agent)
+	require.Zero(t, home.garbage, "the rewrite compacted the arena")
+	require.Zero(t, home.records[slot].blobOff, "and put the strings back at the start")
+	require.Equal(t, uint64(1), totalChanges(s)[ChangeInfo]-before[ChangeInfo])
+	require.Equal(t, "9.9.9", stMustGet(t, s, agent.Key).Version)
 }

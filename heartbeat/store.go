@@ -2,6 +2,7 @@ package heartbeat
 
 import (
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"runtime"
 	"sync"
@@ -110,6 +111,9 @@ type shard struct {
 	mem     *shardMem
 	// changes counts the writes that changed agents, by kind (Change).
 	changes ChangeCounts
+	// rewritten is set when a record's strings were rewritten, until
+	// noteChanges counts it.
+	rewritten bool
 }
 
 // shardMem is the memory behind a shard's records and arena. The shards'
@@ -338,8 +342,14 @@ func (sh *shard) setBlob(r *record, blob []byte) {
 	sh.writeBlob(r, blob)
 }
 
-// writeBlob stores blob as r's strings in new space of the arena.
+// writeBlob stores blob as r's strings in new space of the arena. Callers
+// write only strings that differ from r's (or a new record's first ones).
 func (sh *shard) writeBlob(r *record, blob []byte) {
+	if r.blobLen > 0 {
+		// Compaction may put the new blob where the old one was: the
+		// offsets cannot tell noteChanges that the strings changed.
+		sh.rewritten = true
+	}
 	sh.garbage += int(r.blobLen)
 	r.blobOff, r.blobLen = uint32(len(sh.arena)), uint32(len(blob))
 	sh.arena = append(reserve(&sh.mem.arena, sh.arena, len(blob)), blob...)
@@ -816,33 +826,46 @@ func (s *Store) Snapshot(v *View) *View {
 // Unlike a View, the agents of different shards are seen at slightly
 // different moments. The *Agent is reused and its strings borrow from the
 // copy: they are valid until fn returns.
-func (s *Store) Each(fn func(*Agent) bool) { s.EachShard(nil, fn) }
+func (s *Store) Each(fn func(*Agent) bool) { s.EachRun(1, nil, fn) }
 
-// EachShard is Each that also calls shard, when not nil, before the agents
-// of each shard (in order, every shard, also one without agents) with the
-// shard's index and the change counts of the copy its agents are read from.
-func (s *Store) EachShard(shard func(i int, changes *ChangeCounts), fn func(*Agent) bool) {
-	var vs viewShard
+// EachRun is Each over runs of perRun shards (perRun divides NumShards): it
+// copies a run's shards, each under its read lock only while copying it,
+// then calls run, when not nil, with the run's index and the change counts
+// of those copies summed, then fn for the run's agents. A reader that keeps
+// something derived from a run of shards can so tell, from the copies
+// themselves, what is still current. It needs memory for a run's copies.
+func (s *Store) EachRun(perRun int, run func(i int, changes *ChangeCounts), fn func(*Agent) bool) {
+	if perRun < 1 || numShards%perRun != 0 {
+		panic(fmt.Sprintf("heartbeat: EachRun over runs of %d shards, which does not divide %d", perRun, numShards))
+	}
+	views := make([]viewShard, perRun)
 	var a Agent
-	var changes ChangeCounts
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.RLock()
-		vs.records = append(vs.records[:0], sh.records...)
-		vs.arena = append(vs.arena[:0], sh.arena...)
-		changes = sh.changes
-		sh.mu.RUnlock()
-		if shard != nil {
-			shard(i, &changes)
-		}
-		for j := range vs.records {
-			r := &vs.records[j]
-			if r.flags&flagUsed == 0 {
-				continue
+	for first := 0; first < numShards; first += perRun {
+		var changes ChangeCounts
+		for j := range views {
+			sh, vs := &s.shards[first+j], &views[j]
+			sh.mu.RLock()
+			vs.records = append(vs.records[:0], sh.records...)
+			vs.arena = append(vs.arena[:0], sh.arena...)
+			for k, n := range sh.changes {
+				changes[k] += n
 			}
-			decode(&a, r, vs.arena)
-			if !fn(&a) {
-				return
+			sh.mu.RUnlock()
+		}
+		if run != nil {
+			run(first/perRun, &changes)
+		}
+		for j := range views {
+			vs := &views[j]
+			for i := range vs.records {
+				r := &vs.records[i]
+				if r.flags&flagUsed == 0 {
+					continue
+				}
+				decode(&a, r, vs.arena)
+				if !fn(&a) {
+					return
+				}
 			}
 		}
 	}
