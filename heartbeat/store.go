@@ -856,16 +856,8 @@ func (s *Store) EachRun(perRun int, run func(i int, changes *ChangeCounts), fn f
 			run(first/perRun, &changes)
 		}
 		for j := range views {
-			vs := &views[j]
-			for i := range vs.records {
-				r := &vs.records[i]
-				if r.flags&flagUsed == 0 {
-					continue
-				}
-				decode(&a, r, vs.arena)
-				if !fn(&a) {
-					return
-				}
+			if !views[j].each(&a, fn) {
+				return
 			}
 		}
 	}
@@ -880,16 +872,24 @@ func (v *View) Len() int { return v.count }
 func (v *View) Each(fn func(*Agent) bool) {
 	var a Agent
 	for i := range v.shards {
-		vs := &v.shards[i]
-		for j := range vs.records {
-			r := &vs.records[j]
-			if r.flags&flagUsed == 0 {
-				continue
-			}
-			decode(&a, r, vs.arena)
-			if !fn(&a) {
-				return
-			}
+		if !v.shards[i].each(&a, fn) {
+			return
 		}
 	}
+}
+
+// each calls fn for every agent of the copied shard, decoded into a, until
+// fn returns false; it reports whether fn never did.
+func (vs *viewShard) each(a *Agent, fn func(*Agent) bool) bool {
+	for i := range vs.records {
+		r := &vs.records[i]
+		if r.flags&flagUsed == 0 {
+			continue
+		}
+		decode(a, r, vs.arena)
+		if !fn(a) {
+			return false
+		}
+	}
+	return true
 }
