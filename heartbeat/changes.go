@@ -46,17 +46,15 @@ type ChangeCounts [NumChanges]uint64
 const NumShards = numShards
 
 // changesOf returns the kinds of change from before to after, the same
-// record before and after a write, as a bit set indexed by Change. Values
-// are compared bit for bit, so that a NaN is not a change of itself.
+// agent's record before and after a write, as a bit set indexed by Change
+// (agents added and removed are counted by insert and Delete). Values are
+// compared bit for bit, so that a NaN is not a change of itself.
 func changesOf(before, after *record) uint32 {
 	var c uint32
 	set := func(k Change, changed bool) {
 		if changed {
 			c |= 1 << k
 		}
-	}
-	if (before.flags^after.flags)&flagUsed != 0 {
-		c |= 1 << ChangeMembers
 	}
 	flags := before.flags ^ after.flags
 	set(ChangeLastBeat, before.lastBeat != after.lastBeat)
