@@ -44,7 +44,7 @@ var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 // general float path and a test-then-copy of every label value were the
 // largest costs left. A family's text in a chunk is kept from the scrape
 // before when none of the agent values it shows changed there: with half
-// the fleet beating between two scrapes, a scrape takes 0.51-0.59× the CPU
+// the fleet beating between two scrapes, a scrape takes 0.52-0.57× the CPU
 // of rendering everything (BenchmarkScrape100k).
 //
 // Compression: a scraper that accepts gzip (Prometheus and VictoriaMetrics
@@ -55,10 +55,10 @@ var contentType = string(expfmt.NewFormat(expfmt.TypeTextPlain))
 // since the last scrape is sent as compressed then. Deflating the whole
 // page costs ~0.25 s of CPU per 100k agents, several times the rendering,
 // the standard library at BestSpeed 3-4× more than klauspost
-// (BenchmarkGzipPage100k). With half the fleet beating between scrapes, 56%
-// of the pieces are reused, and a gzip scrape costs 148-151 ms of CPU in
-// process against 310-326 ms rendering and compressing everything
-// (BenchmarkScrape100kGzipVsIdentity); an identity scrape, 42 ms there,
+// (BenchmarkGzipPage100k). With half the fleet beating between scrapes,
+// 54-56% of the pieces are reused, and a gzip scrape costs 148-160 ms of
+// CPU in process against 310-326 ms rendering and compressing everything
+// (BenchmarkScrape100kGzipVsIdentity); an identity scrape, 42-45 ms there,
 // also pays over a socket for the 139 MB it writes.
 //
 // Only GET and HEAD are served (405 otherwise). Beyond Options.MaxScrapes
