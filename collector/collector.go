@@ -4,10 +4,11 @@
 // Every series is built from the store at each scrape, so the series of a
 // silent or zombie agent stay exactly as long as the agent is in the store
 // and vanish with the first scrape after Store.Delete; nothing keeps dead
-// label sets around. The one thing Handler carries from a scrape to the next
-// is the text of a family for a run of the store's shards in which the store
-// counted no change that family shows: the same text a fresh render gives
-// (the tests compare both after every kind of change).
+// label sets around. Besides recycled memory, what Handler carries from a
+// scrape to the next is the text of a family for a run of the store's shards
+// in which the store counted no change that family shows (the same text a
+// fresh render gives: the tests compare both after every kind of change),
+// and the compressed form of unchanged text.
 //
 // There are two ways to the same exposition:
 //   - Collector implements prometheus.Collector with const metrics. It is the

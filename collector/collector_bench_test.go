@@ -82,6 +82,7 @@ func BenchmarkScrape100k(b *testing.B) {
 	var wall, cpu [2]time.Duration
 	var bytes int64
 	round := 0
+	b.ReportAllocs()
 	for b.Loop() {
 		for i, h := range handlers {
 			b.StopTimer()

@@ -359,7 +359,8 @@ type scrape struct {
 	stamps  [][numFamilies]uint64
 	current []uint16
 	policy  *fleet.ThresholdPolicy
-	kept    int      // texts of a family in a chunk the last render kept
+	kept    int // texts of a family in a chunk the last render kept
+	copies  heartbeat.RunCopies
 	labels  []byte   // the {agent_id,tenant} label set of the current agent
 	pieces  [][]byte // parts' result, recycled
 	fleet   fleetCounts
@@ -542,10 +543,11 @@ func (c *Collector) render(sc *scrape, ready func(chunk int)) {
 			ready(chunk)
 		}
 	}
-	// Store.EachRun copies one chunk's shards at a time, as Snapshot does
-	// shard by shard, into memory that is reused for the next chunk
-	// (1/nc of the store), instead of a copy of the whole store.
-	c.store.EachRun(heartbeat.NumShards/nc, func(ch int, changes *heartbeat.ChangeCounts) {
+	// Store.EachRun copies one chunk's shards at a time (all of them below
+	// 2*chunkAgents agents, a sixteenth of the store from 16*chunkAgents),
+	// each under its lock only while it is copied, as Snapshot does, into
+	// memory sc keeps for the next chunk and the next scrape.
+	c.store.EachRun(heartbeat.NumShards/nc, &sc.copies, func(ch int, changes *heartbeat.ChangeCounts) {
 		if chunk >= 0 {
 			end()
 		}

@@ -305,3 +305,30 @@ func TestRenderKeepsEachPageConsistent(t *testing.T) {
 	}
 	require.Positive(t, keptTexts, "no text was kept: the test would not see a mismatch")
 }
+
+// TestRenderRecyclesItsMemory: once a scrape state has rendered the fleet,
+// rendering it again allocates next to nothing, whether it keeps texts or
+// renders everything: the copies of the store and the text buffers are
+// the state's.
+func TestRenderRecyclesItsMemory(t *testing.T) {
+	defer func(per int) { chunkAgents = per }(chunkAgents)
+	for _, per := range []int{chunkAgents, 100} { // one chunk, then sixteen
+		chunkAgents = per
+		s := heartbeat.NewStore(10_000, nil)
+		fillFleet(t, s, 2000)
+		c := newTestCollector(s, &fakeClock{t: epoch}, fleetTenants...)
+		for _, fresh := range []bool{false, true} {
+			c.fresh = fresh
+			kept := &scrape{}
+			c.render(kept, nil)
+			req := k8sBeat(fleetTenants[0], 0, epoch)
+			allocs := testing.AllocsPerRun(5, func() {
+				req.Time = req.Time.Add(time.Second) // one chunk changes
+				_, err := s.Beat(req, thresholds)
+				require.NoError(t, err)
+				c.render(kept, nil)
+			})
+			require.LessOrEqual(t, allocs, 10.0, "%d chunks, fresh %v", len(kept.chunks), fresh)
+		}
+	}
+}

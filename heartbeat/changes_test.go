@@ -105,10 +105,11 @@ func TestEachRunReportsCopiedChanges(t *testing.T) {
 	for i := range 300 {
 		stMustBeat(t, s, stBeat(fmt.Sprintf("agent-%d", i), stT0))
 	}
-	for _, perRun := range []int{1, 16, NumShards} {
+	var copies RunCopies // reused from one size of run to the next
+	for _, perRun := range []int{1, 16, NumShards, 16} {
 		next, agents := 0, 0
 		var sum ChangeCounts
-		s.EachRun(perRun, func(i int, c *ChangeCounts) {
+		s.EachRun(perRun, &copies, func(i int, c *ChangeCounts) {
 			require.Equal(t, next, i)
 			var want ChangeCounts
 			for j := i * perRun; j < (i+1)*perRun; j++ {
@@ -131,7 +132,7 @@ func TestEachRunReportsCopiedChanges(t *testing.T) {
 		require.Equal(t, uint64(300), sum[ChangeMembers])
 		require.Equal(t, totalChanges(s), sum)
 	}
-	require.Panics(t, func() { s.EachRun(3, nil, func(*Agent) bool { return true }) })
+	require.Panics(t, func() { s.EachRun(3, nil, nil, func(*Agent) bool { return true }) })
 }
 
 // TestRewrittenStringsCountedThroughCompaction: strings rewritten at the

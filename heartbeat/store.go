@@ -826,22 +826,37 @@ func (s *Store) Snapshot(v *View) *View {
 // Unlike a View, the agents of different shards are seen at slightly
 // different moments. The *Agent is reused and its strings borrow from the
 // copy: they are valid until fn returns.
-func (s *Store) Each(fn func(*Agent) bool) { s.EachRun(1, nil, fn) }
+func (s *Store) Each(fn func(*Agent) bool) { s.EachRun(1, nil, nil, fn) }
+
+// RunCopies holds the copies of shards EachRun makes, so that a caller that
+// iterates again and again reuses their memory. The zero value is ready to
+// use; one RunCopies serves one EachRun at a time.
+type RunCopies struct{ shards []viewShard }
 
 // EachRun is Each over runs of perRun shards (perRun divides NumShards): it
-// copies a run's shards, each under its read lock only while copying it,
-// then calls run, when not nil, with the run's index and the change counts
-// of those copies summed, then fn for the run's agents. A reader that keeps
-// something derived from a run of shards can so tell, from the copies
-// themselves, what is still current. It needs memory for a run's copies.
-func (s *Store) EachRun(perRun int, run func(i int, changes *ChangeCounts), fn func(*Agent) bool) {
+// copies a run's shards into copies (new ones when nil), each under its read
+// lock only while copying it, then calls run, when not nil, with the run's
+// index and the change counts of those copies summed, then fn for the run's
+// agents. A reader that keeps something derived from a run of shards can so
+// tell, from the copies themselves, what is still current. The copies take
+// the memory of the largest run.
+func (s *Store) EachRun(perRun int, copies *RunCopies, run func(i int, changes *ChangeCounts), fn func(*Agent) bool) {
 	if perRun < 1 || numShards%perRun != 0 {
 		panic(fmt.Sprintf("heartbeat: EachRun over runs of %d shards, which does not divide %d", perRun, numShards))
 	}
-	views := make([]viewShard, perRun)
-	var a Agent
+	if copies == nil {
+		copies = new(RunCopies)
+	}
+	if len(copies.shards) < perRun {
+		copies.shards = append(copies.shards, make([]viewShard, perRun-len(copies.shards))...)
+	}
+	views := copies.shards[:perRun]
+	var (
+		a       Agent
+		changes ChangeCounts // one for every run: run's pointer escapes
+	)
 	for first := 0; first < numShards; first += perRun {
-		var changes ChangeCounts
+		changes = ChangeCounts{}
 		for j := range views {
 			sh, vs := &s.shards[first+j], &views[j]
 			sh.mu.RLock()
