@@ -16,6 +16,28 @@ import (
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
+// writeWhile calls write with rounds 0, 1, … on a goroutine of its own
+// until the stop function it returns is called, which waits for it; an
+// error of write fails the test and ends the writes.
+func writeWhile(t *testing.T, write func(round int) error) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for round := 0; ; round++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := write(round); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
 // page renders c into sc and returns the page's agent families.
 func page(c *Collector, sc *scrape) string {
 	c.render(sc, nil)
@@ -161,42 +183,32 @@ func TestRenderKeepsTextUnderConcurrentBeats(t *testing.T) {
 	fillFleet(t, s, n)
 	c := newTestCollector(s, &fakeClock{t: epoch}, fleetTenants...)
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
+	var stops []func()
 	for w := range 2 {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), 1))
-			for round := 0; ; round++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				i := rng.IntN(n + 50)
-				req := k8sBeat(fleetTenants[i%len(fleetTenants)], i, epoch.Add(time.Duration(round)*time.Millisecond))
-				switch rng.IntN(4) {
-				case 0:
-					req.Metrics.Errors = float64(round)
-				case 1:
-					req.Version = fmt.Sprint(round % 5)
-				case 2:
-					s.SetRevoked(req.Key, round%2 == 0)
-					continue
-				}
-				_, err := s.Beat(req, thresholds)
-				if err != nil {
-					t.Error(err)
-					return
-				}
+		rng := rand.New(rand.NewPCG(uint64(w), 1))
+		stops = append(stops, writeWhile(t, func(round int) error {
+			i := rng.IntN(n + 50)
+			req := k8sBeat(fleetTenants[i%len(fleetTenants)], i, epoch.Add(time.Duration(round)*time.Millisecond))
+			switch rng.IntN(4) {
+			case 0:
+				req.Metrics.Errors = float64(round)
+			case 1:
+				req.Version = fmt.Sprint(round % 5)
+			case 2:
+				s.SetRevoked(req.Key, round%2 == 0)
+				return nil
 			}
-		})
+			_, err := s.Beat(req, thresholds)
+			return err
+		}))
 	}
 	kept := &scrape{}
 	for range 30 {
 		page(c, kept)
 	}
-	close(stop)
-	wg.Wait()
+	for _, stop := range stops {
+		stop()
+	}
 	require.Equal(t, page(c, &scrape{}), page(c, kept))
 	require.Equal(t, page(c, kept), page(c, kept))
 	require.Equal(t, len(kept.chunks)*(numValueFamilies+1), kept.kept)
@@ -227,8 +239,8 @@ func TestRenderKeepsTextAcrossChunkCounts(t *testing.T) {
 	}
 }
 
-// TestRenderKeepsEachPageConsistent: while agents register, beat, are
-// revoked and deleted, every page that keeps texts shows each agent in all
+// TestRenderKeepsEachPageConsistent: while agents beat, register and are
+// deleted, every page that keeps texts shows each agent in all
 // the families every agent has, or in none: an agent's families are all
 // read from the same copy of its shard, as when everything is rendered.
 func TestRenderKeepsEachPageConsistent(t *testing.T) {
@@ -244,34 +256,21 @@ func TestRenderKeepsEachPageConsistent(t *testing.T) {
 	// agents beyond the fleet comes or goes: a chunk with no such change
 	// since the last page keeps its other families while one may land in
 	// it during the render.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for round := 0; ; round++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if round%20 == 0 {
-				i := n + round/20%16
-				k := fleet.Key{Tenant: fleetTenants[i%3], AgentID: fmt.Sprintf("agent-%07d", i)}
-				if !s.Delete(k) {
-					if _, err := s.Beat(k8sBeat(k.Tenant, i, epoch), thresholds); err != nil {
-						t.Error(err)
-						return
-					}
+	defer writeWhile(t, func(round int) error {
+		if round%20 == 0 {
+			i := n + round/20%16
+			k := fleet.Key{Tenant: fleetTenants[i%3], AgentID: fmt.Sprintf("agent-%07d", i)}
+			if !s.Delete(k) {
+				if _, err := s.Beat(k8sBeat(k.Tenant, i, epoch), thresholds); err != nil {
+					return err
 				}
 			}
-			j := round % n
-			if _, err := s.Beat(k8sBeat(fleetTenants[j%3], j, epoch.Add(time.Duration(round)*time.Millisecond)), thresholds); err != nil {
-				t.Error(err)
-				return
-			}
-			time.Sleep(5 * time.Microsecond)
 		}
-	})
-	defer func() { close(stop); wg.Wait() }()
+		j := round % n
+		_, err := s.Beat(k8sBeat(fleetTenants[j%3], j, epoch.Add(time.Duration(round)*time.Millisecond)), thresholds)
+		time.Sleep(5 * time.Microsecond)
+		return err
+	})()
 
 	// Families every agent of fillFleet has a sample in.
 	everyAgent := []string{
