@@ -16,6 +16,16 @@ import (
 	"github.com/agentsentinel/sentinel/heartbeat"
 )
 
+// chunkedFleet is a store of n agents (fillFleet) and a collector of it
+// whose pages have a chunk per chunkAgents agents, for the test.
+func chunkedFleet(t *testing.T, n, per int) (*heartbeat.Store, *Collector) {
+	t.Cleanup(func(was int) func() { return func() { chunkAgents = was } }(chunkAgents))
+	chunkAgents = per
+	s := heartbeat.NewStore(100_000, nil)
+	fillFleet(t, s, n)
+	return s, newTestCollector(s, &fakeClock{t: epoch}, fleetTenants...)
+}
+
 // writeWhile calls write with rounds 0, 1, … on a goroutine of its own
 // until the stop function it returns is called, which waits for it; an
 // error of write fails the test and ends the writes.
@@ -176,12 +186,8 @@ func TestRenderKeepsOnlyCurrentText(t *testing.T) {
 // agents beat, register and are revoked end, once the writes stop, at the
 // page a fresh render gives: no text is kept that a write changed.
 func TestRenderKeepsTextUnderConcurrentBeats(t *testing.T) {
-	defer func(per int) { chunkAgents = per }(chunkAgents)
-	chunkAgents = 40
 	const n = 600
-	s := heartbeat.NewStore(10_000, nil)
-	fillFleet(t, s, n)
-	c := newTestCollector(s, &fakeClock{t: epoch}, fleetTenants...)
+	s, c := chunkedFleet(t, n, 40)
 
 	var stops []func()
 	for w := range 2 {
@@ -244,12 +250,8 @@ func TestRenderKeepsTextAcrossChunkCounts(t *testing.T) {
 // the families every agent has, or in none: an agent's families are all
 // read from the same copy of its shard, as when everything is rendered.
 func TestRenderKeepsEachPageConsistent(t *testing.T) {
-	defer func(per int) { chunkAgents = per }(chunkAgents)
-	chunkAgents = 500
 	const n = 4000
-	s := heartbeat.NewStore(100_000, nil)
-	fillFleet(t, s, n)
-	c := newTestCollector(s, &fakeClock{t: epoch}, fleetTenants...)
+	s, c := chunkedFleet(t, n, 500)
 
 	// Agents beat one after the other (their heartbeat families change,
 	// their other families are kept), and now and then one of a few
