@@ -95,11 +95,3 @@ func (sh *shard) noteChanges(before, r *record) {
 	}
 	sh.count(c)
 }
-
-// ShardChanges returns the change counts of shard i, 0 <= i < NumShards.
-func (s *Store) ShardChanges(i int) ChangeCounts {
-	sh := &s.shards[i]
-	sh.mu.RLock()
-	defer sh.mu.RUnlock()
-	return sh.changes
-}

@@ -10,11 +10,19 @@ import (
 	"github.com/agentsentinel/sentinel/fleet"
 )
 
+// shardChanges returns the change counts of shard i.
+func (s *Store) shardChanges(i int) ChangeCounts {
+	sh := &s.shards[i]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	return sh.changes
+}
+
 // totalChanges sums the change counts of every shard.
 func totalChanges(s *Store) ChangeCounts {
 	var sum ChangeCounts
 	for i := range NumShards {
-		c := s.ShardChanges(i)
+		c := s.shardChanges(i)
 		for k := range sum {
 			sum[k] += c[k]
 		}
@@ -113,7 +121,7 @@ func TestEachRunReportsCopiedChanges(t *testing.T) {
 			require.Equal(t, next, i)
 			var want ChangeCounts
 			for j := i * perRun; j < (i+1)*perRun; j++ {
-				for k, n := range s.ShardChanges(j) {
+				for k, n := range s.shardChanges(j) {
 					want[k] += n
 				}
 			}
