@@ -152,8 +152,8 @@ var portLocks struct {
 // directory every test process shares, and reports whether it got it: a
 // lock held by another process, or by this one for an earlier call, means
 // the port is spoken for. The kernel drops the locks when the process ends,
-// however it ends. Where the directory cannot be used, every port counts as
-// reserved, as before there were reservations.
+// however it ends. Where the directory cannot be used, every free port is
+// taken as this call's, as before there were reservations.
 func reservePort(port int) bool {
 	dir := filepath.Join(os.TempDir(), "sentinel-test-ports")
 	if err := os.MkdirAll(dir, 0o777); err != nil {
