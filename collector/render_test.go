@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/agentsentinel/sentinel/fleet"
 	"github.com/agentsentinel/sentinel/heartbeat"
+	"github.com/agentsentinel/sentinel/internal/testutil"
 )
 
 // chunkedFleet is a store of n agents (fillFleet) and a collector of it
@@ -24,28 +24,6 @@ func chunkedFleet(t *testing.T, n, per int) (*heartbeat.Store, *Collector) {
 	s := heartbeat.NewStore(100_000, nil)
 	fillFleet(t, s, n)
 	return s, newTestCollector(s, &fakeClock{t: epoch}, fleetTenants...)
-}
-
-// writeWhile calls write with rounds 0, 1, … on a goroutine of its own
-// until the stop function it returns is called, which waits for it; an
-// error of write fails the test and ends the writes.
-func writeWhile(t *testing.T, write func(round int) error) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for round := 0; ; round++ {
-			select {
-			case <-done:
-				return
-			default:
-			}
-			if err := write(round); err != nil {
-				t.Error(err)
-				return
-			}
-		}
-	})
-	return func() { close(done); wg.Wait() }
 }
 
 // page renders c into sc and returns the page's agent families.
@@ -192,7 +170,7 @@ func TestRenderKeepsTextUnderConcurrentBeats(t *testing.T) {
 	var stops []func()
 	for w := range 2 {
 		rng := rand.New(rand.NewPCG(uint64(w), 1))
-		stops = append(stops, writeWhile(t, func(round int) error {
+		stops = append(stops, testutil.WriteWhile(t, func(round int) error {
 			i := rng.IntN(n + 50)
 			req := k8sBeat(fleetTenants[i%len(fleetTenants)], i, epoch.Add(time.Duration(round)*time.Millisecond))
 			switch rng.IntN(4) {
@@ -258,7 +236,7 @@ func TestRenderKeepsEachPageConsistent(t *testing.T) {
 	// agents beyond the fleet comes or goes: a chunk with no such change
 	// since the last page keeps its other families while one may land in
 	// it during the render.
-	defer writeWhile(t, func(round int) error {
+	defer testutil.WriteWhile(t, func(round int) error {
 		if round%20 == 0 {
 			i := n + round/20%16
 			k := fleet.Key{Tenant: fleetTenants[i%3], AgentID: fmt.Sprintf("agent-%07d", i)}

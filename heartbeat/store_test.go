@@ -675,35 +675,27 @@ func TestStoreConcurrent(t *testing.T) {
 	for i := range 1000 {
 		stMustBeat(t, s, stFullBeat(fmt.Sprintf("stable-%d", i), stT0))
 	}
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	var stops []func()
 	for w := range 3 {
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				id := fmt.Sprintf("churn-%d-%d", w, i%300)
-				req := stFullBeat(id, stT0.Add(time.Duration(i)*time.Millisecond))
-				req.Platform = stPlatform(i, i%50)
-				if _, err := s.Beat(req, stTh); err != nil {
-					t.Error(err)
-					return
-				}
-				switch i % 7 {
-				case 0:
-					s.Delete(stKey(id))
-				case 1:
-					s.SetRevoked(stKey(id), i%2 == 0)
-				case 2:
-					s.SetCommand(stKey(id), fleet.CommandPause, uint32(i))
-				case 3:
-					s.Get(stKey(fmt.Sprintf("stable-%d", i%1000)))
-				}
+		stops = append(stops, testutil.WriteWhile(t, func(i int) error {
+			id := fmt.Sprintf("churn-%d-%d", w, i%300)
+			req := stFullBeat(id, stT0.Add(time.Duration(i)*time.Millisecond))
+			req.Platform = stPlatform(i, i%50)
+			if _, err := s.Beat(req, stTh); err != nil {
+				return err
 			}
-		})
+			switch i % 7 {
+			case 0:
+				s.Delete(stKey(id))
+			case 1:
+				s.SetRevoked(stKey(id), i%2 == 0)
+			case 2:
+				s.SetCommand(stKey(id), fleet.CommandPause, uint32(i))
+			case 3:
+				s.Get(stKey(fmt.Sprintf("stable-%d", i%1000)))
+			}
+			return nil
+		}))
 	}
 	var v *View
 	for range 30 {
@@ -722,8 +714,9 @@ func TestStoreConcurrent(t *testing.T) {
 		})
 		require.Equal(t, 1000, stable)
 	}
-	close(stop)
-	wg.Wait()
+	for _, stop := range stops {
+		stop()
+	}
 	n := 0
 	s.Snapshot(nil).Each(func(*Agent) bool { n++; return true })
 	require.Equal(t, s.Len(), n)

@@ -1,5 +1,6 @@
 // Package testutil holds what the tests of several packages share: a
-// settable clock, a buffer safe for concurrent writers, self-signed TLS
+// settable clock, concurrent writers for a test, a buffer safe for
+// concurrent writers, self-signed TLS
 // certificates, and building the binaries under test.
 package testutil
 
@@ -18,6 +19,29 @@ import (
 	"testing"
 	"time"
 )
+
+// WriteWhile calls write with rounds 0, 1, … on a goroutine of its own
+// until the stop function it returns is called, which waits for it: the
+// writers of a test that reads concurrently. An error of write fails the
+// test and ends the writes.
+func WriteWhile(t testing.TB, write func(round int) error) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for round := 0; ; round++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := write(round); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
 
 // Clock is a clock the test moves instead of sleeping. Its Now is what
 // the code under test takes as its clock.
